@@ -1,0 +1,224 @@
+"""Adapters that turn each backbone family into an ``Encoder``.
+
+Every adapter reads weights from local files only. A spec that would need a download fails with a
+message that says what to pass instead.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from encoders.base import (CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD, Encoder, EncoderInfo,
+                           LayerFeatures, tokens_to_map)
+from encoders.checkpoint import load_into
+
+
+class EncoderSpecError(ValueError):
+    pass
+
+
+def _flag(opts: dict, key: str) -> bool:
+    return str(opts.get(key, "0")).lower() in ("1", "true", "yes")
+
+
+# ---------------------------------------------------------------------------------------------- timm
+class TimmEncoder(Encoder):
+    """Any timm ViT through ``forward_intermediates(norm=True)``."""
+
+    def __init__(self, model: nn.Module, spec: str):
+        super().__init__()
+        self.model = model.eval()
+        cfg = getattr(model, "pretrained_cfg", {}) or {}
+        ps = model.patch_embed.patch_size
+        size = getattr(model.patch_embed, "img_size", None) or cfg.get("input_size", (3, 224, 224))[1:]
+        self.info = EncoderInfo(
+            spec=spec, embed_dim=model.embed_dim, num_layers=len(model.blocks),
+            patch_size=ps[0] if isinstance(ps, (tuple, list)) else ps,
+            num_prefix_tokens=getattr(model, "num_prefix_tokens", 1),
+            image_size=tuple(int(s) for s in size),
+            mean=tuple(cfg.get("mean", IMAGENET_MEAN)), std=tuple(cfg.get("std", IMAGENET_STD)),
+            interpolation=cfg.get("interpolation", "bicubic"), family="timm")
+
+    def _features(self, images, block_ids):
+        outs = self.model.forward_intermediates(
+            images, indices=block_ids, norm=True, output_fmt="NCHW", return_prefix_tokens=True,
+            intermediates_only=True)
+        feats = {}
+        for i, (spatial, prefix) in zip(block_ids, outs):
+            spatial = spatial.permute(0, 2, 3, 1)
+            cls = prefix[:, 0] if prefix is not None and prefix.shape[1] > 0 else spatial.mean((1, 2))
+            feats[i] = LayerFeatures(cls=cls, patches=spatial)
+        return feats
+
+
+def build_timm(target: str, opts: dict, spec: str) -> Encoder:
+    import timm
+    kwargs = {}
+    if "img_size" in opts:
+        kwargs["img_size"] = int(opts["img_size"])
+    if "dynamic_img_size" not in opts:
+        kwargs["dynamic_img_size"] = True
+    ckpt = opts.get("ckpt")
+    if not ckpt and not _flag(opts, "random"):
+        raise EncoderSpecError(
+            f"'{spec}': weights are never downloaded at run time. Pass ?ckpt=PATH (safetensors or .pth "
+            f"state dict for timm '{target}'), or ?random=1 for a randomly initialised model.")
+    try:
+        model = timm.create_model(target, pretrained=False, num_classes=0, **kwargs)
+    except RuntimeError as e:
+        raise EncoderSpecError(f"'{spec}': timm cannot build '{target}': {e}") from None
+    if ckpt:
+        load_into(model, ckpt, opts.get("remap"))
+    return TimmEncoder(model, spec)
+
+
+# ---------------------------------------------------------------------------------- Hugging Face
+class HFVisionEncoder(Encoder):
+    """Hugging Face vision models (Dinov2, DINOv3-ViT, CLIP / SigLIP vision towers) via hidden states.
+
+    Hidden state ``i + 1`` is the output of block ``i``; the model's final norm is applied to every
+    requested layer (DINOv2 convention)."""
+
+    def __init__(self, model: nn.Module, spec: str, image_size: int | None = None,
+                 mean=None, std=None):
+        super().__init__()
+        self.model = model.eval()
+        cfg = model.config
+        mt = cfg.model_type
+        if mt in ("clip_vision_model", "siglip_vision_model"):
+            self.body, self.norm = model.vision_model, model.vision_model.post_layernorm
+        else:
+            self.body, self.norm = model, getattr(model, "layernorm", None) or getattr(model, "norm")
+        registers = int(getattr(cfg, "num_register_tokens", 0) or 0)
+        prefix = 0 if mt.startswith("siglip") else 1 + registers
+        default_mean, default_std = {
+            "clip_vision_model": (CLIP_MEAN, CLIP_STD),
+            "siglip_vision_model": ((0.5,) * 3, (0.5,) * 3)}.get(mt, (IMAGENET_MEAN, IMAGENET_STD))
+        size = image_size or int(cfg.image_size)
+        if mt == "dinov2" and size == 518 and image_size is None:
+            size = 224  # DINOv2's config keeps the 518 position table; its eval resolution is 224
+        self.info = EncoderInfo(
+            spec=spec, embed_dim=int(cfg.hidden_size), num_layers=int(cfg.num_hidden_layers),
+            patch_size=int(cfg.patch_size), num_prefix_tokens=prefix, image_size=(size, size),
+            mean=tuple(mean or default_mean), std=tuple(std or default_std), family=f"hf-{mt}")
+        self._interp = mt in ("clip_vision_model", "siglip_vision_model")
+
+    def _features(self, images, block_ids):
+        kw = {"interpolate_pos_encoding": True} if self._interp else {}
+        out = self.body(pixel_values=images, output_hidden_states=True, **kw)
+        h, w = images.shape[-2] // self.info.patch_size, images.shape[-1] // self.info.patch_size
+        feats = {i: tokens_to_map(self.norm(out.hidden_states[i + 1]), self.info.num_prefix_tokens, (h, w))
+                 for i in block_ids}
+        last = self.info.num_layers - 1
+        pooled = getattr(out, "pooler_output", None)
+        if last in feats and self.info.num_prefix_tokens == 0 and pooled is not None:
+            feats[last] = LayerFeatures(cls=pooled, patches=feats[last].patches)  # SigLIP MAP head
+        return feats
+
+
+def _read_preprocessor(path: Path) -> dict:
+    f = path / "preprocessor_config.json"
+    return json.loads(f.read_text()) if f.is_file() else {}
+
+
+def build_hf(target: str, opts: dict, spec: str) -> Encoder:
+    from transformers import AutoConfig, AutoModel, CLIPVisionModel, SiglipVisionModel
+    path = Path(target).expanduser()
+    if not path.is_dir():
+        raise EncoderSpecError(
+            f"'{spec}': '{target}' is not a local folder. Weights are never downloaded at run time: "
+            f"fetch them once (e.g. `huggingface-cli download {target} --local-dir DIR`) and pass hf:DIR.")
+    cfg = AutoConfig.from_pretrained(path, local_files_only=True)
+    if cfg.model_type == "clip":
+        model = CLIPVisionModel.from_pretrained(path, local_files_only=True)
+    elif cfg.model_type == "siglip":
+        model = SiglipVisionModel.from_pretrained(path, local_files_only=True)
+    else:
+        model = AutoModel.from_pretrained(path, local_files_only=True)
+    pre = _read_preprocessor(path)
+    size = opts.get("img_size")
+    return HFVisionEncoder(model, spec, image_size=int(size) if size else None,
+                           mean=pre.get("image_mean"), std=pre.get("image_std"))
+
+
+# ------------------------------------------------------------------------------------- open_clip
+class OpenClipEncoder(Encoder):
+    def __init__(self, visual: nn.Module, spec: str, mean, std):
+        super().__init__()
+        self.model = visual.eval()
+        ps = visual.patch_size
+        size = visual.image_size
+        self.info = EncoderInfo(
+            spec=spec, embed_dim=int(visual.transformer.width), num_layers=len(visual.transformer.resblocks),
+            patch_size=int(ps[0] if isinstance(ps, (tuple, list)) else ps), num_prefix_tokens=1,
+            image_size=tuple(size) if isinstance(size, (tuple, list)) else (size, size),
+            mean=tuple(mean), std=tuple(std), family="open_clip")
+
+    def _features(self, images, block_ids):
+        out = self.model.forward_intermediates(images, indices=block_ids, normalize_intermediates=True,
+                                               intermediates_only=True, output_fmt="NLC",
+                                               output_extra_tokens=True)
+        h, w = images.shape[-2] // self.info.patch_size, images.shape[-1] // self.info.patch_size
+        feats = {}
+        for i, sp, pre in zip(block_ids, out["image_intermediates"], out["image_intermediates_prefix"]):
+            feats[i] = LayerFeatures(cls=pre[:, 0], patches=sp.reshape(sp.shape[0], h, w, -1))
+        return feats
+
+
+def build_open_clip(target: str, opts: dict, spec: str) -> Encoder:
+    import open_clip
+    ckpt = opts.get("ckpt")
+    if not ckpt and not _flag(opts, "random"):
+        raise EncoderSpecError(f"'{spec}': pass ?ckpt=PATH (open_clip state dict) or ?random=1; "
+                               "weights are never downloaded at run time.")
+    try:
+        model = open_clip.create_model(target, pretrained=None)
+    except RuntimeError as e:
+        raise EncoderSpecError(f"'{spec}': open_clip cannot build '{target}': {e}") from None
+    visual = model.visual
+    if not hasattr(visual, "transformer"):
+        raise EncoderSpecError(f"'{spec}': only ViT visual towers are supported (got {type(visual).__name__})")
+    if ckpt:
+        load_into(visual, ckpt, opts.get("remap"))
+    mean = getattr(visual, "image_mean", None) or CLIP_MEAN
+    std = getattr(visual, "image_std", None) or CLIP_STD
+    return OpenClipEncoder(visual, spec, mean, std)
+
+
+# ------------------------------------------------------------------------------------- torch.hub
+class HubEncoder(Encoder):
+    """DINOv2/DINOv3-style repos: ``get_intermediate_layers(n, reshape, return_class_token, norm)``."""
+
+    def __init__(self, model: nn.Module, spec: str, image_size: int = 224):
+        super().__init__()
+        self.model = model.eval()
+        ps = model.patch_size if hasattr(model, "patch_size") else model.patch_embed.patch_size
+        ps = ps[0] if isinstance(ps, (tuple, list)) else ps
+        self.info = EncoderInfo(
+            spec=spec, embed_dim=int(model.embed_dim), num_layers=len(model.blocks), patch_size=int(ps),
+            num_prefix_tokens=1 + int(getattr(model, "num_register_tokens", 0) or 0),
+            image_size=(image_size, image_size), family="torchhub")
+
+    def _features(self, images, block_ids):
+        outs = self.model.get_intermediate_layers(images, n=block_ids, reshape=True, return_class_token=True,
+                                                  norm=True)
+        return {i: LayerFeatures(cls=cls, patches=sp.permute(0, 2, 3, 1)) for i, (sp, cls) in zip(block_ids, outs)}
+
+
+def build_torchhub(target: str, opts: dict, spec: str) -> Encoder:
+    repo, _, entry = target.rpartition(":")
+    if not repo or not entry:
+        raise EncoderSpecError(f"'{spec}': expected torchhub:REPO_DIR:ENTRY (e.g. torchhub:~/dinov2:dinov2_vits14)")
+    repo_dir = Path(repo).expanduser()
+    if not (repo_dir / "hubconf.py").is_file():
+        raise EncoderSpecError(f"'{spec}': '{repo_dir}' is not a local torch.hub repo (no hubconf.py); "
+                               "clone it once and pass its folder")
+    model = torch.hub.load(str(repo_dir), entry, source="local", pretrained=False)
+    if opts.get("ckpt"):
+        load_into(model, opts["ckpt"], opts.get("remap"))
+    elif not _flag(opts, "random"):
+        raise EncoderSpecError(f"'{spec}': pass ?ckpt=PATH (the backbone's .pth) or ?random=1")
+    return HubEncoder(model, spec, image_size=int(opts.get("img_size", 224)))

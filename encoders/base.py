@@ -1,0 +1,115 @@
+"""The encoder contract every suite consumes, whatever the backbone family.
+
+Modelled on timm's ``forward_intermediates``: one call returns the pooled/CLS embedding, the final patch
+map, and any requested intermediate blocks (with the final norm applied, as DINOv2's
+``get_intermediate_layers(norm=True)`` and timm's ``norm=True`` do). Layer indices are block indices,
+negative from the end (-1 = last block).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Sequence
+
+import torch
+from torch import nn
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+@dataclass(frozen=True)
+class EncoderInfo:
+    """What travels with the weights (timm's PretrainedCfg): shapes and preprocessing."""
+    spec: str
+    embed_dim: int
+    num_layers: int
+    patch_size: int
+    num_prefix_tokens: int
+    image_size: tuple[int, int] = (224, 224)
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    interpolation: str = "bicubic"
+    family: str = "vit"
+
+    def preprocessing(self) -> dict:
+        return {"image_size": list(self.image_size), "mean": list(self.mean), "std": list(self.std),
+                "interpolation": self.interpolation}
+
+
+@dataclass
+class LayerFeatures:
+    cls: torch.Tensor       # [B, D]: CLS token (or the mean patch token when there is none)
+    patches: torch.Tensor   # [B, h, w, D]
+
+
+@dataclass
+class EncoderOutput:
+    cls: torch.Tensor                       # [B, D] final pooled / CLS embedding
+    patches: torch.Tensor                   # [B, h, w, D] final patch map
+    layers: dict[int, LayerFeatures] = field(default_factory=dict)  # keyed by the index asked for
+
+
+class Encoder(nn.Module):
+    """Base class. Subclasses implement ``_features(images, block_ids) -> {block_id: LayerFeatures}``
+    for non-negative block ids and set ``self.info``."""
+
+    info: EncoderInfo
+
+    def resolve_layers(self, layers: Sequence[int]) -> list[int]:
+        n = self.info.num_layers
+        out = []
+        for i in layers:
+            j = i + n if i < 0 else i
+            if not 0 <= j < n:
+                raise ValueError(f"encoder '{self.info.spec}' has {n} blocks; layer index {i} is out of range "
+                                 f"(use 0..{n - 1} or -{n}..-1)")
+            out.append(j)
+        return out
+
+    def forward(self, images: torch.Tensor, layers: Sequence[int] = (-1,)) -> EncoderOutput:
+        """images: [B,3,H,W], already normalised with ``info.mean/std``; H, W multiples of the patch size."""
+        ids = self.resolve_layers(layers)
+        last = self.info.num_layers - 1
+        feats = self._features(images, sorted(set(ids) | {last}))
+        return EncoderOutput(cls=feats[last].cls, patches=feats[last].patches,
+                             layers={i: feats[j] for i, j in zip(layers, ids)})
+
+    def _features(self, images: torch.Tensor, block_ids: list[int]) -> dict[int, LayerFeatures]:
+        raise NotImplementedError
+
+    # -- identity -----------------------------------------------------------------------------
+    def fingerprint(self) -> str:
+        """sha256 (16 hex) of every parameter and buffer plus the preprocessing; stable across runs."""
+        cached = getattr(self, "_fingerprint", None)
+        if cached is not None:
+            return cached
+        h = hashlib.sha256()
+        for name, t in sorted(self.state_dict().items()):
+            h.update(name.encode())
+            h.update(str(tuple(t.shape)).encode())
+            h.update(str(t.dtype).encode())
+            h.update(t.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes()
+                     if t.numel() else b"")
+        h.update(json.dumps(self.info.preprocessing(), sort_keys=True).encode())
+        self._fingerprint = h.hexdigest()[:16]
+        return self._fingerprint
+
+    def describe(self) -> dict:
+        n_params = sum(p.numel() for p in self.parameters())
+        return {**asdict(self.info), "params": n_params, "fingerprint": self.fingerprint()}
+
+
+def tokens_to_map(tokens: torch.Tensor, num_prefix: int, grid: tuple[int, int]) -> LayerFeatures:
+    """[B, prefix + h*w, D] token sequence -> LayerFeatures(cls, patches[B,h,w,D])."""
+    b, _, d = tokens.shape
+    patches = tokens[:, num_prefix:, :]
+    h, w = grid
+    if patches.shape[1] != h * w:
+        raise ValueError(f"expected {h}x{w}={h * w} patch tokens after {num_prefix} prefix tokens, "
+                         f"got {patches.shape[1]}")
+    cls = tokens[:, 0] if num_prefix > 0 else patches.mean(1)
+    return LayerFeatures(cls=cls, patches=patches.reshape(b, h, w, d))

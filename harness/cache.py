@@ -1,0 +1,157 @@
+"""Feature cache: one encoder forward per image per protocol, reused by every head and every run.
+
+Key = hash(encoder fingerprint, dataset fingerprint, transform id, layers, stored kinds). Arrays are
+float16 ``.npy`` files opened as memmaps. A cache is written into ``<key>.tmp-<pid>`` and renamed when
+complete, so a killed extraction never leaves a folder that a later run would read.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from harness.device import autocast, is_oom
+
+KINDS = ("cls", "avgpool", "patches")
+
+
+class FeatureDataset(Protocol):
+    """What the cache needs: items ``(normalised image tensor [3,H,W], target)`` and a fingerprint."""
+    transform_id: str
+
+    def __len__(self) -> int: ...
+    def __getitem__(self, i: int): ...
+    def fingerprint(self) -> str: ...
+
+
+@dataclass
+class Features:
+    """Arrays keyed ``"<kind>.<block>"`` (e.g. ``cls.11``, ``patches.8``), each [N, ...] float16."""
+    arrays: dict[str, np.ndarray]
+    key: str
+    path: Path
+    computed: bool = False                      # True when this call ran the encoder
+    meta: dict = field(default_factory=dict)
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        if name not in self.arrays:
+            raise KeyError(f"feature '{name}' not in cache {self.key}; has {sorted(self.arrays)}")
+        return self.arrays[name]
+
+    def tensor(self, name: str, dtype=torch.float32) -> torch.Tensor:
+        return torch.from_numpy(np.array(self[name], dtype=np.float32)).to(dtype)
+
+
+@dataclass
+class CacheStats:
+    hits: int = 0
+    misses: int = 0
+    forwards: int = 0       # encoder forward calls made by this cache (a test counts them)
+
+
+class FeatureCache:
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.stats = CacheStats()
+
+    @staticmethod
+    def key(encoder_fp: str, dataset_fp: str, transform_id: str, layers: Sequence[int],
+            kinds: Sequence[str]) -> str:
+        payload = json.dumps([encoder_fp, dataset_fp, transform_id, sorted(set(layers)), sorted(set(kinds))])
+        return hashlib.sha256(payload.encode()).hexdigest()[:24]
+
+    def get_or_compute(self, encoder, dataset: FeatureDataset, layers: Sequence[int],
+                       kinds: Sequence[str] = ("cls",), *, device: torch.device | str = "cpu",
+                       precision: str = "fp32", batch_size: int = 64, num_workers: int = 0,
+                       progress: bool = True, desc: str = "features") -> Features:
+        bad = [k for k in kinds if k not in KINDS]
+        if bad:
+            raise ValueError(f"unknown feature kind(s) {bad}; valid: {KINDS}")
+        blocks = sorted(set(encoder.resolve_layers(layers)))
+        key = self.key(encoder.fingerprint(), dataset.fingerprint(), dataset.transform_id, blocks, kinds)
+        final = self.root / key
+        if (final / "meta.json").is_file():
+            self.stats.hits += 1
+            return self._open(final, key)
+        self.stats.misses += 1
+        tmp = self.root / f"{key}.tmp-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        try:
+            meta = self._extract(encoder, dataset, blocks, kinds, tmp, torch.device(device), precision,
+                                 batch_size, num_workers, progress, desc)
+            (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
+            try:
+                os.rename(tmp, final)
+            except OSError:  # another process finished the same key first
+                shutil.rmtree(tmp, ignore_errors=True)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        feats = self._open(final, key)
+        feats.computed = True
+        return feats
+
+    def _open(self, path: Path, key: str) -> Features:
+        meta = json.loads((path / "meta.json").read_text())
+        arrays = {name: np.load(path / f"{name}.npy", mmap_mode="r") for name in meta["arrays"]}
+        return Features(arrays=arrays, key=key, path=path, meta=meta)
+
+    def _extract(self, encoder, dataset, blocks, kinds, out: Path, device, precision, batch_size,
+                 num_workers, progress, desc) -> dict:
+        encoder = encoder.to(device).eval()
+        n = len(dataset)
+        if n == 0:
+            raise ValueError("cannot extract features of an empty dataset")
+        arrays: dict[str, np.ndarray] = {}
+        start = time.perf_counter()
+        bar = tqdm(total=n, desc=desc, unit="img", disable=not progress, leave=False)
+        i = 0
+        bs = batch_size
+        while i < n:
+            loader = DataLoader(torch.utils.data.Subset(dataset, range(i, n)), batch_size=bs, shuffle=False,
+                                num_workers=num_workers)
+            try:
+                for images, _ in loader:
+                    with torch.inference_mode(), autocast(device, precision):
+                        res = encoder(images.to(device, non_blocking=True), layers=blocks)
+                    self.stats.forwards += 1
+                    b = images.shape[0]
+                    for blk in blocks:
+                        lf = res.layers[blk]
+                        parts = {"cls": lf.cls, "avgpool": lf.patches.mean((1, 2)), "patches": lf.patches}
+                        for kind in kinds:
+                            name = f"{kind}.{blk}"
+                            val = parts[kind].float().cpu().numpy().astype(np.float16)
+                            if name not in arrays:
+                                arrays[name] = np.lib.format.open_memmap(
+                                    out / f"{name}.npy", mode="w+", dtype=np.float16, shape=(n, *val.shape[1:]))
+                            arrays[name][i:i + b] = val
+                    i += b
+                    bar.update(b)
+            except RuntimeError as e:
+                if is_oom(e) and bs > 1:
+                    bs //= 2
+                    if device.type == "cuda":
+                        torch.cuda.empty_cache()
+                    tqdm.write(f"out of memory: retrying with batch size {bs}")
+                    continue
+                raise
+        bar.close()
+        for a in arrays.values():
+            a.flush()
+        return {"arrays": sorted(arrays), "n": n, "blocks": blocks, "kinds": list(kinds),
+                "encoder": encoder.info.spec, "encoder_fingerprint": encoder.fingerprint(),
+                "dataset_fingerprint": dataset.fingerprint(), "transform_id": dataset.transform_id,
+                "seconds": round(time.perf_counter() - start, 3), "final_batch_size": bs}

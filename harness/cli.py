@@ -1,0 +1,178 @@
+"""``spatialboost``: the command line. Every command validates its whole config before any work."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+from harness.config import ConfigError, build, describe, load_yaml, merge, parse_overrides, to_yaml
+
+EPILOG = """examples:
+  spatialboost eval --encoder builtin:dinov2-s14-focus --suite cls.imagenet --data ~/data/imagenet
+  spatialboost eval configs/eval_cls.yaml protocol.epochs=2 seed=1
+  spatialboost validate --encoder timm:vit_small_patch14_dinov2?ckpt=dinov2.pth --suite cls.imagenet --data D
+  spatialboost ls suites --verbose
+  spatialboost demo --preset tiny
+"""
+
+
+def _user_errors():
+    from encoders.adapters import EncoderSpecError
+    from encoders.checkpoint import CheckpointError
+    from harness.registry import RegistryError
+    from harness.tracking import TrackingError
+    from suites.images import DataError
+    return (ConfigError, RegistryError, DataError, CheckpointError, EncoderSpecError, TrackingError,
+            FileNotFoundError)
+
+
+def _eval_config(args):
+    from harness.runner import EvalConfig
+    data = load_yaml(args.config) if args.config else {}
+    flags = {k: v for k, v in {"encoder": args.encoder, "suite": args.suite, "data": args.data,
+                               "head": args.head, "mode": args.mode, "device": args.device,
+                               "experiment": args.experiment, "workspace": args.workspace}.items()
+             if v is not None}
+    if getattr(args, "force", False):
+        flags["force"] = True
+    if getattr(args, "no_progress", False):
+        flags["progress"] = False
+    data = merge(merge(data, flags), parse_overrides(args.overrides))
+    return build(EvalConfig, data)
+
+
+def _add_eval_args(p):
+    p.add_argument("config", nargs="?", help="YAML config (optional; flags and key=value override it)")
+    p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. protocol.epochs=2 seed=1")
+    p.add_argument("--encoder", help="encoder spec (see `spatialboost ls encoders`)")
+    p.add_argument("--suite", help="suite name (see `spatialboost ls suites`)")
+    p.add_argument("--data", help="dataset root in the suite's native layout (default: synthetic world)")
+    p.add_argument("--head", help="head(s), comma separated (default: the suite's)")
+    p.add_argument("--mode", choices=["fast", "exact"], help="fast = cached features (default), exact = "
+                                                              "on-the-fly augmentation as the paper")
+    p.add_argument("--device", help="auto (default), cpu, cuda, cuda:N, mps")
+    p.add_argument("--experiment", help="MLflow experiment (default: spatialboost)")
+    p.add_argument("--workspace", help="runtime data folder (default: $SPATIALBOOST_HOME or ./workspace)")
+
+
+def _split_config_arg(args):
+    """argparse puts a first key=value into ``config``; move it to the overrides."""
+    if args.config and "=" in args.config and not Path(args.config).exists():
+        args.overrides = [args.config, *args.overrides]
+        args.config = None
+
+
+def cmd_eval(args):
+    from harness.runner import evaluate
+    _split_config_arg(args)
+    cfg = _eval_config(args)
+    rec = evaluate(cfg)
+    from harness.runner import resolve
+    spec = resolve(cfg).suite.spec
+    shown = {m.name: rec.metrics[m.name] for m in spec.metrics if m.name in rec.metrics}
+    status = "reused finished run" if rec.reused else "finished run"
+    print(f"{status} {rec.run_id} ({spec.name}, {cfg.encoder})")
+    for k, v in shown.items():
+        print(f"  {k:<12} {v:8.3f}")
+    return 0
+
+
+def cmd_validate(args):
+    from harness.runner import validate
+    _split_config_arg(args)
+    cfg = _eval_config(args)
+    print(to_yaml(cfg), end="")
+    report = validate(cfg)
+    print(json.dumps(report, indent=1, default=str))
+    print("ok: config resolved, encoder built, one batch ran through encoder and heads")
+    return 0
+
+
+def cmd_ls(args):
+    from harness.registry import ENCODERS, HEADS, SUITES
+    if args.what == "encoders":
+        from encoders.builtin import BUILTINS
+        for scheme in ENCODERS.names():
+            print(scheme + ":" + ("|".join(BUILTINS) if scheme == "builtin" else "..."))
+    elif args.what == "suites":
+        for name in SUITES.names():
+            try:
+                cls = SUITES.get(name)
+            except ImportError as e:
+                print(f"{name:<26} (unavailable: {e})")
+                continue
+            spec = cls.spec
+            print(f"{name:<26} heads={','.join(spec.heads):<16} primary={spec.primary:<10} {spec.paper_table}")
+            if args.verbose:
+                print(f"    {spec.description}")
+                for key, tp, default, help_ in describe(cls.Options):
+                    print(f"    protocol.{key:<20} {tp:<18} default={default!s:<22} {help_}")
+    else:
+        for name in HEADS.names():
+            print(name)
+    return 0
+
+
+def cmd_ui(args):
+    import subprocess
+    from harness.workspace import use_workspace
+    ws = use_workspace(args.workspace)
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or ws.tracking_uri
+    print(f"MLflow UI for {uri} at http://127.0.0.1:{args.port}")
+    return subprocess.call([sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
+                            "--host", "127.0.0.1", "--port", str(args.port)])
+
+
+def cmd_demo(args):
+    from harness.demo import run_demo
+    return run_demo(preset=args.preset, workspace=args.workspace, force=args.force)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="spatialboost", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
+        description="Benchmark harness for frozen vision encoders, baseline vs SpatialBoost-boosted.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("eval", help="evaluate one encoder on one suite (reuses a finished identical run)",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_eval_args(p)
+    p.add_argument("--force", action="store_true", help="recompute even if an identical run finished")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("validate", help="resolve a config and run one batch without training")
+    _add_eval_args(p)
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("ls", help="list registered encoders, suites or heads")
+    p.add_argument("what", choices=["encoders", "suites", "heads"])
+    p.add_argument("--verbose", "-v", action="store_true", help="show protocol options")
+    p.set_defaults(func=cmd_ls)
+
+    p = sub.add_parser("ui", help="start the MLflow UI on 127.0.0.1")
+    p.add_argument("--port", type=int, default=5000)
+    p.add_argument("--workspace")
+    p.set_defaults(func=cmd_ui)
+
+    p = sub.add_parser("demo", help="the embedded default: world -> every suite -> MLflow -> report")
+    p.add_argument("--preset", choices=["tiny", "default"], default="default",
+                   help="tiny: tests, < 3 min on 2 cores; default: < 15 min on 2 cores")
+    p.add_argument("--workspace")
+    p.add_argument("--force", action="store_true", help="recompute runs even if finished ones exist")
+    p.set_defaults(func=cmd_demo)
+
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except _user_errors() as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

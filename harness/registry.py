@@ -1,0 +1,105 @@
+"""One generic registry for encoders, suites, heads and metrics.
+
+Entries are registered with a decorator, as lazy ``"module:attr"`` strings (so nothing depends on import
+side effects and heavy suites import only when asked for), or by outside packages through the Python
+entry-point group ``spatialboost.<kind>``.
+"""
+from __future__ import annotations
+
+import difflib
+import importlib
+from importlib import metadata
+from typing import Callable, Generic, Iterator, TypeVar
+
+T = TypeVar("T")
+
+
+class RegistryError(KeyError):
+    """Unknown name; the message lists close matches."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; we want it plain
+        return str(self.args[0])
+
+
+class Registry(Generic[T]):
+    def __init__(self, kind: str):
+        self.kind = kind
+        self._entries: dict[str, T | str] = {}
+        self._entry_points_loaded = False
+
+    # -- registration -------------------------------------------------------------------------
+    def register(self, name: str, obj: T | str | None = None) -> Callable[[T], T] | T | str:
+        """``@reg.register("name")`` on a class/function, or ``reg.register("name", "pkg.mod:attr")``."""
+        if obj is not None:
+            self._add(name, obj)
+            return obj
+
+        def deco(o: T) -> T:
+            self._add(name, o)
+            return o
+
+        return deco
+
+    def _add(self, name: str, obj: T | str) -> None:
+        if name in self._entries and self._entries[name] is not obj:
+            existing = self._entries[name]
+            # re-registering the same lazy target after import is fine
+            if not (isinstance(existing, str) and not isinstance(obj, str)
+                    and existing == f"{obj.__module__}:{getattr(obj, '__qualname__', '')}"):
+                raise ValueError(f"{self.kind} '{name}' is already registered")
+        self._entries[name] = obj
+
+    # -- lookup -------------------------------------------------------------------------------
+    def _load_entry_points(self) -> None:
+        if self._entry_points_loaded:
+            return
+        self._entry_points_loaded = True
+        for ep in metadata.entry_points(group=f"spatialboost.{self.kind}"):
+            self._entries.setdefault(ep.name, ep.value)
+
+    def names(self) -> list[str]:
+        self._load_entry_points()
+        return sorted(self._entries)
+
+    def __contains__(self, name: str) -> bool:
+        self._load_entry_points()
+        return name in self._entries
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names())
+
+    def get(self, name: str) -> T:
+        self._load_entry_points()
+        if name not in self._entries:
+            close = difflib.get_close_matches(name, self._entries, n=3, cutoff=0.5)
+            hint = f" Did you mean: {', '.join(close)}?" if close else ""
+            raise RegistryError(
+                f"unknown {self.kind} '{name}'.{hint} Known: {', '.join(self.names()) or '(none)'}")
+        entry = self._entries[name]
+        if isinstance(entry, str):
+            module_name, _, attr = entry.partition(":")
+            obj = importlib.import_module(module_name)
+            for part in attr.split("."):
+                obj = getattr(obj, part)
+            self._entries[name] = entry = obj
+        return entry
+
+
+ENCODERS: Registry = Registry("encoders")   # spec scheme -> factory(spec) -> Encoder
+SUITES: Registry = Registry("suites")       # suite name -> Suite class
+HEADS: Registry = Registry("heads")         # head name -> head factory
+METRICS: Registry = Registry("metrics")     # metric name -> Metric class
+
+# Built-in entries, lazily imported on first use.
+for _scheme, _target in {
+    "timm": "encoders.adapters:build_timm",
+    "hf": "encoders.adapters:build_hf",
+    "open_clip": "encoders.adapters:build_open_clip",
+    "torchhub": "encoders.adapters:build_torchhub",
+    "builtin": "encoders.builtin:build_builtin",
+}.items():
+    ENCODERS.register(_scheme, _target)
+
+SUITES.register("cls.imagenet", "suites.classification.suite:ClassificationSuite")
+for _head, _target in {"linear": "heads.linear_grid:LinearGrid", "knn": "heads.knn:knn_predict"}.items():
+    HEADS.register(_head, _target)

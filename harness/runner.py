@@ -1,0 +1,149 @@
+"""One evaluation: resolve config -> build encoder -> reuse or run the suite -> log to MLflow."""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Literal
+
+from harness.cache import FeatureCache
+from harness.config import ConfigError, build, config_hash, field, to_dict
+from harness.device import PRECISIONS, resolve_device
+from harness.registry import SUITES
+from harness.suite import RunContext, Suite
+from harness.tracking import RunRecord, Tracker
+from harness.workspace import Workspace, use_workspace
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    encoder: str = field(help="encoder spec, e.g. builtin:dinov2-s14-focus or timm:NAME?ckpt=PATH")
+    suite: str = field(help="suite name, see `spatialboost ls suites`")
+    data: Path | None = field(None, must_exist=True, help="dataset root in the suite's native layout; "
+                                                          "default: the synthetic world")
+    head: str | None = field(None, help="head(s), comma separated; default: the suite's default")
+    mode: Literal["fast", "exact"] = field("fast", help="fast = cached features; exact = on-the-fly "
+                                                        "augmentation as the paper")
+    seed: int = field(0, help="seed of every random choice")
+    precision: Literal["fp32", "bf16", "fp16"] = field("fp32", help="autocast precision of the encoder")
+    protocol: dict[str, Any] = field(default_factory=dict, help="suite protocol options (see `spatialboost "
+                                                               "ls suites --verbose`)")
+    device: str = field("auto", hash=False, help="auto, cpu, cuda, cuda:1, mps")
+    batch_size: int = field(64, hash=False, help="encoder batch size (halves on out-of-memory)")
+    num_workers: int = field(0, hash=False, help="data-loader workers")
+    experiment: str = field("spatialboost", hash=False, help="MLflow experiment name")
+    tracking_uri: str | None = field(None, hash=False, help="MLflow URI; default $MLFLOW_TRACKING_URI or "
+                                                           "the workspace sqlite store")
+    workspace: Path | None = field(None, hash=False, help="runtime data folder (default $SPATIALBOOST_HOME "
+                                                         "or ./workspace)")
+    force: bool = field(False, hash=False, help="recompute even if a finished run with this config exists")
+    progress: bool = field(True, hash=False, help="show progress bars")
+
+
+@dataclass
+class Resolved:
+    cfg: EvalConfig
+    workspace: Workspace
+    suite: Suite
+    options: Any
+    heads: tuple[str, ...]
+    data: Path
+
+
+def resolve(cfg: EvalConfig) -> Resolved:
+    """Everything that can be checked without touching weights: fail before any work."""
+    if cfg.precision not in PRECISIONS:
+        raise ConfigError(f"precision: '{cfg.precision}' is not one of {PRECISIONS}")
+    ws = use_workspace(cfg.workspace)
+    suite_cls = SUITES.get(cfg.suite)
+    options = build(suite_cls.Options, cfg.protocol, prefix="protocol.")
+    spec = suite_cls.spec
+    heads = tuple(h.strip() for h in (cfg.head or spec.default_head or spec.heads[0]).split(",") if h.strip())
+    bad = [h for h in heads if h not in spec.heads]
+    if bad:
+        raise ConfigError(f"head '{bad[0]}' is not available for suite {spec.name}; "
+                          f"choose from {', '.join(spec.heads)}")
+    data = cfg.data if cfg.data is not None else suite_cls.default_data(ws)
+    return Resolved(cfg, ws, suite_cls(options), options, heads, Path(data))
+
+
+def tracking_uri(cfg: EvalConfig, ws: Workspace) -> str:
+    return cfg.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or ws.tracking_uri
+
+
+def _context(r: Resolved, encoder, logger=None) -> RunContext:
+    cfg = r.cfg
+    return RunContext(encoder=encoder, data=r.data, heads=r.heads, mode=cfg.mode,
+                      device=resolve_device(cfg.device), precision=cfg.precision, batch_size=cfg.batch_size,
+                      num_workers=cfg.num_workers, seed=cfg.seed, cache=FeatureCache(r.workspace.cache),
+                      progress=cfg.progress, logger=logger)
+
+
+def run_hash(r: Resolved, encoder, dataset_fp: str) -> str:
+    spec = r.suite.spec
+    return config_hash(replace(r.cfg, head=",".join(r.heads), protocol={}), r.options,
+                       encoder.fingerprint(), dataset_fp, spec.name, spec.version)
+
+
+def evaluate(cfg: EvalConfig, *, encoder=None, parent_run_id: str | None = None,
+             cache: FeatureCache | None = None) -> RunRecord:
+    """Run (or reuse) one evaluation and return its MLflow record."""
+    from encoders.spec import build_encoder
+    r = resolve(cfg)
+    tracker = Tracker(tracking_uri(cfg, r.workspace), cfg.experiment, r.workspace.artifacts)
+    encoder = encoder if encoder is not None else build_encoder(cfg.encoder)
+    dataset_fp = r.suite.dataset_fingerprint(r.data)
+    chash = run_hash(r, encoder, dataset_fp)
+    if not cfg.force:
+        found = tracker.find_finished(chash)
+        if found is not None:
+            return found
+    spec = r.suite.spec
+    tags = {"encoder": cfg.encoder, "encoder_fingerprint": encoder.fingerprint(), "suite": spec.name,
+            "suite_version": spec.version, "task": spec.task, "head": ",".join(r.heads),
+            "dataset": str(r.data), "dataset_fingerprint": dataset_fp, "mode": cfg.mode,
+            "config_hash": chash, "seed": cfg.seed, "precision": cfg.precision,
+            "primary_metric": spec.primary, "boosted_from": getattr(encoder, "boosted_from", "") or ""}
+    params = {"encoder": cfg.encoder, "suite": spec.name, "head": ",".join(r.heads), "mode": cfg.mode,
+              "seed": cfg.seed, "precision": cfg.precision}
+    for k, v in to_dict(r.options).items():
+        if isinstance(v, (int, float, str, bool)) or v is None:
+            params[f"protocol.{k}"] = v
+    resolved_cfg = {**to_dict(cfg), "protocol": to_dict(r.options), "heads": list(r.heads),
+                    "data": str(r.data), "config_hash": chash}
+    name = f"{spec.name}/{','.join(r.heads)}/{cfg.encoder.split('?')[0]}"
+    with tracker.start(name, tags, params, resolved_cfg, parent_run_id=parent_run_id) as logger:
+        ctx = _context(r, encoder, logger)
+        if cache is not None:
+            ctx.cache = cache
+        start = time.perf_counter()
+        result = r.suite.run(ctx)
+        elapsed = time.perf_counter() - start
+        missing = [m.name for m in spec.metrics if m.name not in result.metrics]
+        logger.log_metrics({**result.metrics, "seconds": elapsed})
+        logger.log_dict({"metrics": result.metrics, "selection": result.selection, "details": result.details,
+                         "metric_directions": {m.name: m.direction for m in spec.metrics},
+                         "missing_metrics": missing}, "result.json")
+        logger.set_tags({"cache_forwards": ctx.cache.stats.forwards})
+        run_id = logger.run_id
+        metrics = dict(logger.metrics)
+    return RunRecord(run_id, metrics, tags, reused=False)
+
+
+def validate(cfg: EvalConfig) -> dict:
+    """Resolve everything and push one batch through encoder and heads, without training or logging."""
+    from encoders.spec import build_encoder
+    r = resolve(cfg)
+    from harness.tracking import check_reachable
+    check_reachable(tracking_uri(cfg, r.workspace))
+    encoder = build_encoder(cfg.encoder)
+    ctx = _context(r, encoder)
+    ctx.encoder = encoder.to(ctx.device)
+    report = {"encoder": encoder.describe(), "suite": r.suite.spec.name, "heads": list(r.heads),
+              "data": str(r.data), "dataset_fingerprint": r.suite.dataset_fingerprint(r.data),
+              "config_hash": run_hash(r, encoder, r.suite.dataset_fingerprint(r.data))}
+    import torch
+    with torch.no_grad():
+        report["check"] = r.suite.validate(ctx)
+    return report

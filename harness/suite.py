@@ -1,0 +1,103 @@
+"""What a suite is: a small typed spec plus a class with the logic (lm-eval tasks, big_vision evaluators).
+
+A suite declares its datasets, heads, metrics (with direction), a protocol ``Options`` dataclass (paper
+App. A defaults) and an Optuna search space; ``run(ctx)`` returns typed results. The runner owns encoder
+building, caching, tracking and reuse, so a suite is only the protocol.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import torch
+
+from harness.cache import FeatureCache
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    name: str
+    direction: Literal["max", "min"]
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class SuiteSpec:
+    name: str                       # registry name, e.g. "cls.imagenet"
+    version: str                    # bump when the protocol changes numbers
+    task: str                       # classification, depth, segmentation, retrieval, ...
+    heads: tuple[str, ...]          # supported heads; the first is the default
+    metrics: tuple[MetricSpec, ...]
+    primary: str                    # the metric tables show
+    paper_table: str = ""
+    description: str = ""
+    default_head: str | None = None  # when several heads share one pass, e.g. "linear,knn"
+
+    def metric(self, name: str) -> MetricSpec:
+        for m in self.metrics:
+            if m.name == name:
+                return m
+        raise KeyError(f"suite {self.name} has no metric '{name}'")
+
+
+@dataclass
+class RunContext:
+    """Everything a suite needs from the harness for one run."""
+    encoder: Any                    # encoders.base.Encoder
+    data: Path
+    heads: tuple[str, ...]
+    mode: Literal["fast", "exact"]
+    device: torch.device
+    precision: str
+    batch_size: int
+    num_workers: int
+    seed: int
+    cache: FeatureCache
+    progress: bool = True
+    logger: Any = None              # harness.tracking.RunLogger or None (validate)
+
+    def features(self, dataset, layers, kinds=("cls",), desc="features"):
+        return self.cache.get_or_compute(self.encoder, dataset, layers, kinds, device=self.device,
+                                         precision=self.precision, batch_size=self.batch_size,
+                                         num_workers=self.num_workers, progress=self.progress, desc=desc)
+
+    def log_curve(self, metrics: dict[str, float], step: int) -> None:
+        if self.logger is not None:
+            self.logger.log_metrics(metrics, step=step)
+
+
+@dataclass
+class SuiteResult:
+    metrics: dict[str, float]                       # flat names; the spec's metrics among them
+    selection: dict[str, Any] = field(default_factory=dict)  # which head/hparams were chosen, on what
+    details: dict[str, Any] = field(default_factory=dict)    # logged as an artifact
+
+
+class Suite:
+    spec: ClassVar[SuiteSpec]
+    Options: ClassVar[type]         # protocol dataclass
+
+    def __init__(self, options):
+        self.options = options
+
+    def dataset_fingerprint(self, data: Path) -> str:
+        """Cheap identity of the data this run reads (paths, sizes, labels): part of the config hash."""
+        raise NotImplementedError
+
+    def run(self, ctx: RunContext) -> SuiteResult:
+        raise NotImplementedError
+
+    def validate(self, ctx: RunContext) -> dict[str, Any]:
+        """Resolve datasets and push one batch through encoder and heads without training."""
+        raise NotImplementedError
+
+    @classmethod
+    def search_space(cls) -> dict[str, Any]:
+        """Optuna space: {option: ("grid", values) | ("float", lo, hi, log) | ("int", lo, hi)}."""
+        return {}
+
+    @classmethod
+    def default_data(cls, workspace) -> Path:
+        """The embedded default (synthetic world in this suite's native format)."""
+        raise NotImplementedError(f"suite {cls.spec.name} has no embedded default data; pass --data")
