@@ -20,6 +20,15 @@ class EncoderSpecError(ValueError):
     pass
 
 
+def _literal(v: str):
+    """'3' -> 3, '0.5' -> 0.5, 'true' -> True, else the string."""
+    import yaml
+    try:
+        return yaml.safe_load(v)
+    except yaml.YAMLError:
+        return v
+
+
 def _flag(opts: dict, key: str) -> bool:
     return str(opts.get(key, "0")).lower() in ("1", "true", "yes")
 
@@ -56,11 +65,9 @@ class TimmEncoder(Encoder):
 
 def build_timm(target: str, opts: dict, spec: str) -> Encoder:
     import timm
-    kwargs = {}
-    if "img_size" in opts:
-        kwargs["img_size"] = int(opts["img_size"])
-    if "dynamic_img_size" not in opts:
-        kwargs["dynamic_img_size"] = True
+    # any other option is an architecture keyword for timm.create_model (depth=6, img_size=518, ...)
+    kwargs = {k: _literal(v) for k, v in opts.items() if k not in ("ckpt", "remap", "random")}
+    kwargs.setdefault("dynamic_img_size", True)
     ckpt = opts.get("ckpt")
     if not ckpt and not _flag(opts, "random"):
         raise EncoderSpecError(
@@ -89,7 +96,8 @@ class HFVisionEncoder(Encoder):
         cfg = model.config
         mt = cfg.model_type
         if mt in ("clip_vision_model", "siglip_vision_model"):
-            self.body, self.norm = model.vision_model, model.vision_model.post_layernorm
+            self.body = getattr(model, "vision_model", model)  # transformers 5 flattened the tower
+            self.norm = self.body.post_layernorm
         else:
             self.body, self.norm = model, getattr(model, "layernorm", None) or getattr(model, "norm")
         registers = int(getattr(cfg, "num_register_tokens", 0) or 0)

