@@ -100,6 +100,17 @@ for _scheme, _target in {
 }.items():
     ENCODERS.register(_scheme, _target)
 
-SUITES.register("cls.imagenet", "suites.classification.suite:ClassificationSuite")
+for _suite, _target in {
+    "cls.imagenet": "suites.classification.suite:ClassificationSuite",
+    "depth.nyud": "suites.depth.suite:NYUdSuite",
+    "depth.kitti": "suites.depth.suite:KittiSuite",
+    "seg.ade20k": "suites.segmentation.suite:ADE20KSuite",
+    "seg.voc": "suites.segmentation.suite:VOCSuite",
+    "retrieval.roxford": "suites.retrieval.suite:ROxfordSuite",
+    "retrieval.rparis": "suites.retrieval.suite:RParisSuite",
+    "retrieval.met": "suites.retrieval.suite:MetSuite",
+    "retrieval.amstertime": "suites.retrieval.suite:AmsterTimeSuite",
+}.items():
+    SUITES.register(_suite, _target)
 for _head, _target in {"linear": "heads.linear_grid:LinearGrid", "knn": "heads.knn:knn_predict"}.items():
     HEADS.register(_head, _target)

