@@ -98,6 +98,11 @@ class Suite:
         return {}
 
     @classmethod
+    def demo_protocol(cls, preset: str) -> dict[str, Any]:
+        """Protocol overrides that make the demo's preset ("tiny" or "default") fit a 2-core CPU."""
+        return {}
+
+    @classmethod
     def default_data(cls, workspace) -> Path:
         """The embedded default (synthetic world in this suite's native format)."""
         raise NotImplementedError(f"suite {cls.spec.name} has no embedded default data; pass --data")

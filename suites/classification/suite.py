@@ -63,6 +63,10 @@ class ClassificationSuite(Suite):
         return imagefolder_root(workspace)
 
     @classmethod
+    def demo_protocol(cls, preset: str) -> dict:
+        return {"epochs": 3 if preset == "tiny" else 10}
+
+    @classmethod
     def search_space(cls):
         return {"holdout_fraction": ("grid", [0.1, 0.2])}
 

@@ -1,0 +1,89 @@
+"""The embedded default: the synthetic world, generated once per preset and written lazily into each
+benchmark's native layout inside the workspace, so suites read it with their real readers.
+
+``spatialboost eval --suite X`` without ``--data`` uses the ``default`` preset; the demo selects its
+preset with :func:`use_preset`.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+from typing import Callable
+
+from suites.synthetic.world import WorldConfig, generate_world
+
+PRESETS: dict[str, WorldConfig] = {
+    # tests and `spatialboost demo --preset tiny`: seconds to render
+    "tiny": WorldConfig(seed=0, num_scenes=6, views_per_scene=4, image_size=(96, 128), min_objects=3,
+                        max_objects=6, shadows=False, antialias=0),
+    # `spatialboost demo`: a few minutes on 2 cores
+    "default": WorldConfig(seed=0, num_scenes=24, views_per_scene=6, image_size=(240, 320), shadows=True),
+}
+_preset = os.environ.get("SPATIALBOOST_WORLD_PRESET", "default")
+
+
+@contextlib.contextmanager
+def use_preset(name: str):
+    global _preset
+    if name not in PRESETS:
+        raise ValueError(f"unknown world preset '{name}'; presets: {', '.join(PRESETS)}")
+    old, _preset = _preset, name
+    try:
+        yield PRESETS[name]
+    finally:
+        _preset = old
+
+
+def world_dir(workspace, preset: str | None = None, progress: bool = True) -> Path:
+    """Generate (or resume) the preset's world in ``workspace/data/world-<preset>``."""
+    name = preset or _preset
+    out = Path(workspace.data) / f"world-{name}"
+    return Path(generate_world(PRESETS[name], out, workers=min(2, os.cpu_count() or 1), progress=progress))
+
+
+def _formatted(workspace, fmt: str, write: Callable[[Path, Path], Path]) -> Path:
+    out = Path(workspace.data) / f"{fmt}-{_preset}"
+    if not out.exists():
+        write(world_dir(workspace), out)
+    return out
+
+
+def imagefolder_root(workspace) -> Path:
+    from suites.synthetic.writers import write_imagefolder
+    return _formatted(workspace, "imagefolder", write_imagefolder)
+
+
+def nyud_root(workspace) -> Path:
+    from suites.synthetic.writers import write_nyud
+    return _formatted(workspace, "nyud", write_nyud)
+
+
+def kitti_root(workspace) -> Path:
+    from suites.synthetic.writers import write_kitti
+    return _formatted(workspace, "kitti", write_kitti)
+
+
+def ade20k_root(workspace) -> Path:
+    from suites.synthetic.writers import write_ade20k
+    return _formatted(workspace, "ade20k", write_ade20k)
+
+
+def voc_root(workspace) -> Path:
+    from suites.synthetic.writers import write_voc
+    return _formatted(workspace, "voc", write_voc)
+
+
+def roxford_root(workspace) -> Path:
+    from suites.synthetic.writers import write_roxford
+    return _formatted(workspace, "roxford", write_roxford)
+
+
+def scannet_root(workspace) -> Path:
+    from suites.synthetic.writers import write_scannet
+    return _formatted(workspace, "scannet", write_scannet)
+
+
+def spatial_annotations_root(workspace) -> Path:
+    from suites.synthetic.writers import write_spatial_annotations
+    return _formatted(workspace, "spatial", write_spatial_annotations)
