@@ -372,11 +372,17 @@ def _match_layernorm(G: _Graph, x: str, where: str) -> _LN | None:
             add_eps = G.producer.get(sqrt.input[0])
             if add_eps is None or add_eps.op_type != "Add":
                 continue
-            eps_arr = G.const(add_eps.input[1])
-            if eps_arr is None:
-                eps_arr = G.const(add_eps.input[0])
+            eps_in, var_in = add_eps.input[1], add_eps.input[0]
+            if G.const(eps_in) is None:
+                eps_in, var_in = var_in, eps_in
+            eps_arr = G.const(eps_in)
             if eps_arr is None or eps_arr.size != 1:
                 raise FocusConversionError(f"LayerNorm at {where}: epsilon is not a constant")
+            var = G.producer.get(var_in)                   # ReduceMean(Pow(sub, 2)) of this Sub
+            sq_node = G.producer.get(var.input[0]) if var is not None and var.op_type == "ReduceMean" else None
+            if sq_node is None or sq_node not in sq:
+                raise FocusConversionError(f"LayerNorm at {where}: the variance is not computed from "
+                                           f"the centred input")
             mul = G.only(G.cons(div.output[0], "Mul"), "LayerNorm scale Mul", where)
             w, _ = G.weight_operand(mul)
             add = G.only(G.cons(mul.output[0], "Add"), "LayerNorm bias Add", where)
@@ -954,6 +960,7 @@ def load_focus_dinov2(cache_dir: Path | str, onnx_path: Path | str | None = None
             log.warning("focus cache %s could not be loaded (%s); converting again", cache_dir, e)
 
     t0 = time.perf_counter()
+    _remove_stale_temps(cache_dir)
     model = convert_focus_onnx(src)
     err = _verify_against_onnx(model, src) if verify else None
     cache_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -976,6 +983,21 @@ def load_focus_dinov2(cache_dir: Path | str, onnx_path: Path | str | None = None
             shutil.rmtree(tmp, ignore_errors=True)
     log.info("converted %s -> %s in %.1fs", src, cache_dir, time.perf_counter() - t0)
     return model
+
+
+def _remove_stale_temps(cache_dir: Path, older_than_s: float = 3600.0) -> None:
+    """Folders left by a conversion that was killed (SIGKILL skips ``finally``); only old ones, so a
+    conversion running in another process right now is not disturbed."""
+    if not cache_dir.parent.is_dir():
+        return
+    now = time.time()
+    for pattern in (f".{cache_dir.name}.tmp-*", f".{cache_dir.name}.old-*"):
+        for p in cache_dir.parent.glob(pattern):
+            try:
+                if now - p.stat().st_mtime > older_than_s:
+                    shutil.rmtree(p, ignore_errors=True)
+            except OSError:
+                pass
 
 
 class _quiet_transformers:
