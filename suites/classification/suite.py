@@ -93,9 +93,21 @@ class ClassificationSuite(Suite):
     def validate(self, ctx: RunContext) -> dict:
         train, val, _ = self._splits(ctx.data, ctx.encoder.info, ctx.mode)
         images = torch.stack([train[0][0], val[0][0]]).to(ctx.device)
-        out = ctx.encoder(images, layers=self._blocks(ctx.encoder))
+        blocks = self._blocks(ctx.encoder)
+        out = ctx.encoder(images, layers=blocks)
+        feats = {}
+        for b in blocks:
+            feats[f"cls.{b}"] = out.layers[b].cls.float().cpu()
+            feats[f"avgpool.{b}"] = out.layers[b].patches.float().mean((1, 2)).cpu()
+        inputs = [InputConfig(n, a) for n in self.options.n_last_blocks for a in self.options.avgpool]
+        dims = {c: ctx.encoder.info.embed_dim * (c.n_blocks + int(c.avgpool)) for c in inputs}
+        grid = LinearGrid(inputs, self.options.lrs, dims, len(train.classes))
+        logits = grid(feats, blocks)
+        knn = knn_predict(feats[f"cls.{blocks[-1]}"][:1], train.labels[:1], feats[f"cls.{blocks[-1]}"][1:],
+                          len(train.classes), ks=(1,))
         return {"train_images": len(train), "val_images": len(val), "classes": len(train.classes),
-                "feature_dim": int(out.cls.shape[-1]), "patch_grid": list(out.patches.shape[1:3])}
+                "feature_dim": int(out.cls.shape[-1]), "patch_grid": list(out.patches.shape[1:3]),
+                "linear_heads": int(logits.shape[0]), "knn_scores": list(knn[1].shape)}
 
     def run(self, ctx: RunContext) -> SuiteResult:
         o = self.options

@@ -94,3 +94,20 @@ def test_empty_class_folder_and_corrupt_image(tmp_path, workspace, capsys):
                  "--workspace", str(workspace), "--no-progress"]) == 2
     assert f"cannot read image '{bad}'" in capsys.readouterr().err
     assert not [p for p in (workspace / "cache").iterdir() if ".tmp-" in p.name]
+
+
+def test_validate_runs_one_batch_without_logging(imagefolder, workspace, capsys):
+    assert main(["validate", "--encoder", "builtin:tiny-vit", "--suite", "cls.imagenet", "--data",
+                 str(imagefolder), "--workspace", str(workspace)]) == 0
+    out = capsys.readouterr().out
+    assert '"linear_heads": 52' in out and "ok: config resolved" in out
+    assert not (workspace / "mlflow.db").exists()
+    assert not any((workspace / "cache").iterdir()) if (workspace / "cache").exists() else True
+
+
+def test_real_dinov2_focus_end_to_end(imagefolder, workspace):
+    rec = evaluate(_cfg(imagefolder, workspace, encoder="builtin:dinov2-s14-focus",
+                        protocol={"epochs": 2, "image_size": 112}))
+    assert len([k for k in rec.metrics if k.endswith(".val_top1")]) == 52
+    assert rec.metrics["knn.top1"] > 100 / 3  # real features separate colour/shape classes above chance
+    assert rec.tags["encoder_fingerprint"]

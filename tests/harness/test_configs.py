@@ -1,0 +1,20 @@
+"""Every shipped config file resolves against the schema (unknown keys and bad types would fail here)."""
+from pathlib import Path
+
+import pytest
+
+from harness.config import build, load_yaml
+from harness.registry import SUITES
+from harness.runner import EvalConfig
+
+CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").rglob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_config_resolves(path):
+    data = load_yaml(path)
+    if "suite" not in data:
+        pytest.fail(f"{path} has no suite")
+    cfg = build(EvalConfig, data)
+    suite = SUITES.get(cfg.suite)
+    build(suite.Options, cfg.protocol, prefix="protocol.")
