@@ -45,6 +45,16 @@ come from one channel, ``DualChannelConfig.weights_from`` (default: the frozen o
 called through ``__call__`` (its forward hooks fire, e.g. transformers' ``output_attentions`` recorders);
 the other is called through ``.forward`` so that such recorders see exactly one attention module per layer.
 
+Training note: at initialisation Attn+ == Attn, so dL/da = sigmoid'(a) * g * (Attn(x) - Attn+(x)) = 0 and the
+first optimiser step moves only Attn+ (with half the gradient of the original layer, 1 - alpha = 0.5); ``a``
+starts to move from the second step on. Exactness at init: bitwise for timm / HF / DINOv2-hub layouts; for
+``nn.MultiheadAttention`` in eval mode with autograd on, torch's fused fast path serves the frozen branch only
+(it needs no parameter requiring grad), so the two branches differ by ~1e-7.
+
+Parameter increase: a copy of QKV + output projection adds 4d^2 per block, +33% on every ViT with MLP ratio 4
+(DINOv2/DINOv3 ViT-L, OpenCLIP ViT-L/14, SigLIP2 so400m: +33.1..33.5%). The paper reports +25% (DINO) and
++30% (OpenCLIP / SigLIP2); +25% is what a QKV-only copy gives (``DualChannelConfig.share_out_proj=True``).
+
 Ablations of the paper's Table 17 on the same model: :func:`apply_full_finetune` and :func:`apply_lora`.
 """
 from __future__ import annotations
@@ -242,7 +252,7 @@ class DualChannelConfig:
         because a QKV-only copy is what reproduces the paper's "+25% parameters" figure for DINOv2/DINOv3
         (the full copy gives ~+33% on every ViT with MLP ratio 4). The shared weights then appear under both
         ``orig.`` and ``plus.`` keys of the state dict (same tensor): save with
-        ``safetensors.torch.save_model`` / ``load_model``, not ``save_file``. Not available for ``mha``.
+        ``safetensors.torch.save_model`` / ``load_model``, not ``save_file``.
     """
     layers: str | Sequence[int] = "all"
     a_init: float = 0.0
@@ -346,6 +356,8 @@ def wrap_dual_channel(model: nn.Module, cfg: DualChannelConfig | None = None) ->
 
     Freezes the originals (and, with ``cfg.freeze_rest``, everything else); Attn+ and ``a`` are trainable."""
     cfg = cfg or DualChannelConfig()
+    if cfg.weights_from not in ("orig", "plus"):
+        raise ValueError(f"weights_from must be 'orig' or 'plus', got {cfg.weights_from!r}")
     if any(isinstance(m, DualChannelAttention) for m in model.modules()):
         raise ValueError(f"{type(model).__name__} already has dual-channel attention layers; wrap a fresh model")
     found = find_attention_modules(model)
@@ -364,9 +376,7 @@ def wrap_dual_channel(model: nn.Module, cfg: DualChannelConfig | None = None) ->
         for p in orig.parameters():
             p.requires_grad_(False)
         if cfg.share_out_proj:
-            if kind == MHA:
-                raise ValueError(f"share_out_proj is not available for torch.nn.MultiheadAttention ('{name}')")
-            for out_name in lay[2]:
+            for out_name in (["out_proj"] if kind == MHA else lay[2]):
                 _set_submodule(plus, out_name, orig.get_submodule(out_name))
         dual = DualChannelAttention(orig, plus, lay[3], a_init=cfg.a_init, kind=kind,
                                     weights_from=cfg.weights_from)
@@ -474,20 +484,59 @@ def lora_target_modules(model: nn.Module, target: str = "attn", layers: str | Se
     return names
 
 
+class _LoRADelta(nn.Module):
+    """Weight parametrisation ``W -> W + (alpha / r) * B @ A`` (Hu et al. 2021) with peft's default init
+    (A: Kaiming-uniform with a=sqrt(5), B: zeros), used for ``nn.MultiheadAttention`` whose ``in_proj_weight``
+    and ``out_proj.weight`` are read directly by ``F.multi_head_attention_forward`` (no Linear forward to hook)."""
+
+    def __init__(self, weight: torch.Tensor, r: int, alpha: float):
+        super().__init__()
+        out_f, in_f = weight.shape
+        self.lora_A = nn.Parameter(torch.empty(r, in_f, device=weight.device, dtype=weight.dtype))
+        self.lora_B = nn.Parameter(torch.zeros(out_f, r, device=weight.device, dtype=weight.dtype))
+        nn.init.kaiming_uniform_(self.lora_A, a=5 ** 0.5)
+        self.scaling = alpha / r
+
+    def forward(self, w: torch.Tensor) -> torch.Tensor:
+        return w + (self.lora_B @ self.lora_A).to(w.dtype) * self.scaling
+
+
+def _lora_mha(mha: nn.MultiheadAttention, r: int, alpha: float) -> None:
+    from torch.nn.utils import parametrize
+    if not mha._qkv_same_embed_dim:
+        raise ValueError("LoRA on nn.MultiheadAttention needs a packed in_proj_weight (kdim == vdim == embed_dim)")
+    parametrize.register_parametrization(mha, "in_proj_weight", _LoRADelta(mha.in_proj_weight, r, alpha))
+    parametrize.register_parametrization(mha.out_proj, "weight", _LoRADelta(mha.out_proj.weight, r, alpha))
+
+
 def apply_lora(model: nn.Module, r: int = 8, alpha: int = 16, dropout: float = 0.0,
                target: str | Sequence[str] = "attn", layers: str | Sequence[int] = "all",
                include_non_block: bool = False, adapter_name: str = "default") -> AblationReport:
-    """Table 17 'LoRA': inject LoRA adapters (peft) into the attention projections, in place; only the LoRA
-    matrices train. The paper does not give r / alpha; the defaults here (r=8, alpha=16, no dropout) are ours.
+    """Table 17 'LoRA': LoRA adapters on the attention projections, in place; only the LoRA matrices train.
+    The paper does not give r / alpha; the defaults here (r=8, alpha=16, no dropout) are ours.
 
-    target: "attn" | "qkv" | "out" (see :func:`lora_target_modules`) or an explicit list of qualified names."""
-    from peft import LoraConfig, inject_adapter_in_model
+    target: "attn" | "qkv" | "out" (see :func:`lora_target_modules`) or an explicit list of qualified names.
 
+    Linear projections get peft LoRA layers (``peft.inject_adapter_in_model``; keys
+    ``<proj>.base_layer.weight``, ``<proj>.lora_A.<adapter>.weight``, ``<proj>.lora_B.<adapter>.weight``).
+    ``nn.MultiheadAttention`` (open_clip) does NOT go through peft: peft 0.21.2's LoRA MultiheadAttention adds the
+    out_proj delta twice in forward (W + 2*dW; huggingface/peft PR #3774, open) and rewrites the frozen weights
+    on every call. It gets the same LoRA (same init and scaling) as a torch parametrisation of ``in_proj_weight``
+    and ``out_proj.weight`` (keys ``<attn>.parametrizations.in_proj_weight.original`` /
+    ``...in_proj_weight.0.lora_A`` / ``.lora_B``, and likewise under ``<attn>.out_proj.``); no dropout there."""
     _refuse_wrapped(model, "LoRA")
     names = (lora_target_modules(model, target, layers, include_non_block) if isinstance(target, str)
              else list(target))
-    config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=names, bias="none")
-    inject_adapter_in_model(config, model, adapter_name=adapter_name)
+    mha = [n for n in names if isinstance(model.get_submodule(n), nn.MultiheadAttention)]
+    linear = [n for n in names if n not in mha]
+    if mha and dropout:
+        raise ValueError(f"LoRA dropout is not available for nn.MultiheadAttention layers ({mha[0]}, ...)")
+    if linear:
+        from peft import LoraConfig, inject_adapter_in_model
+        config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=linear, bias="none")
+        inject_adapter_in_model(config, model, adapter_name=adapter_name)
+    for n in mha:
+        _lora_mha(model.get_submodule(n), r, alpha)
     # peft already marks only adapters trainable; make it explicit and independent of peft defaults
     for n, p in model.named_parameters():
         p.requires_grad_("lora_" in n)
