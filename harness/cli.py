@@ -127,6 +127,29 @@ def cmd_ui(args):
                             "--host", "127.0.0.1", "--port", str(args.port)])
 
 
+def cmd_sweep(args):
+    from harness.runner import EvalConfig
+    from harness.sweep import SweepSpec, run_sweep
+    _split_config_arg(args)
+    data = load_yaml(args.config) if args.config else {}
+    flags = {k: v for k, v in {"encoder": args.encoder, "suite": args.suite, "data": args.data,
+                               "head": args.head, "mode": args.mode, "device": args.device,
+                               "experiment": args.experiment, "workspace": args.workspace}.items() if v}
+    data = merge(merge(data, flags), parse_overrides(args.overrides))
+    sweep = dict(data.pop("sweep", {}) or {})
+    for key, value in {"storage": args.storage, "study": args.study, "n_trials": args.n_trials}.items():
+        if value is not None:
+            sweep[key] = value
+    data.setdefault("progress", False)
+    base = build(EvalConfig, data)
+    spec = build(SweepSpec, sweep, prefix="sweep.")
+    res = run_sweep(base, spec, max_trials_this_worker=args.max_trials)
+    print(f"study '{res.study}': {res.completed} trials complete ({res.duplicates} duplicates pruned)")
+    print(f"best {res.best_params} -> {res.best_value:.4f} (validation), run {res.best_run_id}; "
+          f"parent run {res.parent_run_id}")
+    return 0
+
+
 def cmd_demo(args):
     from harness.demo import run_demo
     return run_demo(preset=args.preset, workspace=args.workspace, force=args.force)
@@ -148,6 +171,19 @@ def main(argv=None) -> int:
     p = sub.add_parser("validate", help="resolve a config and run one batch without training")
     _add_eval_args(p)
     p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("sweep", help="resumable Optuna search over a suite's protocol options",
+                       description="Runs, resumes or joins (as one more worker) an Optuna study. The objective "
+                                   "is the suite's validation metric; every trial is a nested MLflow run. "
+                                   "Config: EvalConfig keys plus a 'sweep:' section (space, sampler, n_trials, "
+                                   "storage, study).")
+    _add_eval_args(p)
+    p.add_argument("--storage", help="Optuna storage URL (default: sqlite in the workspace), e.g. "
+                                     "postgresql://user:pw@127.0.0.1:5432/optuna for many workers")
+    p.add_argument("--study", help="study name (default: derived from suite, head, encoder and config)")
+    p.add_argument("--n-trials", type=int, help="trials to complete for tpe/random (grids run every point)")
+    p.add_argument("--max-trials", type=int, help="stop this worker after N trials (others may continue)")
+    p.set_defaults(func=cmd_sweep)
 
     p = sub.add_parser("ls", help="list registered encoders, suites or heads")
     p.add_argument("what", choices=["encoders", "suites", "heads"])

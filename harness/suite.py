@@ -33,6 +33,8 @@ class SuiteSpec:
     paper_table: str = ""
     description: str = ""
     default_head: str | None = None  # when several heads share one pass, e.g. "linear,knn"
+    validation: str | None = None   # metric measured on held-out training data: what sweeps optimise,
+                                    # never the reported split (same direction as ``primary``)
 
     def metric(self, name: str) -> MetricSpec:
         for m in self.metrics:

@@ -82,17 +82,21 @@ class RunRecord:
 class Tracker:
     def __init__(self, uri: str, experiment: str, artifact_root: Path | None = None):
         import mlflow
+        from filelock import FileLock
         check_reachable(uri)
         self.mlflow = mlflow
         self.uri = uri
-        self.client = mlflow.MlflowClient(tracking_uri=uri)
-        mlflow.set_tracking_uri(uri)
-        exp = self.client.get_experiment_by_name(experiment)
-        if exp is None:
-            location = (artifact_root / experiment).resolve().as_uri() if artifact_root else None
-            exp_id = self.client.create_experiment(experiment, artifact_location=location)
-        else:
-            exp_id = exp.experiment_id
+        # parallel workers sharing one sqlite store would race to create its tables and the experiment
+        lock = FileLock(uri[len("sqlite:///"):] + ".lock") if uri.startswith("sqlite:///") else contextlib.nullcontext()
+        with lock:
+            self.client = mlflow.MlflowClient(tracking_uri=uri)
+            mlflow.set_tracking_uri(uri)
+            exp = self.client.get_experiment_by_name(experiment)
+            if exp is None:
+                location = (artifact_root / experiment).resolve().as_uri() if artifact_root else None
+                exp_id = self.client.create_experiment(experiment, artifact_location=location)
+            else:
+                exp_id = exp.experiment_id
         self.experiment = experiment
         self.experiment_id = exp_id
 

@@ -148,14 +148,15 @@ def revisitop_protocol(gnd: Sequence[Mapping[str, Iterable[int]]],
 def evaluate_revisitop(ranks: np.ndarray, gnd: Sequence[Mapping[str, Iterable[int]]],
                        kappas: Sequence[int] = (1, 5, 10),
                        levels: Sequence[str] = PROTOCOLS) -> dict[str, float]:
-    """Flat metrics ``mAP_E/M/H`` and ``mP@k_E/M/H`` (fractions in [0, 1], revisitop prints x100)."""
+    """Flat metrics ``mAP.E/M/H`` and ``mP<k>.E/M/H`` (fractions in [0, 1]; revisitop prints x100).
+    Names avoid '@', which MLflow refuses in metric names."""
     out: dict[str, float] = {}
     for level in levels:
         res = compute_map(ranks, revisitop_protocol(gnd, level), kappas)
         tag = level[0].upper()
-        out[f"mAP_{tag}"] = res.map
+        out[f"mAP.{tag}"] = res.map
         for k, v in zip(res.kappas, res.mpk):
-            out[f"mP@{k}_{tag}"] = float(v)
+            out[f"mP{k}.{tag}"] = float(v)
     return out
 
 
@@ -253,7 +254,8 @@ def accuracy_non_distractor(preds, labels, distractor=DISTRACTOR) -> float:
 
 
 def evaluate_met(preds, confs, labels) -> dict[str, float]:
-    return {"GAP": gap(preds, confs, labels), "GAP_nodistr": gap_non_distractor(preds, confs, labels),
+    """GAP, GAP without distractors, accuracy on non-distractors (fractions)."""
+    return {"GAP": gap(preds, confs, labels), "GAP.nodistr": gap_non_distractor(preds, confs, labels),
             "ACC": accuracy_non_distractor(preds, labels)}
 
 
@@ -320,14 +322,14 @@ def evaluate_amstertime(old_new_ranks: np.ndarray, new_old_ranks: np.ndarray, ol
     """AmsterTime retrieval both ways over the full gallery.
 
     old_new_ranks: archival ("old") queries ranked over all street-view ("new") images, and vice versa.
-    Returns mAP/top1/top5 for ``old2new``, ``new2old`` and ``all`` (both query sets pooled, the
-    reference's "All" line). Keys: ``mAP``, ``top1``, ``top5`` (pooled), ``mAP_old2new``, ...
+    Returns mAP/top1/top5 for ``old2new``, ``new2old`` and both query sets pooled (the reference's
+    "All" line). Keys: ``mAP``, ``top1``, ``top5`` (pooled), ``mAP.old2new``, ``top1.new2old``, ...
     """
     ap_o, hits_o, _ = ranking_ap_topk(old_new_ranks, old_labels, new_labels, ks)
     ap_n, hits_n, _ = ranking_ap_topk(new_old_ranks, new_labels, old_labels, ks)
     out: dict[str, float] = {}
     for suffix, ap, hits in (("", np.concatenate([ap_o, ap_n]), np.concatenate([hits_o, hits_n])),
-                             ("_old2new", ap_o, hits_o), ("_new2old", ap_n, hits_n)):
+                             (".old2new", ap_o, hits_o), (".new2old", ap_n, hits_n)):
         out[f"mAP{suffix}"] = float(ap.mean())
         for c, k in enumerate(ks):
             out[f"top{k}{suffix}"] = float(hits[:, c].mean())

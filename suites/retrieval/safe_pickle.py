@@ -6,9 +6,10 @@ error naming the file and the refused global, *before* anything is called.
 
 Allowed:
 - plain containers and scalars. The opcodes for dict/list/tuple/int/float/str/bytes/bool/None need no
-  globals; ``builtins.set``/``frozenset`` appear in protocol <= 3 pickles of sets and
-  ``_codecs.encode`` (latin-1 only) in protocol <= 2 pickles of ``bytes`` (numpy's raw array data
-  included), so those three are allowed too.
+  globals; ``builtins.set``/``frozenset`` appear in protocol <= 3 pickles of sets, and
+  ``builtins.bytes`` (for b"") and ``_codecs.encode`` (latin-1 only) in protocol <= 2 pickles of
+  ``bytes`` (numpy's raw array data included), so those are allowed too (under both the ``builtins``
+  and the Python-2 ``__builtin__`` spelling).
 - numpy arrays, as numpy itself pickles them at protocols 0-4: ``numpy.core.multiarray._reconstruct``
   (numpy 1.x name) / ``numpy._core.multiarray._reconstruct`` (numpy 2.x name), ``numpy.ndarray``,
   ``numpy.dtype`` and ``numpy.core/_core.multiarray.scalar``. Nothing else from numpy (no subclasses
@@ -55,8 +56,10 @@ def _allowed_globals() -> dict[tuple[str, str], Any]:
     allowed: dict[tuple[str, str], Any] = {
         ("builtins", "set"): set,
         ("builtins", "frozenset"): frozenset,
+        ("builtins", "bytes"): bytes,
         ("__builtin__", "set"): set,              # protocol <= 2 pickles use Python-2 module names
         ("__builtin__", "frozenset"): frozenset,
+        ("__builtin__", "bytes"): bytes,          # protocol <= 2 writes b"" as bytes()
         ("_codecs", "encode"): _latin1_encode,
         ("numpy", "ndarray"): np.ndarray,
         ("numpy", "dtype"): np.dtype,

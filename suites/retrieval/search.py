@@ -25,7 +25,10 @@ def _rows(x: Any, a: int, b: int, device: torch.device) -> torch.Tensor:
     if isinstance(x, torch.Tensor):
         t = x[a:b]
     else:
-        t = torch.from_numpy(np.ascontiguousarray(x[a:b]))
+        block = np.ascontiguousarray(x[a:b])
+        if not block.flags.writeable:  # read-only memmap: torch wants a writable buffer
+            block = block.copy()
+        t = torch.from_numpy(block)
     return cosine_normalize(t.to(device, non_blocking=True))
 
 
@@ -79,12 +82,17 @@ def _full(q, g, nq, ng, chunk, device, return_scores, max_block):
         sims = torch.empty((qa.shape[0], ng), dtype=torch.float32, device=device)
         for c in range(0, ng, chunk):
             sims[:, c:c + chunk] = qa @ _rows(g, c, c + chunk, device).T
-        vals, idx = torch.sort(sims, dim=1, descending=True, stable=True)
-        del sims
-        ranks[a:a + qa.shape[0]] = idx.cpu().numpy()
-        if scores is not None:
-            scores[a:a + qa.shape[0]] = vals.cpu().numpy()
-        del vals, idx
+        b = a + qa.shape[0]
+        if device.type == "cpu":  # sort straight into the output arrays (saves one copy of each)
+            vals = torch.from_numpy(scores[a:b]) if scores is not None else torch.empty_like(sims)
+            torch.sort(sims, dim=1, descending=True, stable=True, out=(vals, torch.from_numpy(ranks[a:b])))
+        else:
+            vals, idx = torch.sort(sims, dim=1, descending=True, stable=True)
+            ranks[a:b] = idx.cpu().numpy()
+            if scores is not None:
+                scores[a:b] = vals.cpu().numpy()
+            del idx
+        del sims, vals
     return (ranks, scores) if return_scores else ranks
 
 
