@@ -150,6 +150,24 @@ def cmd_sweep(args):
     return 0
 
 
+def cmd_report(args):
+    from harness.workspace import use_workspace
+    from reports.build import build_report
+    from results.runs import ResultsError
+    ws = use_workspace(args.workspace)
+    uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or ws.tracking_uri
+    try:
+        paths = build_report(uri, args.experiment, Path(args.out) if args.out else ws.reports,
+                             tables=args.tables.split(",") if args.tables else None,
+                             formats=tuple(args.formats.split(",")))
+    except (ResultsError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    for fmt, path in paths.items():
+        print(f"{fmt:<5} {path}")
+    return 0
+
+
 def cmd_demo(args):
     from harness.demo import run_demo
     return run_demo(preset=args.preset, workspace=args.workspace, force=args.force)
@@ -184,6 +202,19 @@ def main(argv=None) -> int:
     p.add_argument("--n-trials", type=int, help="trials to complete for tpe/random (grids run every point)")
     p.add_argument("--max-trials", type=int, help="stop this worker after N trials (others may continue)")
     p.set_defaults(func=cmd_sweep)
+
+    p = sub.add_parser("report", help="rebuild the paper's tables from an experiment's MLflow runs",
+                       description="Markdown, LaTeX (booktabs) and a self-contained HTML page with plots. Each "
+                                   "baseline row is followed by its boosted candidates and the delta; empty "
+                                   "cells say why; every cell is traceable to its MLflow run ids.")
+    p.add_argument("--experiment", required=True, help="MLflow experiment name (e.g. demo-default)")
+    p.add_argument("--tables", help="comma list of summary,table1,table2,table3,table4,table5,table8 "
+                                    "(default: all)")
+    p.add_argument("--formats", default="md,tex,html", help="comma list of md, tex, html")
+    p.add_argument("--out", help="output folder (default: workspace/reports)")
+    p.add_argument("--workspace")
+    p.add_argument("--tracking-uri", help="default: $MLFLOW_TRACKING_URI or the workspace store")
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("ls", help="list registered encoders, suites or heads")
     p.add_argument("what", choices=["encoders", "suites", "heads"])

@@ -29,8 +29,7 @@ PRESETS = {
 
 def run_demo(preset: str = "default", workspace=None, force: bool = False, suites: list[str] | None = None,
              progress: bool = True) -> int:
-    from results.runs import load_runs
-    from reports.markdown import render_markdown
+    from reports.build import build_report
     from suites.synthetic.defaults import use_preset, world_dir
     p = PRESETS[preset]
     ws = use_workspace(workspace)
@@ -64,12 +63,12 @@ def run_demo(preset: str = "default", workspace=None, force: bool = False, suite
                 print(f"[demo] {name:<22} {enc:<28} {primary}={rec.metrics.get(primary, float('nan')):.3f} "
                       f"({'reused' if rec.reused else f'{time.perf_counter() - t:.0f}s'}, run {rec.run_id})")
     import os
-    df = load_runs(os.environ.get("MLFLOW_TRACKING_URI") or ws.tracking_uri, experiment)
     notes = [f"preset `{preset}`: world `{p.world}` at {world}", "mode: fast (cached features)",
              "classification: head selected on held-out train, reported on val"] + [f"skipped {s}" for s in skipped]
-    report = ws.reports / f"{experiment}.md"
-    report.write_text(render_markdown(df, f"SpatialBoost harness demo ({preset})", notes))
+    paths = build_report(os.environ.get("MLFLOW_TRACKING_URI") or ws.tracking_uri, experiment, ws.reports,
+                         notes=notes)
+    report = paths["md"]
+    print(f"[demo] report: {paths['md']} (also {paths['html'].name}, {paths['tex'].name})")
     print(f"[demo] done in {time.perf_counter() - t0:.0f}s")
-    print(f"[demo] report: {report}")
     print(f"[demo] MLflow UI: spatialboost ui --workspace {ws.root}   (then open http://127.0.0.1:5000)")
     return 1 if any("failed" in s for s in skipped) else 0

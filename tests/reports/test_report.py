@@ -1,0 +1,94 @@
+"""Reports from MLflow runs: layouts, baseline -> boosted -> delta rows, provenance, errors, a real browser."""
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from harness.tracking import Tracker
+from reports.build import build_report
+from results.runs import ResultsError
+
+BASE = "timm:vit_small_patch14_dinov2?ckpt=base.pth"
+BOOST = "boosted:/ckpts/dinov2-sb"
+
+
+def _log(tracker, encoder, suite, head, metrics, primary, directions, seed=0, boosted_from="", chash=None):
+    tags = {"encoder": encoder, "suite": suite, "head": head, "seed": seed, "primary_metric": primary,
+            "boosted_from": boosted_from, "config_hash": chash or f"{encoder}-{suite}-{head}-{seed}",
+            "dataset": "d", "mode": "fast"}
+    with tracker.start(f"{suite}/{encoder}", tags, {}, {}) as log:
+        log.log_metrics(metrics)
+        log.log_dict({"metric_directions": directions}, "result.json")
+        return log.run_id
+
+
+@pytest.fixture
+def runs(tmp_path):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    t = Tracker(uri, "paper", tmp_path / "artifacts")
+    ids = {}
+    for seed, (b, s) in enumerate([(4.0, 3.0), (6.0, 3.5)]):   # depth rmse (lower is better), 2 seeds
+        ids[("base", seed)] = _log(t, BASE, "depth.nyud", "linear", {"rmse": b}, "rmse", {"rmse": "min"}, seed)
+        ids[("boost", seed)] = _log(t, BOOST, "depth.nyud", "linear", {"rmse": s}, "rmse", {"rmse": "min"}, seed,
+                                    boosted_from=BASE)
+    _log(t, BASE, "cls.imagenet", "linear,knn", {"lin.top1": 70.0, "knn.top1": 60.0}, "lin.top1",
+         {"lin.top1": "max", "knn.top1": "max"})
+    _log(t, BOOST, "cls.imagenet", "linear,knn", {"lin.top1": 69.0, "knn.top1": 65.0}, "lin.top1",
+         {"lin.top1": "max", "knn.top1": "max"}, boosted_from=BASE)
+    return uri, t, ids
+
+
+def test_tables_rows_deltas_and_provenance(runs, tmp_path):
+    uri, _, ids = runs
+    paths = build_report(uri, "paper", tmp_path / "out")
+    md = paths["md"].read_text()
+    t1 = md[md.index("### Table 1"):md.index("### Table 2")]
+    lines = [l for l in t1.splitlines() if l.startswith("| ")]
+    assert lines[1].startswith(f"| `{BASE}` | 5.00 ± 1.41 |")                # mean ± std over two seeds
+    assert lines[2].startswith(f"| +SpatialBoost {BOOST} | **3.25 ± 0.35** |")  # lower rmse wins: bold
+    assert lines[3].startswith("| Δ | -1.75 |")
+    assert "KITTI lin.: no finished depth.kitti run with head linear" in t1
+    for key in [("base", 0), ("base", 1), ("boost", 0)]:
+        assert ids[key] in t1                                                  # every cell traceable
+    t5 = md[md.index("### Table 5"):md.index("### Table 8")]
+    row = [l for l in t5.splitlines() if l.startswith("| +SpatialBoost")][0]
+    assert "| **65.00** | 69.00 |" in row                                       # kNN better, lin. worse
+    assert "suite lexicon3d.scanqa is not implemented" in md
+    tex = paths["tex"].read_text()
+    assert r"\toprule" in tex and r"\textbf{3.25 $\pm$ 0.35}" in tex and r"$\Delta$" in tex
+    html = paths["html"].read_text()
+    assert f"data-runs='{ids[('base', 0)]},{ids[('base', 1)]}'" in html or \
+           f"data-runs='{','.join(sorted([ids[('base', 0)], ids[('base', 1)]]))}'" in html
+    assert "data:image/png;base64," in html
+
+
+def test_unknown_experiment_lists_existing(runs, tmp_path):
+    uri, _, _ = runs
+    with pytest.raises(ResultsError, match="experiment 'nope' does not exist; experiments: .*paper"):
+        build_report(uri, "nope", tmp_path / "out")
+
+
+def test_conflicting_configs_for_one_cell(runs, tmp_path):
+    uri, t, _ = runs
+    _log(t, BASE, "depth.nyud", "linear", {"rmse": 9.0}, "rmse", {"rmse": "min"}, seed=0, chash="other-config")
+    with pytest.raises(ResultsError, match="conflicting configs for one cell .*other-config"):
+        build_report(uri, "paper", tmp_path / "out")
+
+
+def test_html_renders_in_headless_chromium(runs, tmp_path):
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert chromium, "Debian chromium is needed for this test (make setup installs it)"
+    uri, _, _ = runs
+    page = build_report(uri, "paper", tmp_path / "out", formats=("html",))["html"]
+    flags = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={tmp_path / 'profile'}"]
+    dom = subprocess.run(flags + ["--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120).stdout
+    assert "<table id=\"table1\">" in dom and "+SpatialBoost" in dom
+    shot = tmp_path / "shot.png"
+    subprocess.run(flags + [f"--screenshot={shot}", "--window-size=1200,900", page.as_uri()],
+                   capture_output=True, timeout=120)
+    img = np.asarray(Image.open(shot).convert("L"), dtype=float)
+    assert img.std() > 10      # not a blank page
