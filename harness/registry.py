@@ -97,6 +97,7 @@ for _scheme, _target in {
     "open_clip": "encoders.adapters:build_open_clip",
     "torchhub": "encoders.adapters:build_torchhub",
     "builtin": "encoders.builtin:build_builtin",
+    "boosted": "encoders.spatialboost.boosted:build_boosted",
 }.items():
     ENCODERS.register(_scheme, _target)
 
@@ -110,6 +111,10 @@ for _suite, _target in {
     "retrieval.rparis": "suites.retrieval.suite:RParisSuite",
     "retrieval.met": "suites.retrieval.suite:MetSuite",
     "retrieval.amstertime": "suites.retrieval.suite:AmsterTimeSuite",
+    "cortexbench.metaworld": "suites.cortexbench.suite:MetaWorldSuite",
+    "cortexbench.dmc": "suites.cortexbench.suite:DMCSuite",
+    "cortexbench.adroit": "suites.cortexbench.suite:AdroitSuite",
+    "cortexbench.trifinger": "suites.cortexbench.suite:TriFingerSuite",
 }.items():
     SUITES.register(_suite, _target)
 for _head, _target in {"linear": "heads.linear_grid:LinearGrid", "knn": "heads.knn:knn_predict"}.items():
