@@ -119,10 +119,8 @@ class RParisSuite(_RevisitedSuite):
 
     @classmethod
     def default_data(cls, workspace) -> Path:
-        # the synthetic world in the Paris file name (same writer as Oxford)
-        from suites.synthetic.defaults import _formatted
-        from suites.synthetic.writers import write_roxford
-        return _formatted(workspace, "rparis", lambda world, out: write_roxford(world, out, name="rparis6k"))
+        from suites.synthetic.defaults import rparis_root
+        return rparis_root(workspace)
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -87,3 +87,9 @@ def scannet_root(workspace) -> Path:
 def spatial_annotations_root(workspace) -> Path:
     from suites.synthetic.writers import write_spatial_annotations
     return _formatted(workspace, "spatial", write_spatial_annotations)
+
+
+def rparis_root(workspace) -> Path:
+    """The same revisited-Oxford writer, under the Paris ground-truth file name."""
+    from suites.synthetic.writers import write_roxford
+    return _formatted(workspace, "rparis", lambda world, out: write_roxford(world, out, name="rparis6k"))
