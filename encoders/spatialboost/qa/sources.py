@@ -1,0 +1,312 @@
+"""Readers of the inputs: the synthetic world, ScanNet-format scenes, plain image folders.
+
+A source lists :class:`ViewRef` (cheap: ids and paths) and loads an :class:`Observation`
+(arrays) for one view. Problems with one view raise :class:`ViewError` (a ValueError that
+names the file); the dataset builder counts them as skips or re-raises them in strict mode.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .estimators import Estimators, default_intrinsics
+
+__all__ = ["ViewRef", "Observation", "ViewError", "Source", "WorldSource", "ScanNetSource", "ImageFolderSource",
+           "open_source"]
+
+IMAGE_EXT = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+
+
+class ViewError(ValueError):
+    """A view cannot be used; ``reason`` is a short category for the dataset card."""
+
+    def __init__(self, msg: str, reason: str):
+        super().__init__(msg)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class ViewRef:
+    key: str  # unique, e.g. "scene_00000/003"
+    group: str  # views of one scene share a group (multi-view)
+    image: str  # image path relative to the source root (written into the dataset)
+    index: int = 0
+
+
+@dataclass
+class Observation:
+    ref: ViewRef
+    rgb: np.ndarray  # uint8 HxWx3
+    depth: np.ndarray | None  # float32 HxW metres, 0/NaN/inf = invalid
+    instance: np.ndarray | None  # int32 HxW, 0 = none
+    labels: dict[int, str]  # instance id -> category
+    K: np.ndarray | None
+    cam_to_world: np.ndarray | None  # 4x4 OpenCV axes, None = unknown
+    files: dict = field(default_factory=dict)  # what was read (for messages)
+
+
+def _read_image(path: Path, mode=None) -> np.ndarray:
+    from PIL import Image
+
+    if not path.is_file():
+        raise ViewError(f"{path}: file is missing", "missing file")
+    try:
+        im = Image.open(path)
+        if mode:
+            im = im.convert(mode)
+        return np.asarray(im)
+    except Exception as e:  # noqa: BLE001 - PIL raises many types
+        raise ViewError(f"{path}: unreadable image ({e})", "unreadable image") from None
+
+
+class Source:
+    root: Path
+    kind: str = "?"
+
+    def refs(self) -> list[ViewRef]:
+        raise NotImplementedError
+
+    def load(self, ref: ViewRef) -> Observation:
+        raise NotImplementedError
+
+    def has_poses(self) -> bool:
+        return False
+
+    def pose(self, ref: ViewRef) -> np.ndarray | None:
+        return None
+
+    def fingerprint(self) -> str:
+        import hashlib
+
+        h = hashlib.sha256(self.kind.encode())
+        for r in self.refs():
+            h.update(r.key.encode())
+        return h.hexdigest()[:16]
+
+
+# ----------------------------------------------------------------------------- synthetic world
+class WorldSource(Source):
+    kind = "synthetic-world"
+
+    def __init__(self, root):
+        from suites.synthetic.world import list_views, read_manifest
+
+        self.root = Path(root)
+        self.manifest = read_manifest(self.root)
+        self._views = list_views(self.root)
+
+    def refs(self) -> list[ViewRef]:
+        return [ViewRef(f"scene_{s:05d}/{v:03d}", f"scene_{s:05d}", f"scenes/scene_{s:05d}/{v:03d}/rgb.png", v)
+                for s, v in self._views]
+
+    def has_poses(self) -> bool:
+        return True
+
+    def pose(self, ref):
+        from suites.synthetic.world import load_view
+
+        s = int(ref.group.removeprefix("scene_"))
+        return load_view(self.root, s, ref.index, arrays=False).cam_to_world
+
+    def load(self, ref: ViewRef) -> Observation:
+        from suites.synthetic.world import load_view
+
+        s = int(ref.group.removeprefix("scene_"))
+        view = load_view(self.root, s, ref.index, arrays=False)
+        p = view.paths
+        rgb = _read_image(p["rgb"], "RGB")
+        if not p["depth"].is_file():
+            raise ViewError(f"{p['depth']}: depth is missing for view {ref.key}", "missing depth")
+        try:
+            depth = np.load(p["depth"]).astype(np.float32)
+        except Exception as e:  # noqa: BLE001
+            raise ViewError(f"{p['depth']}: unreadable depth ({e})", "unreadable depth") from None
+        inst = _read_image(p["instance"]).astype(np.int32)
+        labels = {o.instance_id: o.category for o in view.objects}
+        return Observation(ref, rgb, depth, inst, labels, view.K, view.cam_to_world,
+                           files={k: str(v) for k, v in p.items()})
+
+
+# ----------------------------------------------------------------------------- ScanNet format
+class ScanNetSource(Source):
+    """``scannet_2d/<scene>/{color/N.jpg, depth/N.png (uint16 mm), pose/N.txt, intrinsic/}``.
+
+    Instance masks: ``instance-filt/N.png`` + ``label-filt`` categories when present (ScanNet's
+    2D export), otherwise the instance-labelled cloud ``scannet_3d/*/<scene>_inst.pth`` (+
+    ``_instances.json``) is projected into each view with a depth test (what write_scannet
+    writes); otherwise a segmenter must be given."""
+
+    kind = "scannet"
+
+    def __init__(self, root, depth_scale: float = 1000.0):
+        self.root = Path(root)
+        self.d2 = self.root / "scannet_2d"
+        if not self.d2.is_dir():
+            raise ValueError(f"{self.root}: no scannet_2d/ folder")
+        self.depth_scale = depth_scale
+        self._clouds: dict = {}
+
+    def refs(self) -> list[ViewRef]:
+        out = []
+        for sd in sorted(p for p in self.d2.iterdir() if p.is_dir()):
+            col = sd / "color"
+            frames = sorted((int(p.stem) for p in col.glob("*") if p.stem.isdigit()), key=int) if col.is_dir() else []
+            for n in frames:
+                img = next((col / f"{n}{e}" for e in IMAGE_EXT if (col / f"{n}{e}").is_file()), col / f"{n}.jpg")
+                out.append(ViewRef(f"{sd.name}/{n}", sd.name, str(img.relative_to(self.root)), n))
+        return out
+
+    def has_poses(self) -> bool:
+        return True
+
+    def pose(self, ref):
+        p = self.d2 / ref.group / "pose" / f"{ref.index}.txt"
+        if not p.is_file():
+            return None
+        T = np.loadtxt(p)
+        if T.shape != (4, 4) or not np.isfinite(T).all():
+            return None  # ScanNet marks lost tracking with -inf poses
+        return T
+
+    def _cloud(self, scene: str):
+        if scene not in self._clouds:
+            hit = None
+            for split in ("train", "val", "test"):
+                d = self.root / "scannet_3d" / split
+                if (d / f"{scene}_inst.pth").is_file() and (d / f"{scene}_vh_clean_2.pth").is_file():
+                    hit = d
+                    break
+            if hit is None:
+                self._clouds[scene] = None
+            else:
+                import torch
+
+                coords = torch.load(hit / f"{scene}_vh_clean_2.pth", weights_only=True)[0].numpy().astype(np.float64)
+                inst = torch.load(hit / f"{scene}_inst.pth", weights_only=True).numpy()
+                labels = {}
+                js = hit / f"{scene}_instances.json"
+                if js.is_file():
+                    labels = {int(o["instance_id"]): o["category"] for o in json.loads(js.read_text())["objects"]}
+                self._clouds[scene] = (coords, inst, labels)
+        return self._clouds[scene]
+
+    def load(self, ref: ViewRef) -> Observation:
+        sd = self.d2 / ref.group
+        rgb = _read_image(self.root / ref.image, "RGB")
+        dp = sd / "depth" / f"{ref.index}.png"
+        if not dp.is_file():
+            raise ViewError(f"{dp}: depth is missing for view {ref.key}", "missing depth")
+        depth = _read_image(dp).astype(np.float32) / self.depth_scale
+        Kp = sd / "intrinsic" / "intrinsic_depth.txt"
+        if not Kp.is_file():
+            raise ViewError(f"{Kp}: intrinsics are missing for view {ref.key}", "missing intrinsics")
+        K = np.loadtxt(Kp)[:3, :3].copy()
+        if rgb.shape[:2] != depth.shape:  # real ScanNet: 1296x968 colour, 640x480 depth -> resample colour
+            from PIL import Image
+
+            rgb = np.asarray(Image.fromarray(rgb).resize(depth.shape[::-1], Image.BILINEAR))
+        T = self.pose(ref)
+        inst, labels = None, {}
+        ip = sd / "instance-filt" / f"{ref.index}.png"
+        if ip.is_file():
+            inst = _read_image(ip).astype(np.int32)
+            lp = sd / "label-filt" / f"{ref.index}.png"
+            if lp.is_file():
+                lab = _read_image(lp).astype(np.int32)
+                for i in np.unique(inst[inst > 0]):
+                    labels[int(i)] = f"object {int(np.bincount(lab[inst == i]).argmax())}"
+        else:
+            cl = self._cloud(ref.group)
+            if cl is not None and T is not None:
+                inst, labels = _project_instances(cl, depth, K, T)
+        return Observation(ref, rgb, depth, inst, labels, K, T, files={"rgb": str(self.root / ref.image), "depth": str(dp)})
+
+
+def _project_instances(cloud, depth, K, T, tol: float = 0.05):
+    """Instance map of a view from an instance-labelled scene cloud (z-buffer + depth test)."""
+    coords, inst, labels = cloud
+    H, W = depth.shape
+    w2c = np.linalg.inv(T)
+    P = coords @ w2c[:3, :3].T + w2c[:3, 3]
+    z = P[:, 2]
+    ok = (z > 1e-3) & (inst > 0)
+    u = np.round(P[ok, 0] / z[ok] * K[0, 0] + K[0, 2]).astype(np.int64)
+    v = np.round(P[ok, 1] / z[ok] * K[1, 1] + K[1, 2]).astype(np.int64)
+    zz, ii = z[ok], inst[ok]
+    m = (u >= 0) & (u < W) & (v >= 0) & (v < H)
+    u, v, zz, ii = u[m], v[m], zz[m], ii[m]
+    d = depth[v, u]
+    m = (d > 0) & (np.abs(d - zz) < tol)
+    out = np.zeros((H, W), np.int32)
+    out[v[m], u[m]] = ii[m]
+    # a voxelised cloud leaves holes: close them with a small max-filter over labelled neighbours
+    from scipy.ndimage import grey_dilation
+
+    filled = grey_dilation(out, size=(3, 3))
+    out = np.where((out == 0) & (depth > 0), filled, out)
+    present = set(np.unique(out).tolist()) - {0}
+    return out, {i: labels.get(i, f"object {i}") for i in present}
+
+
+# ----------------------------------------------------------------------------- plain images
+class ImageFolderSource(Source):
+    """A folder of images (recursively); depth and segmentation come from estimators. Each
+    sub-folder is one group (multi-view needs a reconstructor)."""
+
+    kind = "images"
+
+    def __init__(self, root):
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise ValueError(f"{self.root}: not a folder")
+
+    def refs(self) -> list[ViewRef]:
+        files = sorted(p for p in self.root.rglob("*") if p.suffix.lower() in IMAGE_EXT and p.is_file())
+        return [ViewRef(str(p.relative_to(self.root)), str(p.parent.relative_to(self.root)),
+                        str(p.relative_to(self.root)), i) for i, p in enumerate(files)]
+
+    def load(self, ref: ViewRef) -> Observation:
+        rgb = _read_image(self.root / ref.image, "RGB")
+        return Observation(ref, rgb, None, None, {}, None, None, files={"rgb": str(self.root / ref.image)})
+
+
+def open_source(path) -> Source:
+    p = Path(path)
+    if (p / "world.json").is_file():
+        return WorldSource(p)
+    if (p / "scannet_2d").is_dir():
+        return ScanNetSource(p)
+    if p.is_dir():
+        return ImageFolderSource(p)
+    raise ValueError(f"{p}: not a synthetic world, a ScanNet-format folder or an image folder")
+
+
+def complete_observation(obs: Observation, est: Estimators) -> Observation:
+    """Fill/override depth, K and masks from the estimators; check what is there."""
+    H, W = obs.rgb.shape[:2]
+    name = obs.files.get("rgb", obs.ref.key)
+    if est.depth is not None:
+        d, K = est.depth.estimate_depth(obs.rgb)
+        obs.depth = np.asarray(d, np.float32)
+        if K is not None:
+            obs.K = np.asarray(K, np.float64)
+    if est.segmenter is not None:
+        inst, labels = est.segmenter.segment(obs.rgb)
+        obs.instance, obs.labels = np.asarray(inst, np.int32), dict(labels)
+    if obs.depth is None:
+        raise ViewError(f"{name}: view {obs.ref.key} has no depth (give a depth estimator)", "missing depth")
+    if obs.instance is None:
+        raise ViewError(f"{name}: view {obs.ref.key} has no instance masks (give a segmenter)", "missing masks")
+    if obs.depth.shape != (H, W):
+        raise ViewError(f"{obs.files.get('depth', name)}: depth is {obs.depth.shape[1]}x{obs.depth.shape[0]}, "
+                        f"image is {W}x{H} (view {obs.ref.key})", "depth size mismatch")
+    if obs.instance.shape != (H, W):
+        raise ViewError(f"{obs.files.get('instance', name)}: mask is {obs.instance.shape[1]}x{obs.instance.shape[0]}, "
+                        f"image is {W}x{H} (view {obs.ref.key})", "mask size mismatch")
+    if obs.K is None:
+        obs.K = default_intrinsics(H, W)
+    return obs
