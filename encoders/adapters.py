@@ -114,12 +114,30 @@ class HFVisionEncoder(Encoder):
             mean=tuple(mean or default_mean), std=tuple(std or default_std), family=f"hf-{mt}")
         self._interp = mt in ("clip_vision_model", "siglip_vision_model")
 
+    def _blocks(self) -> nn.ModuleList:
+        """The transformer blocks: the ModuleList as long as the model is deep."""
+        for mod in self.body.modules():
+            if isinstance(mod, nn.ModuleList) and len(mod) == self.info.num_layers:
+                return mod
+        raise TypeError(f"'{self.info.spec}': cannot find the {self.info.num_layers} transformer blocks")
+
     def _features(self, images, block_ids):
+        # Block outputs are captured with our own forward hooks rather than output_hidden_states:
+        # transformers 5 records hidden states through hooks that do not survive pickling (worker
+        # processes), and hooks keep only the blocks asked for.
         kw = {"interpolate_pos_encoding": True} if self._interp else {}
-        out = self.body(pixel_values=images, output_hidden_states=True, **kw)
+        captured: dict[int, torch.Tensor] = {}
+        blocks = self._blocks()
+        handles = [blocks[i].register_forward_hook(
+            lambda _m, _a, out, i=i: captured.__setitem__(i, out[0] if isinstance(out, (tuple, list)) else out))
+            for i in block_ids]
+        try:
+            out = self.body(pixel_values=images, **kw)
+        finally:
+            for h in handles:
+                h.remove()
         h, w = images.shape[-2] // self.info.patch_size, images.shape[-1] // self.info.patch_size
-        feats = {i: tokens_to_map(self.norm(out.hidden_states[i + 1]), self.info.num_prefix_tokens, (h, w))
-                 for i in block_ids}
+        feats = {i: tokens_to_map(self.norm(captured[i]), self.info.num_prefix_tokens, (h, w)) for i in block_ids}
         last = self.info.num_layers - 1
         pooled = getattr(out, "pooler_output", None)
         if last in feats and self.info.num_prefix_tokens == 0 and pooled is not None:
@@ -210,10 +228,22 @@ class HubEncoder(Encoder):
             num_prefix_tokens=1 + int(getattr(model, "num_register_tokens", 0) or 0),
             image_size=(image_size, image_size), family="torchhub")
 
+    def __reduce__(self):
+        # hub classes live in a dynamically loaded hubconf module that pickle cannot import: rebuild
+        # from the spec (same repo dir on this machine) and carry the current weights
+        return _rebuild_hub, (self.info.spec, self.state_dict())
+
     def _features(self, images, block_ids):
         outs = self.model.get_intermediate_layers(images, n=block_ids, reshape=True, return_class_token=True,
                                                   norm=True)
         return {i: LayerFeatures(cls=cls, patches=sp.permute(0, 2, 3, 1)) for i, (sp, cls) in zip(block_ids, outs)}
+
+
+def _rebuild_hub(spec: str, state: dict) -> "HubEncoder":
+    from encoders.spec import build_encoder
+    enc = build_encoder(spec)
+    enc.load_state_dict(state)
+    return enc
 
 
 def build_torchhub(target: str, opts: dict, spec: str) -> Encoder:

@@ -64,8 +64,9 @@ def resolve(cfg: EvalConfig) -> Resolved:
     if bad:
         raise ConfigError(f"head '{bad[0]}' is not available for suite {spec.name}; "
                           f"choose from {', '.join(spec.heads)}")
-    data = cfg.data if cfg.data is not None else suite_cls.default_data(ws)
-    return Resolved(cfg, ws, suite_cls(options), options, heads, Path(data))
+    suite = suite_cls(options)
+    data = cfg.data if cfg.data is not None else suite.default_data(ws)  # may depend on the protocol
+    return Resolved(cfg, ws, suite, options, heads, Path(data))
 
 
 def tracking_uri(cfg: EvalConfig, ws: Workspace) -> str:

@@ -104,7 +104,6 @@ class Suite:
         """Protocol overrides that make the demo's preset ("tiny" or "default") fit a 2-core CPU."""
         return {}
 
-    @classmethod
-    def default_data(cls, workspace) -> Path:
-        """The embedded default (synthetic world in this suite's native format)."""
-        raise NotImplementedError(f"suite {cls.spec.name} has no embedded default data; pass --data")
+    def default_data(self, workspace) -> Path:
+        """The embedded default (synthetic world in this suite's native format); may use the protocol."""
+        raise NotImplementedError(f"suite {self.spec.name} has no embedded default data; pass --data")

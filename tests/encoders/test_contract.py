@@ -118,6 +118,10 @@ def test_contract(family, tmp_path):
     assert torch.equal(out.layers[-1].patches, out.patches)
     assert not torch.allclose(out.layers[0].patches, out.patches)
     assert torch.equal(out.cls, out2.cls)  # deterministic
+    import pickle  # worker processes receive encoders pickled: the copy must give the same features
+    with torch.no_grad():
+        copy_out = pickle.loads(pickle.dumps(enc))(x, layers=[0, -1])
+    torch.testing.assert_close(copy_out.layers[0].patches, out.layers[0].patches)
     assert info.num_layers == 3 or family == "builtin"
     assert len(info.mean) == 3 and len(info.std) == 3
     with pytest.raises(ValueError, match="out of range"):

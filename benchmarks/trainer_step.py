@@ -1,0 +1,134 @@
+"""Stage-3 step time of SpatialBoost: dual-channel attention vs plain full fine-tuning of the same encoder.
+
+    python benchmarks/trainer_step.py [--preset tiny|default|all] [--steps 3] [--batch 2] [--device auto]
+
+Presets: ``tiny`` = builtin:tiny-vit + builtin:tiny-qwen2; ``default`` = builtin:dinov2-s14-focus +
+builtin:smollm2-135m. Each (preset, variant) runs in its own process (clean peak memory). One stage-3
+optimiser step = encoder forward (with grad) -> projector -> frozen LM -> answer-token loss -> backward ->
+AdamW. Reports ms/step (median of the timed steps after one warm-up), tokens/s (all sequence tokens incl.
+visual ones), trainable parameters, peak memory (CUDA: max_memory_allocated; CPU: process max RSS) and the
+dual/full step-time ratio (goal <= 1.35). Samples: 12-turn single-view spatial QA conversations.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+PRESETS = {"tiny": ("builtin:tiny-vit", "builtin:tiny-qwen2"),
+           "default": ("builtin:dinov2-s14-focus", "builtin:smollm2-135m")}
+
+
+def make_data(folder: Path, n: int) -> Path:
+    import numpy as np
+    from PIL import Image
+    from encoders.spatialboost.data import write_jsonl
+    rng = np.random.default_rng(0)
+    recs = []
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 255, (240, 320, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+        conv = []
+        for t in range(12):
+            q = ("<image>\n" if t == 0 else "") + f"What is the depth of point {t} in the image?"
+            conv += [{"from": "human", "value": q}, {"from": "gpt", "value": f"Point {t} is {1 + 0.1 * t:.2f} m away."}]
+        recs.append({"id": f"b{i}", "image": f"{i}.png", "conversations": conv})
+    return write_jsonl(folder / "qa.jsonl", recs)
+
+
+def child(preset: str, variant: str, steps: int, batch: int, device: str) -> dict:
+    import resource
+    import torch
+    from harness.config import build
+    from encoders.spatialboost.data import ImageLoader, collate
+    from encoders.spatialboost.trainer import BoostConfig, BoostTrainer
+    from harness.device import autocast
+    from harness.workspace import use_workspace
+    use_workspace(os.environ.get("SPATIALBOOST_HOME") or ROOT / "workspace")
+    enc, lm = PRESETS[preset]
+    with tempfile.TemporaryDirectory() as tmp:
+        data = make_data(Path(tmp), batch)
+        cfg = build(BoostConfig, {"encoder": enc, "lm": lm, "data": str(data), "variant": variant, "stages": [3],
+                                  "tracking": False, "progress": False, "device": device, "max_length": 4096,
+                                  "run_dir": str(Path(tmp) / "run"), "workspace": os.environ.get("SPATIALBOOST_HOME", "")})
+        tr = BoostTrainer(cfg, echo=lambda m: None)
+        tr.apply_variant()
+        params = tr.set_trainable(3)
+        opt = torch.optim.AdamW(params, lr=2e-5)
+        ds = tr.data_for(3)
+        loader = ImageLoader(tr.image_size, tr.vlm.encoder.info.mean, tr.vlm.encoder.info.std)
+        b = collate([ds[i] for i in range(batch)], loader, tr.vlm.tokenizer.pad_token_id or 0).to(tr.device)
+        tr.vlm.train()
+        tr.vlm.encoder.eval()
+        tr.vlm.lm.eval()
+        times = []
+        if tr.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        for i in range(steps + 1):
+            if tr.device.type == "cuda":
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            with autocast(tr.device, tr.precision):
+                s, n = tr.vlm(b)
+            (s / n).backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            if tr.device.type == "cuda":
+                torch.cuda.synchronize()
+            if i:
+                times.append(time.perf_counter() - t0)
+        ms = 1000 * statistics.median(times)
+        peak = (torch.cuda.max_memory_allocated() / 2**20 if tr.device.type == "cuda"
+                else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+        return {"preset": preset, "variant": variant, "device": str(tr.device), "precision": tr.precision,
+                "ms_per_step": round(ms, 1), "tokens_per_s": round(int(b.attention_mask.sum()) / (ms / 1000), 1),
+                "seq_len": int(b.input_ids.shape[1]), "batch": batch,
+                "trainable_params": sum(p.numel() for p in params), "peak_mem_mib": round(peak, 1),
+                "torch_threads": torch.get_num_threads()}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--preset", default="all", choices=["tiny", "default", "all"])
+    ap.add_argument("--steps", type=int, default=3)
+    ap.add_argument("--batch", type=int, default=2)
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--json", help="also write the rows to this file")
+    ap.add_argument("--_child", nargs=2, metavar=("PRESET", "VARIANT"), help=argparse.SUPPRESS)
+    a = ap.parse_args(argv)
+    if a._child:
+        print(json.dumps(child(a._child[0], a._child[1], a.steps, a.batch, a.device)))
+        return 0
+    rows = []
+    for preset in (["tiny", "default"] if a.preset == "all" else [a.preset]):
+        for variant in ("full", "dual"):
+            r = subprocess.run([sys.executable, __file__, "--_child", preset, variant, "--steps", str(a.steps),
+                                "--batch", str(a.batch), "--device", a.device], capture_output=True, text=True)
+            if r.returncode:
+                print(r.stderr[-3000:], file=sys.stderr)
+                return r.returncode
+            rows.append(json.loads(r.stdout.strip().splitlines()[-1]))
+    print(f"{'preset':8} {'variant':7} {'device':6} {'ms/step':>9} {'tok/s':>9} {'seq':>5} {'trainable':>11} "
+          f"{'peak MiB':>9}")
+    for r in rows:
+        print(f"{r['preset']:8} {r['variant']:7} {r['device']:6} {r['ms_per_step']:9.1f} {r['tokens_per_s']:9.1f} "
+              f"{r['seq_len']:5d} {r['trainable_params']:11,d} {r['peak_mem_mib']:9.1f}")
+    for preset in dict.fromkeys(r["preset"] for r in rows):
+        f = next(r for r in rows if r["preset"] == preset and r["variant"] == "full")
+        d = next(r for r in rows if r["preset"] == preset and r["variant"] == "dual")
+        ratio = d["ms_per_step"] / f["ms_per_step"]
+        print(f"{preset}: dual / full step time = {ratio:.2f}x (goal <= 1.35x) {'OK' if ratio <= 1.35 else 'OVER'}")
+    if a.json:
+        Path(a.json).write_text(json.dumps(rows, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

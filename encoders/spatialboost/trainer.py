@@ -1,0 +1,608 @@
+"""The SpatialBoost 3-stage trainer (paper §3.1, App. A.1-A.2).
+
+=======  ============================================  ====================================  ========  =====
+stage    trains                                        data (paper)                          lr        batch
+=======  ============================================  ====================================  ========  =====
+1        projector                                     alignment captions (BLIP-558K)        2e-3      256
+2        projector + LM                                LLaVA-Instruct-158K + multi-view VQA  2e-5 (*)  128
+3        Attn+ and alpha (+ projector); LM and the     multi-turn spatial reasoning          2e-5      128
+         original encoder frozen (``variant=dual``)
+=======  ============================================  ====================================  ========  =====
+
+(*) The paper gives no stage-2 learning rate; 2e-5 is LLaVA-1.5's visual-instruction-tuning value, which the
+paper says it follows. Every stage: one epoch, AdamW (weight decay 0), linear warm-up over 3% of the steps then
+cosine decay to 0, gradient clipping at 1.0 (LLaVA-1.5's recipe).
+
+Variants for stage 3 (paper Table 17): ``dual`` (default, :func:`wrap_dual_channel`), ``full`` (every encoder
+parameter, :func:`apply_full_finetune`), ``lora`` (:func:`apply_lora`).
+
+Batches: ``batch_size`` is the global batch (samples per optimiser step); each of the W processes takes every
+W-th sample of it and runs ``micro_batch_size`` samples at a time with gradient accumulation, so
+``batch_size % (W * micro_batch_size) == 0`` is required. The loss of a step is the mean cross entropy over the
+answer tokens of the process's share of the batch (DDP then averages the processes). Data order: a permutation
+per (seed, stage, epoch); the last batch of an epoch wraps around to the epoch's first samples.
+
+Runs live in ``<workspace>/boost/<config hash>/``: ``stage<k>/ckpt-<step>/`` checkpoints (``model.safetensors``:
+every parameter trained so far; ``optimizer.pt``; ``state.json``; ``rng.safetensors``), each written to a
+temporary folder and renamed, and ``boosted/`` (the export). Running the same config again resumes from the
+last checkpoint (``resume=false`` starts over) and continues the same loss curve.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import logging
+import math
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Literal
+
+import torch
+from torch import nn
+
+from harness.config import config_hash, field, to_dict
+
+from .data import ConversationData, DataStats, ImageLoader, collate, file_id
+from .dual_attention import (DualChannelConfig, alpha_stats, apply_full_finetune, apply_lora,
+                             dual_channel_parameters, wrap_dual_channel)
+from .vlm import SpatialVLM, backbone_of
+
+log = logging.getLogger(__name__)
+
+
+# ------------------------------------------------------------------------------------------------ config
+@dataclass(frozen=True)
+class StageConfig:
+    lr: float = field(2e-5, help="peak learning rate (AdamW)")
+    batch_size: int = field(128, help="global batch size (samples per optimiser step, all processes)")
+    micro_batch_size: int = field(4, help="samples per forward/backward; gradient accumulation fills the batch",
+                                  hash=False)
+    epochs: float = field(1.0, help="passes over the stage's data")
+    max_steps: int = field(0, help="stop after this many optimiser steps (0 = epochs decide)")
+    warmup_ratio: float = field(0.03, help="linear warm-up fraction of the steps, then cosine to 0")
+    weight_decay: float = field(0.0, help="AdamW weight decay")
+    max_grad_norm: float = field(1.0, help="gradient clipping (0 = off)")
+    data: str = field("", help="conversation file for this stage (default: the top-level data)")
+
+
+def _stage(lr, bs):
+    return lambda: StageConfig(lr=lr, batch_size=bs)
+
+
+@dataclass(frozen=True)
+class BoostConfig:
+    encoder: str = field("builtin:tiny-vit", help="encoder spec to boost")
+    lm: str = field("builtin:tiny-qwen2", help="language model: builtin:tiny-qwen2 | builtin:smollm2-135m | PATH")
+    data: str = field("", help="LLaVA-style conversation file (.json / .jsonl) used by every stage without its own")
+    image_root: str = field("", help="folder image paths are relative to (default: the data file's folder)")
+    stages: tuple[int, ...] = field((1, 2, 3), help="stages to run, in order (1 projector, 2 +LM, 3 encoder)")
+    variant: Literal["dual", "full", "lora"] = field("dual", help="stage-3 encoder training (paper Table 17)")
+    feature_layer: int = field(-1, help="encoder block whose patch tokens are the visual tokens (-2 = LLaVA)")
+    image_size: int = field(0, help="input resolution (0 = the encoder's default)")
+    max_length: int = field(2048, help="context length in tokens (visual tokens included)")
+    overflow: Literal["truncate", "skip"] = field("truncate", help="overlong samples: cut at a turn or skip")
+    stage1: StageConfig = field(default_factory=_stage(2e-3, 256), help="stage 1 (paper: lr 2e-3, batch 256)")
+    stage2: StageConfig = field(default_factory=_stage(2e-5, 128), help="stage 2 (paper: batch 128)")
+    stage3: StageConfig = field(default_factory=_stage(2e-5, 128), help="stage 3 (paper: lr 2e-5, batch 128)")
+    stage3_projector: bool = field(True, help="also train the projector in stage 3 (paper: yes)")
+    dual_layers: str = field("auto", help="dual-channel layers: auto (blocks up to feature_layer), all, last_k, "
+                                          "or comma-separated block indices")
+    dual_a_init: float = field(0.0, help="initial mixture logit a (alpha = sigmoid(a) = 0.5)")
+    dual_share_out_proj: bool = field(False, help="Attn+ reuses the frozen output projection (+25% params)")
+    lora_r: int = field(8, help="LoRA rank (variant=lora)")
+    lora_alpha: int = field(16, help="LoRA alpha (variant=lora)")
+    seed: int = field(0, help="seed of initialisation and data order")
+    device: str = field("auto", help="auto, cpu, cuda, cuda:N", hash=False)
+    precision: Literal["auto", "fp32", "bf16"] = field("auto", help="auto = bf16 autocast on GPU, fp32 on CPU")
+    grad_checkpointing: Literal["auto", "on", "off"] = field("auto", help="auto = on for GPU", hash=False)
+    checkpoint_every: int = field(50, help="checkpoint every N optimiser steps (and at the end of a stage)",
+                                  hash=False)
+    keep_checkpoints: int = field(2, help="checkpoints kept per stage", hash=False)
+    resume: bool = field(True, help="resume from the run folder's last checkpoint", hash=False)
+    workspace: str = field("", help="runtime data folder (default: $SPATIALBOOST_HOME or ./workspace)", hash=False)
+    run_dir: str = field("", help="run folder (default: <workspace>/boost/<config hash>)", hash=False)
+    experiment: str = field("spatialboost-boost", help="MLflow experiment", hash=False)
+    tracking: bool = field(True, help="log to MLflow", hash=False)
+    log_every: int = field(1, help="MLflow metrics every N steps", hash=False)
+    progress: bool = field(True, help="progress bars", hash=False)
+    throttle_s: float = field(0.0, help="sleep after each step (tests that kill a run)", hash=False)
+
+
+PAPER_DEFAULTS = {1: (2e-3, 256), 2: (2e-5, 128), 3: (2e-5, 128)}
+
+
+# ------------------------------------------------------------------------------------------ distributed
+@dataclass
+class Dist:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+    initialised: bool = False
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self):
+        if self.initialised:
+            torch.distributed.barrier()
+
+
+def init_distributed(device: torch.device) -> Dist:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Dist()
+    import torch.distributed as td
+    rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    if not td.is_initialized():
+        td.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return Dist(rank, world, local, True)
+
+
+# ------------------------------------------------------------------------------------------------ utils
+def lr_at(step: int, total: int, peak: float, warmup_ratio: float) -> float:
+    warm = math.ceil(warmup_ratio * total)
+    if step < warm:
+        return peak * (step + 1) / warm
+    if total <= warm:
+        return peak
+    progress = (step - warm) / max(1, total - warm)
+    return peak * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def _atomic_dir(final: Path, write: Callable[[Path], None]) -> Path:
+    tmp = final.parent / f".{final.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    write(tmp)
+    for f in tmp.iterdir():                       # flush file contents before the rename makes them visible
+        with open(f, "rb") as fh:
+            os.fsync(fh.fileno())
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    return final
+
+
+def _write_json(path: Path, data) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=1, default=str))
+    os.replace(tmp, path)
+
+
+def params_digest(params: dict[str, torch.Tensor]) -> str:
+    h = hashlib.sha256()
+    for k in sorted(params):
+        h.update(k.encode())
+        h.update(params[k].detach().float().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def dual_cfg(cfg: BoostConfig, num_layers: int, feature_layer: int) -> DualChannelConfig:
+    layers: str | list[int] = cfg.dual_layers
+    if layers == "auto":
+        layers = "all" if feature_layer == num_layers - 1 else list(range(feature_layer + 1))
+    elif layers not in ("all",) and not layers.startswith("last_"):
+        layers = [int(x) for x in layers.split(",") if x.strip()]
+    return DualChannelConfig(layers=layers, a_init=cfg.dual_a_init, share_out_proj=cfg.dual_share_out_proj)
+
+
+def dual_cfg_dict(d: DualChannelConfig) -> dict:
+    return {k: (list(v) if isinstance(v, (list, tuple)) else v) for k, v in dataclasses.asdict(d).items()}
+
+
+# -------------------------------------------------------------------------------------------- the trainer
+@dataclass
+class StageResult:
+    stage: int
+    steps: int
+    losses: list[float]
+    run_id: str | None
+    checkpoint: Path
+    stats: dict
+
+
+class BoostTrainer:
+    """Builds the VLM once and runs the configured stages; ``run()`` returns the exported boosted spec."""
+
+    def __init__(self, cfg: BoostConfig, *, vlm: SpatialVLM | None = None, echo: Callable[[str], None] = print):
+        from harness.device import resolve_device
+        from harness.workspace import current, use_workspace
+        self.cfg = cfg
+        self.echo = echo
+        ws = use_workspace(cfg.workspace) if cfg.workspace else current()
+        self.ws = ws
+        self.device = resolve_device(cfg.device)
+        self.dist = init_distributed(self.device)
+        if self.dist.initialised and self.device.type == "cuda":
+            self.device = torch.device("cuda", self.dist.local_rank)
+            torch.cuda.set_device(self.device)
+        self.precision = ("bf16" if self.device.type == "cuda" else "fp32") if cfg.precision == "auto" \
+            else cfg.precision
+        self.hash = config_hash(cfg)
+        self.run_dir = Path(cfg.run_dir) if cfg.run_dir else ws.sub("boost") / self.hash
+        if self.dist.main:
+            if not cfg.resume and self.run_dir.exists():
+                shutil.rmtree(self.run_dir)
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.dist.barrier()
+        if vlm is None:
+            vlm = build_vlm(cfg)
+        self.vlm = vlm.to(self.device)
+        self.base_spec = self.vlm.encoder.info.spec
+        self.base_fingerprint = self.vlm.encoder.fingerprint()
+        from .export import base_info
+        self.base_info = base_info(self.vlm.encoder)
+        self.image_size = cfg.image_size or self.vlm.encoder.info.image_size[0]
+        self.variant_applied = False
+        self.variant_report: dict = {}
+        self.trained_lm = False
+        self._data_cache: dict[str, ConversationData] = {}
+        self.tracker = None
+        self.pipeline_path = self.run_dir / "pipeline.json"
+        self.pipeline = json.loads(self.pipeline_path.read_text()) if self.pipeline_path.is_file() else {
+            "config_hash": self.hash, "config": to_dict(cfg), "completed": [], "runs": {}}
+        self.tracked = cfg.tracking and self.dist.main
+        if self.tracked:
+            from harness.tracking import Tracker
+            self.tracker = Tracker(ws.tracking_uri, cfg.experiment, ws.artifacts)
+        if self.device.type == "cuda" and self._grad_ckpt():
+            self.vlm.lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+    def _grad_ckpt(self) -> bool:
+        return self.cfg.grad_checkpointing == "on" or (self.cfg.grad_checkpointing == "auto"
+                                                        and self.device.type == "cuda")
+
+    # ---------------------------------------------------------------------------- data
+    def data_for(self, stage: int) -> ConversationData:
+        sc: StageConfig = getattr(self.cfg, f"stage{stage}")
+        path = sc.data or self.cfg.data
+        if not path:
+            raise ValueError(f"stage {stage} has no data: set data=FILE (or stage{stage}.data=FILE)")
+        if path not in self._data_cache:
+            self._data_cache[path] = ConversationData(
+                path, self.vlm.tokenizer, self.vlm.tokens_per_image(self.image_size), self.cfg.max_length,
+                self.cfg.overflow, self.cfg.image_root or None)
+        return self._data_cache[path]
+
+    # ---------------------------------------------------------------------------- which parameters train
+    def apply_variant(self) -> None:
+        """Stage-3 encoder set-up (once): dual-channel wrap, LoRA, or full fine-tuning."""
+        if self.variant_applied:
+            return
+        bb = backbone_of(self.vlm.encoder)
+        if self.cfg.variant == "dual":
+            dc = dual_cfg(self.cfg, self.vlm.encoder.info.num_layers, self.vlm.feature_layer)
+            rep = wrap_dual_channel(bb, dc)
+            self.variant_report = {"variant": "dual", "wrapper": dual_cfg_dict(dc), **rep.to_dict()}
+            self.echo(rep.summary())
+        elif self.cfg.variant == "lora":
+            rep = apply_lora(bb, r=self.cfg.lora_r, alpha=self.cfg.lora_alpha)
+            self.variant_report = {"variant": "lora", "wrapper": {"r": self.cfg.lora_r,
+                                                                  "alpha": self.cfg.lora_alpha,
+                                                                  "targets": rep.targets}, **rep.to_dict()}
+        else:
+            rep = apply_full_finetune(bb)
+            self.variant_report = {"variant": "full", "wrapper": {}, **rep.to_dict()}
+        self.vlm.encoder.to(self.device)
+        self.vlm.encoder._fingerprint = None
+        self.variant_applied = True
+
+    def encoder_trainable(self) -> list[nn.Parameter]:
+        bb = backbone_of(self.vlm.encoder)
+        if self.cfg.variant == "dual":
+            return list(dual_channel_parameters(bb))
+        if self.cfg.variant == "lora":
+            return [p for n, p in bb.named_parameters() if "lora_" in n]
+        return list(bb.parameters())
+
+    def set_trainable(self, stage: int) -> list[nn.Parameter]:
+        for p in self.vlm.parameters():
+            p.requires_grad_(False)
+        params: list[nn.Parameter] = []
+        if stage in (1, 2) or self.cfg.stage3_projector:
+            params += list(self.vlm.projector.parameters())
+        if stage == 2:
+            params += list(self.vlm.lm.parameters())
+        if stage == 3:
+            params += self.encoder_trainable()
+        for p in params:
+            p.requires_grad_(True)
+        return params
+
+    def saved_names(self) -> list[str]:
+        """Parameters stored in checkpoints: everything trained so far (projector, LM after stage 2, the
+        encoder's trainable parameters after stage 3). Tied weights appear once (named_parameters dedups)."""
+        names = []
+        enc_ids = {id(p) for p in self.encoder_trainable()} if self.variant_applied else set()
+        for n, p in self.vlm.named_parameters():
+            if n.startswith("projector.") or (self.trained_lm and n.startswith("lm.")) or id(p) in enc_ids:
+                names.append(n)
+        return names
+
+    # ---------------------------------------------------------------------------- checkpoints
+    def stage_dir(self, stage: int) -> Path:
+        return self.run_dir / f"stage{stage}"
+
+    def latest_checkpoint(self, stage: int) -> Path | None:
+        d = self.stage_dir(stage)
+        cks = sorted(p for p in d.glob("ckpt-*") if p.is_dir() and (p / "state.json").is_file()) \
+            if d.is_dir() else []
+        return cks[-1] if cks else None
+
+    def save_checkpoint(self, stage: int, step: int, opt: torch.optim.Optimizer, state: dict) -> Path:
+        final = self.stage_dir(stage) / f"ckpt-{step:07d}"
+        if self.dist.main:
+            from safetensors.torch import save_file
+            named = dict(self.vlm.named_parameters())
+            tensors = {n: named[n].detach().cpu().contiguous() for n in self.saved_names()}
+            rng = {"torch": torch.get_rng_state()}
+
+            def write(tmp: Path):
+                save_file(tensors, str(tmp / "model.safetensors"))
+                torch.save(opt.state_dict(), tmp / "optimizer.pt")
+                save_file(rng, str(tmp / "rng.safetensors"))
+                (tmp / "state.json").write_text(json.dumps({**state, "saved": sorted(tensors)}, indent=1))
+
+            self.stage_dir(stage).mkdir(parents=True, exist_ok=True)
+            _atomic_dir(final, write)
+            old = sorted(p for p in self.stage_dir(stage).glob("ckpt-*") if p.is_dir())
+            for p in old[:-max(1, self.cfg.keep_checkpoints)]:
+                shutil.rmtree(p, ignore_errors=True)
+        self.dist.barrier()
+        return final
+
+    def load_params(self, ckpt: Path) -> None:
+        from safetensors.torch import load_file
+        tensors = load_file(str(ckpt / "model.safetensors"))
+        named = dict(self.vlm.named_parameters())
+        missing = [n for n in tensors if n not in named]
+        if missing:
+            raise RuntimeError(f"checkpoint {ckpt} holds parameters this model does not have: {missing[:5]} "
+                               f"(was it written with another config?)")
+        with torch.no_grad():
+            for n, t in tensors.items():
+                named[n].copy_(t.to(named[n].device, named[n].dtype))
+        if any(n.startswith("lm.") for n in tensors):
+            self.trained_lm = True
+
+    # ---------------------------------------------------------------------------- MLflow
+    def _run(self, key: str, name: str, tags: dict, params: dict, parent: str | None) -> str | None:
+        if not self.tracked:
+            return None
+        client = self.tracker.client
+        rid = self.pipeline["runs"].get(key)
+        if rid:
+            client.update_run(rid, status="RUNNING")
+            return rid
+        from harness.tracking import git_state, package_versions
+        import harness
+        sha, dirty = git_state()
+        all_tags = {**{k: str(v) for k, v in tags.items()}, "git_sha": sha, "git_dirty": str(dirty),
+                    "harness_version": harness.__version__, "config_hash": self.hash}
+        if parent:
+            all_tags["mlflow.parentRunId"] = parent
+        rid = client.create_run(self.tracker.experiment_id, run_name=name, tags=all_tags).info.run_id
+        for k, v in params.items():
+            client.log_param(rid, k, str(v)[:6000])
+        client.log_text(rid, json.dumps(to_dict(self.cfg), indent=1), "config.json")
+        client.log_text(rid, json.dumps(package_versions(), indent=1), "packages.json")
+        self.pipeline["runs"][key] = rid
+        self._save_pipeline()
+        return rid
+
+    def _save_pipeline(self):
+        if self.dist.main:
+            _write_json(self.pipeline_path, self.pipeline)
+
+    def _log(self, rid: str | None, metrics: dict, step: int | None = None):
+        if rid is None:
+            return
+        from mlflow.entities import Metric
+        ts = int(time.time() * 1000)
+        batch = [Metric(k, float(v), ts, step or 0) for k, v in metrics.items()]
+        for i in range(0, len(batch), 900):
+            self.tracker.client.log_batch(rid, metrics=batch[i:i + 900])
+
+    # ---------------------------------------------------------------------------- the loop
+    def train_stage(self, stage: int, parent_rid: str | None, resume_from: Path | None) -> StageResult:
+        cfg, sc = self.cfg, getattr(self.cfg, f"stage{stage}")
+        data = self.data_for(stage)
+        W = self.dist.world
+        if sc.batch_size % (W * sc.micro_batch_size):
+            raise ValueError(f"stage{stage}.batch_size={sc.batch_size} must be a multiple of processes ({W}) x "
+                             f"stage{stage}.micro_batch_size={sc.micro_batch_size}")
+        accum = sc.batch_size // (W * sc.micro_batch_size)
+        n = len(data)
+        spe = math.ceil(n / sc.batch_size)
+        total = sc.max_steps if sc.max_steps > 0 else max(1, math.ceil(sc.epochs * spe))
+        if stage == 3:
+            self.apply_variant()
+        params = self.set_trainable(stage)
+        if stage == 2:
+            self.trained_lm = True
+        opt = torch.optim.AdamW(params, lr=sc.lr, betas=(0.9, 0.999), weight_decay=sc.weight_decay)
+        model: nn.Module = self.vlm
+        if self.dist.initialised:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+            model = DDP(self.vlm, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        start, losses = 0, []
+        if resume_from is not None:
+            from safetensors.torch import load_file
+            self.load_params(resume_from)
+            opt.load_state_dict(torch.load(resume_from / "optimizer.pt", weights_only=True,
+                                           map_location=self.device))
+            st = json.loads((resume_from / "state.json").read_text())
+            start, losses = int(st["step"]), list(st["losses"])
+            torch.set_rng_state(load_file(str(resume_from / "rng.safetensors"))["torch"])
+            self.echo(f"stage {stage}: resumed from {resume_from.name} (step {start}/{total})")
+        rid = self._run(f"stage{stage}", f"stage{stage}", {"stage": stage, "encoder": self.base_spec,
+                                                           "encoder_fingerprint": self.base_fingerprint,
+                                                           "lm": cfg.lm, "variant": cfg.variant,
+                                                           "dataset": str(data.path), "dataset_id": data.id},
+                        {"stage": stage, "lr": sc.lr, "batch_size": sc.batch_size, "epochs": sc.epochs,
+                         "micro_batch_size": sc.micro_batch_size, "world_size": W, "total_steps": total,
+                         "data": str(data.path), "dataset_id": data.id, "samples": len(data),
+                         "variant": cfg.variant, "feature_layer": cfg.feature_layer,
+                         "precision": self.precision}, parent_rid)
+        if rid is not None:
+            self.tracker.client.log_text(rid, json.dumps(data.stats.to_dict()), "data_stats.json")
+            if stage == 3:
+                self.tracker.client.log_text(rid, json.dumps(self.variant_report, default=str),
+                                             "variant.json")
+        loader = ImageLoader(self.image_size, self.vlm.encoder.info.mean, self.vlm.encoder.info.std, data.stats)
+        pad = self.vlm.tokenizer.pad_token_id or 0
+        bar = None
+        if cfg.progress and self.dist.main:
+            from tqdm.auto import tqdm
+            bar = tqdm(total=total, initial=start, desc=f"stage {stage}", unit="step", dynamic_ncols=True)
+        self.vlm.train()
+        self.vlm.encoder.eval()                 # no dropout / stochastic depth in the encoder
+        self.vlm.lm.train(stage == 2)
+        perm_cache: dict[int, torch.Tensor] = {}
+        last_ckpt = resume_from
+        for step in range(start, total):
+            t0 = time.perf_counter()
+            epoch, within = divmod(step, spe)
+            if epoch not in perm_cache:
+                g = torch.Generator().manual_seed(cfg.seed * 100003 + stage * 1009 + epoch)
+                perm_cache = {epoch: torch.randperm(n, generator=g)}
+            perm = perm_cache[epoch]
+            idx = [int(perm[(within * sc.batch_size + j) % n]) for j in range(sc.batch_size)]
+            mine = idx[self.dist.rank::W]
+            micro = [mine[i:i + sc.micro_batch_size] for i in range(0, len(mine), sc.micro_batch_size)]
+            batches = [collate([data[i] for i in mb], loader, pad) for mb in micro]
+            n_tok = sum(b.answer_tokens for b in batches)
+            denom = max(n_tok, 1)
+            lr = lr_at(step, total, sc.lr, sc.warmup_ratio)
+            for gparam in opt.param_groups:
+                gparam["lr"] = lr
+            loss_sum, tokens = 0.0, 0
+            for k, b in enumerate(batches):
+                b = b.to(self.device)
+                sync = contextlib.nullcontext() if (k == len(batches) - 1 or not self.dist.initialised) \
+                    else model.no_sync()
+                with sync:
+                    from harness.device import autocast
+                    with autocast(self.device, self.precision):
+                        s, _ = model(b)
+                    (s / denom).backward()
+                loss_sum += float(s.detach())
+                tokens += int(b.attention_mask.sum())
+            if sc.max_grad_norm > 0:
+                torch.nn.utils.clip_grad_norm_(params, sc.max_grad_norm)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            stats = torch.tensor([loss_sum, float(n_tok), float(tokens)], dtype=torch.float64)
+            if self.dist.initialised:
+                stats = stats.to(self.device)
+                torch.distributed.all_reduce(stats)
+                stats = stats.cpu()
+            loss = float(stats[0] / max(stats[1], 1))
+            losses.append(loss)
+            dt = time.perf_counter() - t0
+            if cfg.throttle_s:
+                time.sleep(cfg.throttle_s)
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}")
+            if rid is not None and ((step + 1) % cfg.log_every == 0 or step + 1 == total):
+                m = {"loss": loss, "lr": lr, "tokens_per_s": float(stats[2]) / dt, "answer_tokens": float(stats[1]),
+                     "epoch": step / spe}
+                if stage == 3 and cfg.variant == "dual":
+                    for name, (mean, lo, hi) in alpha_stats(backbone_of(self.vlm.encoder)).items():
+                        m[f"alpha/{name}/mean"], m[f"alpha/{name}/min"], m[f"alpha/{name}/max"] = mean, lo, hi
+                self._log(rid, m, step + 1)
+            if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == total:
+                last_ckpt = self.save_checkpoint(stage, step + 1, opt, {
+                    "stage": stage, "step": step + 1, "total_steps": total, "losses": losses,
+                    "config_hash": self.hash, "done": step + 1 == total, "data_id": data.id})
+        if bar is not None:
+            bar.close()
+        self.vlm.eval()
+        digest = params_digest({n: p for n, p in self.vlm.named_parameters() if p.requires_grad})
+        if self.dist.initialised:
+            _write_json(self.run_dir / f"stage{stage}-rank{self.dist.rank}.json",
+                        {"rank": self.dist.rank, "digest": digest})
+        if rid is not None:
+            self._log(rid, {"final_loss": losses[-1] if losses else float("nan"),
+                            "bad_images": data.stats.bad_images})
+            self.tracker.client.set_terminated(rid, "FINISHED")
+        return StageResult(stage, total, losses, rid, last_ckpt, data.stats.to_dict())
+
+    def run(self) -> str | None:
+        """Run the configured stages (resuming); export the boosted encoder after stage 3."""
+        cfg = self.cfg
+        parent = self._run("parent", f"boost {self.base_spec}",
+                           {"encoder": self.base_spec, "encoder_fingerprint": self.base_fingerprint,
+                            "lm": cfg.lm, "variant": cfg.variant, "kind": "spatialboost-boost"},
+                           {"encoder": self.base_spec, "lm": cfg.lm, "stages": ",".join(map(str, cfg.stages)),
+                            "variant": cfg.variant, "config_hash": self.hash}, None)
+        prev_final: Path | None = None
+        in_memory = True            # the model in memory holds the last finished stage's weights
+        self.results: dict[int, StageResult] = {}
+        for stage in cfg.stages:
+            if stage not in (1, 2, 3):
+                raise ValueError(f"unknown stage {stage}; stages are 1, 2, 3")
+            if stage == 3:
+                self.apply_variant()
+            ck = self.latest_checkpoint(stage) if cfg.resume else None
+            state = json.loads((ck / "state.json").read_text()) if ck else None
+            if state and state.get("done"):
+                self.echo(f"stage {stage}: already done ({ck})")
+                prev_final, in_memory = ck, False
+                if stage == 2:
+                    self.trained_lm = True
+                continue
+            if ck is None and prev_final is not None and not in_memory:
+                self.load_params(prev_final)
+            res = self.train_stage(stage, parent, ck)
+            self.results[stage] = res
+            if stage not in self.pipeline["completed"]:
+                self.pipeline["completed"].append(stage)
+            self._save_pipeline()
+            prev_final, in_memory = res.checkpoint, True
+        if prev_final is not None and not in_memory:
+            self.load_params(prev_final)
+        spec = None
+        if 3 in cfg.stages:
+            from .export import export_boosted
+            out = self.run_dir / "boosted"
+            stage_runs = {k: v for k, v in self.pipeline["runs"].items() if k.startswith("stage")}
+            data_ids = {f"stage{s}": self.data_for(s).id for s in cfg.stages}
+            if self.dist.main:
+                export_boosted(self, out, data_ids=data_ids, run_ids=stage_runs)
+                if self.tracked and self.pipeline["runs"].get("stage3"):
+                    self.tracker.client.log_artifacts(self.pipeline["runs"]["stage3"], str(out), "encoder")
+            self.dist.barrier()
+            spec = f"boosted:{out}"
+        if parent is not None:
+            if spec:
+                self.tracker.client.set_tag(parent, "boosted_spec", spec)
+                if self.pipeline["runs"].get("stage3"):
+                    self.tracker.client.set_tag(parent, "boosted_uri",
+                                                f"boosted:runs:/{self.pipeline['runs']['stage3']}/encoder")
+            self.tracker.client.set_terminated(parent, "FINISHED")
+        return spec
+
+
+def build_vlm(cfg: BoostConfig) -> SpatialVLM:
+    from encoders.spec import build_encoder
+    from .lm import load_lm
+    enc = build_encoder(cfg.encoder)
+    lm = load_lm(cfg.lm, seed=cfg.seed)
+    return SpatialVLM(enc, lm, feature_layer=cfg.feature_layer, seed=cfg.seed)
+
+
+def run_boost(cfg: BoostConfig, echo: Callable[[str], None] = print) -> str | None:
+    trainer = BoostTrainer(cfg, echo=echo)
+    try:
+        return trainer.run()
+    finally:
+        if trainer.dist.initialised:
+            torch.distributed.destroy_process_group()

@@ -1,0 +1,1 @@
+"""CortexBench behaviour cloning (MetaWorld, DMControl, Adroit, TriFinger) on frozen encoders."""

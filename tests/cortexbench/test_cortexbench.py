@@ -1,0 +1,150 @@
+"""CortexBench BC: demos (generator, format, restricted pickles), fusion, policy, metrics, end to end."""
+import json
+import pickle
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from heads.bc_policy import BCPolicy, episode_features, fuse_history, history_indices, train_epoch
+from suites.cortexbench.demos import DemoError, load_demos
+from suites.cortexbench.envs import MissingPackageError, UnknownTaskError, require
+from suites.cortexbench.suite import MetaWorldSuite, aggregate, eval_epochs
+from suites.images import DataError
+
+
+# -- demos ------------------------------------------------------------------------------------------
+
+def test_expert_demos_succeed_and_round_trip(mw_demos):
+    index = json.loads((mw_demos / "drawer-open" / "index.json").read_text())
+    assert index["camera"] == "corner" and index["image_size"] == 64
+    assert all(e["success"] for e in index["episodes"]) and len(index["episodes"]) == 3
+    demos = load_demos(mw_demos, "metaworld", "drawer-open", 3, proprio_dim=4)
+    for ep, row in zip(demos.episodes, index["episodes"]):
+        frames = ep.frames()
+        assert frames.dtype == np.uint8 and frames.shape == (row["length"], 64, 64, 3)
+        assert frames.reshape(len(frames), -1).max(1).min() > 0           # no black frame
+        assert ep.actions.shape == (row["length"], 4) and ep.proprio.shape == (row["length"], 4)
+        with np.load(ep.npz, allow_pickle=False) as z:
+            assert z["success"][-1] and not z["success"][:-1].any()      # stops at the first success
+            np.testing.assert_array_equal(z["frames"], frames)
+    assert demos.frame_size == 64
+
+
+def _path(T=5, bad=None):
+    p = {"observations": np.random.rand(T, 39), "actions": np.random.rand(T, 4).astype(np.float32),
+         "rewards": np.zeros(T), "images": np.random.randint(1, 255, (T, 16, 16, 3), np.uint8),
+         "env_infos": {"gripper_proprio": np.random.rand(T, 4)}}
+    if bad:
+        p["actions"] = p["actions"][:bad]
+    return p
+
+
+def test_cortexbench_pickle_reader(tmp_path):
+    f = tmp_path / "hammer-v2-goal-observable.pickle"
+    paths = [_path(), _path(7)]
+    f.write_bytes(pickle.dumps(paths, protocol=4))
+    demos = load_demos(tmp_path, "metaworld", "hammer", 2, proprio_dim=4, proprio_key="gripper_proprio")
+    assert [len(e) for e in demos.episodes] == [5, 7]
+    np.testing.assert_array_equal(demos.episodes[1].frames(), paths[1]["images"])
+    np.testing.assert_allclose(demos.episodes[0].proprio, paths[0]["env_infos"]["gripper_proprio"], rtol=1e-6)
+    f.write_bytes(pickle.dumps([_path(), _path(6, bad=4)], protocol=4))
+    with pytest.raises(DemoError, match=r"hammer-v2-goal-observable.pickle \[path 1\].*images/frames 6, "
+                                        r"actions 4, observations 6"):
+        load_demos(tmp_path, "metaworld", "hammer", 2, proprio_dim=4)
+
+
+class _Evil:
+    def __reduce__(self):
+        return (print, ("pwned",))
+
+
+def test_malicious_pickle_is_refused(tmp_path, capsys):
+    (tmp_path / "dmc_walker_stand-v1.pickle").write_bytes(pickle.dumps([{"images": _Evil()}]))
+    with pytest.raises(DemoError, match="refused global 'builtins.print'"):
+        load_demos(tmp_path, "dmc", "walker_stand", 1)
+    assert "pwned" not in capsys.readouterr().out
+
+
+def test_missing_demos_unknown_task_missing_package(tmp_path):
+    with pytest.raises(DemoError, match="no demonstrations for metaworld task 'hammer'"):
+        load_demos(tmp_path, "metaworld", "hammer", 1)
+    suite = MetaWorldSuite(MetaWorldSuite.Options(tasks=("drawer-opne",)))
+    with pytest.raises(UnknownTaskError, match="valid tasks: assembly, bin-picking, button-press-topdown, "
+                                               "drawer-open, hammer. Did you mean 'drawer-open'"):
+        suite.tasks()
+    try:
+        import trifinger_simulation  # noqa: F401
+    except ImportError:
+        with pytest.raises(MissingPackageError, match="'trifinger_simulation'.*pip install trifinger_simulation"):
+            require("trifinger")
+    assert issubclass(MissingPackageError, DataError) and issubclass(DemoError, DataError)
+
+
+# -- fusion, policy, metrics --------------------------------------------------------------------------
+
+def test_frame_fusion_matches_hand_computation():
+    e = torch.arange(4 * 2, dtype=torch.float32).reshape(4, 2) ** 2     # 4 frames, D=2
+    p = torch.tensor([[0.5], [1.5], [2.5], [3.5]])
+    f = episode_features(e, p, window=3)
+    assert history_indices(4, 3).tolist() == [[0, 0, 0], [0, 0, 1], [0, 1, 2], [1, 2, 3]]
+    for t in range(4):
+        a, b, c = e[max(t - 2, 0)], e[max(t - 1, 0)], e[t]
+        expected = torch.cat([b - a, c - b, c, p[t]])
+        torch.testing.assert_close(f[t], expected)
+    assert fuse_history(e[None, :3]).shape == (1, 6)
+
+
+def test_policy_shapes_and_training_step():
+    torch.manual_seed(0)
+    pol = BCPolicy(10, 4)
+    assert isinstance(pol.input_bn, torch.nn.BatchNorm1d) and [l.out_features for l in pol.layers] == [256, 256, 256, 4]
+    x, y = torch.randn(300, 10), torch.randn(300, 4).clamp(-1, 1)
+    opt = torch.optim.Adam(pol.parameters(), lr=1e-3)
+    g = torch.Generator().manual_seed(0)
+    l1 = train_epoch(pol, opt, x, y, 256, g)
+    for _ in range(20):
+        l2 = train_epoch(pol, opt, x, y, 256, g)
+    assert l2 < l1 and not pol.training
+    assert pol(x[:1]).shape == (1, 4)                                   # eval mode: batch of one works
+    steps = []
+    train_epoch(BCPolicy(10, 4), opt, x[:257], y[:257], 256, g, on_step=steps.append)
+    assert len(steps) == 1                                              # trailing batch of one is skipped
+
+
+def test_metric_aggregation_best_vs_last():
+    curves = {"a": {100: [(5, 10.0), (10, 50.0), (15, 30.0)], 200: [(5, 20.0), (10, 40.0), (15, 40.0)]},
+              "b": {100: [(5, 0.0), (10, 0.0), (15, 100.0)], 200: [(5, 60.0), (10, 20.0), (15, 20.0)]}}
+    m = aggregate(curves, "success")
+    assert m["success.a"] == 45.0 and m["success.a.last"] == 35.0
+    assert m["success.b"] == 80.0 and m["success.b.last"] == 60.0
+    assert m["success.a.std"] == pytest.approx(np.std([50, 40], ddof=1))
+    # per seed: best (50+100)/2=75, (40+60)/2=50; last (30+100)/2=65, (40+20)/2=30
+    assert m["success"] == 62.5 and m["success.std"] == pytest.approx(np.std([75, 50], ddof=1))
+    assert m["success.last"] == 47.5 and m["success.last.std"] == pytest.approx(np.std([65, 30], ddof=1))
+    assert aggregate({"a": {1: [(1, 3.0)]}}, "score")["score.std"] == 0.0
+    assert eval_epochs(100, 5) == list(range(5, 101, 5)) and eval_epochs(7, 5) == [5, 7]
+
+
+# -- end to end --------------------------------------------------------------------------------------
+
+def test_metaworld_end_to_end(mw_demos, workspace):
+    from harness.config import build
+    from harness.runner import EvalConfig, evaluate
+    assert MetaWorldSuite.spec.validation is None
+    proto = {"tasks": ["drawer-open"], "num_demos": 3, "eval_rollouts": 2, "epochs": 2, "eval_every": 1,
+             "seeds": [100], "horizon": 40}
+    cfg = build(EvalConfig, {"encoder": "builtin:tiny-vit", "suite": "cortexbench.metaworld", "data": str(mw_demos),
+                             "workspace": str(workspace), "progress": False, "protocol": proto})
+    start = time.perf_counter()
+    rec = evaluate(cfg)
+    assert not rec.reused
+    for k in ("success", "success.std", "success.last", "success.last.std", "success.drawer-open",
+              "success.drawer-open.last"):
+        assert 0 <= rec.metrics[k] <= 100, k
+    assert rec.metrics["success"] >= rec.metrics["success.last"]
+    assert int(rec.tags.get("cache_forwards", 1)) >= 0
+    again = evaluate(cfg)
+    assert again.reused and again.run_id == rec.run_id
+    assert time.perf_counter() - start < 150
