@@ -13,9 +13,13 @@ from harness.config import ConfigError, build, describe, load_yaml, merge, parse
 
 EPILOG = """examples:
   spatialboost eval --encoder builtin:dinov2-s14-focus --suite cls.imagenet --data ~/data/imagenet
-  spatialboost eval configs/eval_cls.yaml protocol.epochs=2 seed=1
+  spatialboost eval configs/demo_cls.yaml protocol.epochs=2 seed=1
   spatialboost validate --encoder timm:vit_small_patch14_dinov2?ckpt=dinov2.pth --suite cls.imagenet --data D
   spatialboost ls suites --verbose
+  spatialboost data generate --world workspace/data/world-default --out qa/ --levels pix,obj,scene
+  spatialboost boost --encoder builtin:dinov2-s14-focus --data qa/conversations.jsonl --stages 1,2,3
+  spatialboost sweep configs/sweep_cls.yaml --storage postgresql://optuna@127.0.0.1/sweeps
+  spatialboost report --experiment demo-default
   spatialboost demo --preset tiny
 """
 
@@ -170,7 +174,8 @@ def cmd_report(args):
 
 def cmd_demo(args):
     from harness.demo import run_demo
-    return run_demo(preset=args.preset, workspace=args.workspace, force=args.force)
+    return run_demo(preset=args.preset, workspace=args.workspace, force=args.force,
+                    suites=args.suites.split(",") if args.suites else None, boost=not args.no_boost)
 
 
 def main(argv=None) -> int:
@@ -216,6 +221,11 @@ def main(argv=None) -> int:
     p.add_argument("--tracking-uri", help="default: $MLFLOW_TRACKING_URI or the workspace store")
     p.set_defaults(func=cmd_report)
 
+    from encoders.spatialboost.cli import add_boost_parser
+    from encoders.spatialboost.qa.cli import add_data_parser
+    add_boost_parser(sub)    # spatialboost boost ...          (encoders/spatialboost/README.md)
+    add_data_parser(sub)     # spatialboost data generate ...  (encoders/spatialboost/qa/README.md)
+
     p = sub.add_parser("ls", help="list registered encoders, suites or heads")
     p.add_argument("what", choices=["encoders", "suites", "heads"])
     p.add_argument("--verbose", "-v", action="store_true", help="show protocol options")
@@ -231,6 +241,8 @@ def main(argv=None) -> int:
                    help="tiny: tests, < 3 min on 2 cores; default: < 15 min on 2 cores")
     p.add_argument("--workspace")
     p.add_argument("--force", action="store_true", help="recompute runs even if finished ones exist")
+    p.add_argument("--suites", help="comma list of suites (default: every registered suite)")
+    p.add_argument("--no-boost", action="store_true", help="evaluate the baseline only (no SpatialBoost training)")
     p.set_defaults(func=cmd_demo)
 
     args = parser.parse_args(argv)

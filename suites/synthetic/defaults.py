@@ -39,7 +39,9 @@ def world_dir(workspace, preset: str | None = None, progress: bool = True) -> Pa
     """Generate (or resume) the preset's world in ``workspace/data/world-<preset>``."""
     name = preset or _preset
     out = Path(workspace.data) / f"world-{name}"
-    return Path(generate_world(PRESETS[name], out, workers=min(2, os.cpu_count() or 1), progress=progress))
+    # always render in worker processes: a process that rendered with EGL and later imports torch._dynamo
+    # (roma, the trainer) can crash, and workers keep the GL contexts out of the harness process
+    return Path(generate_world(PRESETS[name], out, workers=2, progress=progress))
 
 
 def _formatted(workspace, fmt: str, write: Callable[[Path, Path], Path]) -> Path:

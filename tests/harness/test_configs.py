@@ -15,6 +15,10 @@ def test_config_resolves(path):
     data = load_yaml(path)
     if "suite" not in data:
         pytest.fail(f"{path} has no suite")
+    sweep = data.pop("sweep", None)
     cfg = build(EvalConfig, data)
     suite = SUITES.get(cfg.suite)
     build(suite.Options, cfg.protocol, prefix="protocol.")
+    if sweep is not None:
+        from harness.sweep import SweepSpec, parse_space
+        parse_space(build(SweepSpec, sweep, prefix="sweep.").space)
