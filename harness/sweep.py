@@ -62,7 +62,15 @@ def parse_space(space: dict[str, Any]) -> list[Dimension]:
     dims = []
     for key, spec in space.items():
         key = key if "." in key or key in ("seed", "head", "mode") else f"protocol.{key}"
-        if isinstance(spec, (list, tuple)):
+        if isinstance(spec, tuple) and spec and spec[0] in ("grid", "float", "int"):   # a suite's own form
+            if spec[0] == "grid":
+                dims.append(Dimension(key, tuple(spec[1])))
+            else:
+                low, high = float(spec[1]), float(spec[2])
+                if not low < high:
+                    raise ConfigError(f"search space '{key}' has an empty range [{low}, {high}]")
+                dims.append(Dimension(key, None, low, high, len(spec) > 3 and bool(spec[3]), spec[0] == "int"))
+        elif isinstance(spec, (list, tuple)):
             if not spec:
                 raise ConfigError(f"search space '{key}' has no values")
             dims.append(Dimension(key, tuple(spec)))
@@ -79,9 +87,6 @@ def parse_space(space: dict[str, Any]) -> list[Dimension]:
             if spec.get("log") and low <= 0:
                 raise ConfigError(f"search space '{key}': a log range needs low > 0, got {low}")
             dims.append(Dimension(key, None, low, high, bool(spec.get("log")), kind == "int"))
-        elif isinstance(spec, tuple) and spec and spec[0] in ("grid", "float", "int"):
-            dims.append(Dimension(key, tuple(spec[1])) if spec[0] == "grid" else
-                        Dimension(key, None, spec[1], spec[2], len(spec) > 3 and spec[3], spec[0] == "int"))
         else:
             raise ConfigError(f"search space '{key}': expected a list of values or {{low, high}}, got {spec!r}")
     return dims

@@ -41,7 +41,8 @@ class SegOptions:
     warmup_ratio: float = field(1e-6, help="lr factor at iteration 0 of the warm-up")
     poly_power: float = field(1.0, help="poly decay power over all iterations")
     min_lr: float = field(0.0, help="poly floor")
-    holdout_fraction: float = field(0.1, help="part of train held out to select among lr_grid heads")
+    holdout_fraction: float = field(0.1, help="part of train held out to select among lr_grid heads (and "
+                                                  "the validation metric of sweeps)")
     # linear head geometry
     crop_size: int = field(512, help="linear: training crop and slide window")
     stride: int = field(341, help="linear: slide stride")
@@ -121,11 +122,10 @@ class SegmentationSuite(Suite):
         return tuple(self.options.lr_grid) or (self.options.lr,)
 
     def _holdout(self, n: int, seed: int) -> tuple[list[int], list[int]]:
-        """All of train when one lr; else a seeded image-level split (at least one image each side)."""
-        if len(self.lrs()) == 1:
-            return list(range(n)), []
+        """A seeded image-level split (at least one image each side): the held-out part selects among lr
+        heads and is the validation metric sweeps optimise, so it exists with one lr too."""
         if n < 2:
-            raise DataError(f"lr_grid needs at least 2 training images to hold one out, got {n}")
+            raise DataError(f"segmentation needs at least 2 training images to hold one out, got {n}")
         g = torch.Generator().manual_seed(seed)
         perm = torch.randperm(n, generator=g).tolist()
         k = min(max(1, int(round(n * self.options.holdout_fraction))), n - 1)
@@ -169,7 +169,7 @@ class SegmentationSuite(Suite):
             out = self._run_head(ctx, head, train, val, fit_idx, hold_idx, val_idx, lrs)
             for k, v in out["metrics"].items():
                 metrics[f"{head}.{k}"] = v
-                if n == 0 and k in ("mIoU", "aAcc", "mAcc"):
+                if n == 0 and k in ("mIoU", "aAcc", "mAcc", "holdout_mIoU"):
                     metrics[k] = v
             selection[head] = out["selection"]
             details["heads"][head] = out["details"]
@@ -208,14 +208,15 @@ class SegmentationSuite(Suite):
         metrics: dict[str, float] = {}
         best = 0
         hold_res = None
+        # the held-out part of train selects among lr heads and is what sweeps optimise (never val)
+        hold_res = evaluate(model, train, hold_idx, geo, enc.info, window_batch=wb, progress=ctx.progress,
+                            desc=f"{head} holdout")
+        best = int(np.nanargmax([r["mIoU"] for r in hold_res]))   # first best: ties -> smaller index
         if len(lrs) > 1:
-            hold_res = evaluate(model, train, hold_idx, geo, enc.info, window_batch=wb, progress=ctx.progress,
-                                desc=f"{head} holdout")
-            best = int(np.nanargmax([r["mIoU"] for r in hold_res]))   # first best: ties -> smaller index
             for lr, hr, vr in zip(lrs, hold_res, val_res):
                 metrics[f"lr{lr:g}.mIoU"] = vr["mIoU"]
                 metrics[f"lr{lr:g}.holdout_mIoU"] = hr["mIoU"]
-            metrics["holdout_mIoU"] = hold_res[best]["mIoU"]
+        metrics["holdout_mIoU"] = hold_res[best]["mIoU"]
         for k in ("mIoU", "aAcc", "mAcc"):
             metrics[k] = val_res[best][k]
         metrics["n_heads"] = float(len(lrs))
@@ -296,11 +297,11 @@ def _seed_worker(worker_id: int) -> None:
 
 class ADE20KSuite(SegmentationSuite):
     spec = SuiteSpec(
-        name="seg.ade20k", version="1", task="segmentation", heads=("linear", "ms"), default_head="linear",
+        name="seg.ade20k", version="1", task="segmentation", heads=("linear", "ms"), default_head="linear,ms",
         metrics=(MetricSpec("mIoU", "max", "val mean IoU over the 150 classes (%)"),
                  MetricSpec("aAcc", "max", "val pixel accuracy (%)"),
                  MetricSpec("mAcc", "max", "val mean class accuracy (%)")),
-        primary="mIoU", paper_table="Table 2",
+        primary="mIoU", validation="holdout_mIoU", paper_table="Table 2",
         description="ADE20K (mmseg layout, reduce_zero_label, 150 classes); DINOv2 BNHead linear / +ms, "
                     "AdamW + poly 40k iters, slide inference; mmseg IoUMetric.")
     dataset = "ade20k"
@@ -318,11 +319,11 @@ class ADE20KSuite(SegmentationSuite):
 
 class VOCSuite(SegmentationSuite):
     spec = SuiteSpec(
-        name="seg.voc", version="1", task="segmentation", heads=("linear", "ms"), default_head="linear",
+        name="seg.voc", version="1", task="segmentation", heads=("linear", "ms"), default_head="linear,ms",
         metrics=(MetricSpec("mIoU", "max", "val mean IoU over the 21 classes (%)"),
                  MetricSpec("aAcc", "max", "val pixel accuracy (%)"),
                  MetricSpec("mAcc", "max", "val mean class accuracy (%)")),
-        primary="mIoU", paper_table="Table 2",
+        primary="mIoU", validation="holdout_mIoU", paper_table="Table 2",
         description="Pascal VOC 2012 (mmseg layout, trainaug when present, 21 classes, 255 ignored); DINOv2 "
                     "BNHead linear / +ms, AdamW + poly 40k iters, slide inference; mmseg IoUMetric.")
     dataset = "voc"

@@ -158,3 +158,11 @@ def test_unreachable_storage(tmp_path, data):
                              "storage": "postgresql://nobody@127.0.0.1:9/none"})
     with pytest.raises(ConfigError, match="unreachable or invalid"):
         run_sweep(base, spec)
+
+
+def test_suite_space_forms_are_parsed():
+    dims = {d.key: d for d in parse_space({"holdout_fraction": ("grid", [0.1, 0.2]), "lr": ("float", 1e-4, 1e-1, True),
+                                           "protocol.epochs": {"type": "int", "low": 1, "high": 5}})}
+    assert dims["protocol.holdout_fraction"].values == (0.1, 0.2)
+    assert dims["protocol.lr"].values is None and dims["protocol.lr"].log and dims["protocol.lr"].high == 0.1
+    assert dims["protocol.epochs"].integer
