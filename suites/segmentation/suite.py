@@ -90,8 +90,9 @@ class SegmentationSuite(Suite):
     @classmethod
     def demo_protocol(cls, preset: str) -> dict:
         if preset == "tiny":
-            return {"iters": 60, "batch_size": 8, "warmup_iters": 6, "crop_size": 64, "stride": 43, "scale": 64,
-                    "ms_crop_size": 64, "ms_stride": 32, "ms_scale": 64, "log_every": 10}
+            return {"iters": 30, "batch_size": 8, "warmup_iters": 3, "crop_size": 64, "stride": 43, "scale": 64,
+                    "ms_crop_size": 64, "ms_stride": 32, "ms_scale": 64, "ms_test_ratios": [1.0, 1.5],
+                    "log_every": 10}
         return {"iters": 300, "batch_size": 8, "warmup_iters": 30, "crop_size": 224, "stride": 149, "scale": 224,
                 "ms_crop_size": 224, "ms_stride": 112, "ms_scale": 224, "ms_test_ratios": [1.0, 1.32, 1.73],
                 "log_every": 25}

@@ -1,0 +1,42 @@
+"""`spatialboost demo --preset tiny` end to end, as a user runs it: world -> QA -> boost -> suites -> report."""
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+
+from harness.registry import SUITES
+
+BIN = Path(sys.executable).parent / "spatialboost"
+NO_EMBEDDED_DATA = {"retrieval.met", "retrieval.amstertime", "cortexbench.dmc", "cortexbench.adroit",
+                    "cortexbench.trifinger"}
+
+
+def test_tiny_demo_end_to_end_and_rerun_reuses(tmp_path):
+    ws = tmp_path / "ws"
+    first = subprocess.run([str(BIN), "demo", "--preset", "tiny", "--workspace", str(ws)], capture_output=True,
+                           text=True, timeout=900)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    assert "boosted candidate: boosted:" in first.stdout
+    report = ws / "reports" / "demo-tiny.md"
+    assert report.is_file() and (ws / "reports" / "demo-tiny.html").is_file()
+    text = report.read_text()
+    assert "+SpatialBoost boosted:" in text and "| Δ |" in text
+
+    client = mlflow.MlflowClient(f"sqlite:///{ws}/mlflow.db")
+    exp = client.get_experiment_by_name("demo-tiny")
+    runs = client.search_runs([exp.experiment_id], filter_string="attributes.status = 'FINISHED'")
+    by_suite = {}
+    for r in runs:
+        by_suite.setdefault(r.data.tags["suite"], set()).add(r.data.tags["encoder"])
+    expected = set(SUITES.names()) - NO_EMBEDDED_DATA
+    assert set(by_suite) == expected
+    for suite, encoders in by_suite.items():
+        assert len(encoders) == 2, f"{suite}: {encoders}"          # baseline and boosted
+        assert any(e.startswith("boosted:") for e in encoders)
+
+    again = subprocess.run([str(BIN), "demo", "--preset", "tiny", "--workspace", str(ws)], capture_output=True,
+                           text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    lines = [l for l in again.stdout.splitlines() if l.startswith("[demo") and "=" in l]
+    assert lines and all("(reused)" in l for l in lines), lines
