@@ -124,12 +124,22 @@ def evaluate(cfg: EvalConfig, *, encoder=None, parent_run_id: str | None = None,
         missing = [m.name for m in spec.metrics if m.name not in result.metrics]
         logger.log_metrics({**result.metrics, "seconds": elapsed})
         logger.log_dict({"metrics": result.metrics, "selection": result.selection, "details": result.details,
-                         "metric_directions": {m.name: m.direction for m in spec.metrics},
+                         "metric_directions": metric_directions(spec, result.metrics),
                          "missing_metrics": missing}, "result.json")
         logger.set_tags({"cache_forwards": ctx.cache.stats.forwards})
         run_id = logger.run_id
         metrics = dict(logger.metrics)
     return RunRecord(run_id, metrics, tags, reused=False)
+
+
+def metric_directions(spec, metrics) -> dict[str, str]:
+    """Declared metrics plus their per-head variants (``dpt.rmse`` has the direction of ``rmse``)."""
+    out = {m.name: m.direction for m in spec.metrics}
+    for key in metrics:
+        for m in spec.metrics:
+            if key.endswith("." + m.name) and key not in out:
+                out[key] = m.direction
+    return out
 
 
 def validate(cfg: EvalConfig) -> dict:

@@ -89,8 +89,9 @@ class Tracker:
         # parallel workers sharing one sqlite store would race to create its tables and the experiment
         lock = FileLock(uri[len("sqlite:///"):] + ".lock") if uri.startswith("sqlite:///") else contextlib.nullcontext()
         with lock:
+            # an explicit client only: mlflow.set_tracking_uri() would export MLFLOW_TRACKING_URI and
+            # silently send later runs of this process (another workspace) to this store
             self.client = mlflow.MlflowClient(tracking_uri=uri)
-            mlflow.set_tracking_uri(uri)
             exp = self.client.get_experiment_by_name(experiment)
             if exp is None:
                 location = (artifact_root / experiment).resolve().as_uri() if artifact_root else None

@@ -34,11 +34,13 @@ class Layout:
 
 LAYOUTS: dict[str, Layout] = {l.key: l for l in (
     Layout("table1", "Table 1: Monocular depth estimation (RMSE)", "Frozen encoder; linear or DPT head.", (
-        Column("NYUd", "lin.", "depth.nyud", "rmse", "linear"), Column("NYUd", "DPT", "depth.nyud", "rmse", "dpt"),
-        Column("KITTI", "lin.", "depth.kitti", "rmse", "linear"), Column("KITTI", "DPT", "depth.kitti", "rmse", "dpt"))),
+        Column("NYUd", "lin.", "depth.nyud", "lin.rmse", "linear"), Column("NYUd", "DPT", "depth.nyud", "dpt.rmse", "dpt"),
+        Column("KITTI", "lin.", "depth.kitti", "lin.rmse", "linear"),
+        Column("KITTI", "DPT", "depth.kitti", "dpt.rmse", "dpt"))),
     Layout("table2", "Table 2: Semantic segmentation (mIoU)", "Frozen encoder; linear or multi-scale (+ms).", (
-        Column("ADE20K", "lin.", "seg.ade20k", "mIoU", "linear"), Column("ADE20K", "+ms", "seg.ade20k", "mIoU", "ms"),
-        Column("VOC", "lin.", "seg.voc", "mIoU", "linear"), Column("VOC", "+ms", "seg.voc", "mIoU", "ms"))),
+        Column("ADE20K", "lin.", "seg.ade20k", "linear.mIoU", "linear"),
+        Column("ADE20K", "+ms", "seg.ade20k", "ms.mIoU", "ms"),
+        Column("VOC", "lin.", "seg.voc", "linear.mIoU", "linear"), Column("VOC", "+ms", "seg.voc", "ms.mIoU", "ms"))),
     Layout("table3", "Table 3: 3D-centric tasks (Lexicon3D probing)", "ScanNet scenes.", (
         Column("VLR", "ScanQA", "lexicon3d.scanqa", "bleu1"), Column("VLR", "SQA3D", "lexicon3d.sqa3d", "bleu1"),
         Column("VG", "ScanRefer", "lexicon3d.scanrefer", "acc_overall"),
@@ -57,8 +59,8 @@ LAYOUTS: dict[str, Layout] = {l.key: l for l in (
         Column("Retrieval", "Paris-H", "retrieval.rparis", "mAP.H"),
         Column("Retrieval", "AmsterTime", "retrieval.amstertime", "mAP"))),
     Layout("table8", "Table 8: Effect of post-training (one headline metric per task)", "", (
-        Column("Depth", "NYUd RMSE", "depth.nyud", "rmse", "linear"),
-        Column("Seg.", "ADE20K mIoU", "seg.ade20k", "mIoU", "linear"),
+        Column("Depth", "NYUd RMSE", "depth.nyud", "lin.rmse", "linear"),
+        Column("Seg.", "ADE20K mIoU", "seg.ade20k", "linear.mIoU", "linear"),
         Column("Robot", "MetaWorld", "cortexbench.metaworld", "success"),
         Column("Cls.", "ImageNet lin.", "cls.imagenet", "lin.top1"),
         Column("Ret.", "Oxford-H", "retrieval.roxford", "mAP.H"))),

@@ -54,6 +54,9 @@ def test_same_seed_same_numbers_other_seed_differs(imagefolder, tmp_path):
     a = evaluate(_cfg(imagefolder, tmp_path / "a"))
     b = evaluate(_cfg(imagefolder, tmp_path / "b"))
     c = evaluate(_cfg(imagefolder, tmp_path / "c", seed=1))
+    for ws, rec in (("a", a), ("b", b), ("c", c)):   # each workspace's own store holds its run
+        client = mlflow.MlflowClient(f"sqlite:///{tmp_path / ws}/mlflow.db")
+        assert client.get_run(rec.run_id).info.status == "FINISHED"
     keys = [k for k in a.metrics if k != "seconds"]
     assert {k: a.metrics[k] for k in keys} == {k: b.metrics[k] for k in keys}
     assert any(a.metrics[k] != c.metrics[k] for k in keys if k.endswith("holdout_top1"))

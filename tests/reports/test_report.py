@@ -12,6 +12,7 @@ from results.runs import ResultsError
 
 BASE = "timm:vit_small_patch14_dinov2?ckpt=base.pth"
 BOOST = "boosted:/ckpts/dinov2-sb"
+D = {"rmse": "min", "lin.rmse": "min"}
 
 
 def _log(tracker, encoder, suite, head, metrics, primary, directions, seed=0, boosted_from="", chash=None):
@@ -30,8 +31,8 @@ def runs(tmp_path):
     t = Tracker(uri, "paper", tmp_path / "artifacts")
     ids = {}
     for seed, (b, s) in enumerate([(4.0, 3.0), (6.0, 3.5)]):   # depth rmse (lower is better), 2 seeds
-        ids[("base", seed)] = _log(t, BASE, "depth.nyud", "linear", {"rmse": b}, "rmse", {"rmse": "min"}, seed)
-        ids[("boost", seed)] = _log(t, BOOST, "depth.nyud", "linear", {"rmse": s}, "rmse", {"rmse": "min"}, seed,
+        ids[("base", seed)] = _log(t, BASE, "depth.nyud", "linear", {"rmse": b, "lin.rmse": b}, "rmse", D, seed)
+        ids[("boost", seed)] = _log(t, BOOST, "depth.nyud", "linear", {"rmse": s, "lin.rmse": s}, "rmse", D, seed,
                                     boosted_from=BASE)
     _log(t, BASE, "cls.imagenet", "linear,knn", {"lin.top1": 70.0, "knn.top1": 60.0}, "lin.top1",
          {"lin.top1": "max", "knn.top1": "max"})
@@ -72,7 +73,7 @@ def test_unknown_experiment_lists_existing(runs, tmp_path):
 
 def test_conflicting_configs_for_one_cell(runs, tmp_path):
     uri, t, _ = runs
-    _log(t, BASE, "depth.nyud", "linear", {"rmse": 9.0}, "rmse", {"rmse": "min"}, seed=0, chash="other-config")
+    _log(t, BASE, "depth.nyud", "linear", {"rmse": 9.0, "lin.rmse": 9.0}, "rmse", D, seed=0, chash="other-config")
     with pytest.raises(ResultsError, match="conflicting configs for one cell .*other-config"):
         build_report(uri, "paper", tmp_path / "out")
 
