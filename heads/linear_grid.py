@@ -15,6 +15,8 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
+from heads.loop import endless
+
 DINOV2_LRS = (1e-5, 2e-5, 5e-5, 1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3, 1e-2, 2e-2, 5e-2, 0.1)
 
 
@@ -87,14 +89,10 @@ def train_linear_grid(grid: LinearGrid, batches: Callable[[], Iterator[tuple[dic
     ``batches()`` yields (features dict, labels) and is called again whenever it runs dry (epochs)."""
     opt = torch.optim.SGD(grid.parameters(), lr=1.0, momentum=0.9, weight_decay=0.0)
     scale = batch_size * world_size / 256.0
-    it = iter(batches())
+    it = endless(batches)
     grid.train()
     for step in range(total_iters):
-        try:
-            feats, labels = next(it)
-        except StopIteration:
-            it = iter(batches())
-            feats, labels = next(it)
+        feats, labels = next(it)
         logits = grid(feats, blocks)
         loss = sum(F.cross_entropy(l, labels) for l in logits)
         opt.zero_grad(set_to_none=False)

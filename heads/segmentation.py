@@ -12,11 +12,13 @@ does not scale with the gradient) can give every head its own learning rate via 
 """
 from __future__ import annotations
 
-from typing import Callable, Iterable, Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from heads.loop import endless
 
 
 def resize_concat(maps: Sequence[torch.Tensor], align_corners: bool = False) -> torch.Tensor:
@@ -108,14 +110,10 @@ def train_heads(head: StackedBNLinear, batches: Callable[[], Iterator[tuple[torc
     logits are alive at a time. Returns the last step's per-head losses."""
     opt = make_optimizer(head, lrs, weight_decay, betas)
     head.train()
-    it: Iterable = iter(batches())
+    it = endless(batches)
     losses: list[float] = []
     for step in range(iters):
-        try:
-            x, target = next(it)
-        except StopIteration:
-            it = iter(batches())
-            x, target = next(it)
+        x, target = next(it)
         for g in opt.param_groups:
             g["lr"] = poly_warmup_lr(g["initial_lr"], step, iters, warmup_iters, warmup_ratio, power, min_lr)
         opt.zero_grad(set_to_none=True)
