@@ -148,3 +148,46 @@ def test_metaworld_end_to_end(mw_demos, workspace):
     again = evaluate(cfg)
     assert again.reused and again.run_id == rec.run_id
     assert time.perf_counter() - start < 150
+
+
+DMC_WRITER = r"""
+import pickle, sys
+import numpy as np
+from dm_control import suite
+env = suite.load("walker", "stand", task_kwargs={"random": 0})
+rng = np.random.default_rng(0)
+paths = []
+for ep in range(2):
+    ts = env.reset()
+    images, actions, obs, rewards = [], [], [], []
+    for t in range(12):
+        images.append(env.physics.render(64, 64, camera_id=0))
+        obs.append(np.concatenate([np.ravel(v) for v in ts.observation.values()]))
+        a = rng.uniform(-1, 1, env.action_spec().shape).astype(np.float32)
+        ts = env.step(a)
+        actions.append(a)
+        rewards.append(ts.reward or 0.0)
+    paths.append({"observations": np.stack(obs), "actions": np.stack(actions), "rewards": np.array(rewards),
+                  "images": np.stack(images).astype(np.uint8), "env_infos": {}})
+with open(sys.argv[1], "wb") as f:
+    pickle.dump(paths, f)
+"""
+
+
+def test_dmc_from_cortexbench_demo_pickle(tmp_path, workspace):
+    """`cortexbench.dmc` trains and rolls out from a demo file in CortexBench's format (written here from the
+    real walker environment in a subprocess, so this process never holds a GL context)."""
+    import subprocess
+    import sys
+
+    from harness.config import build
+    from harness.runner import EvalConfig, evaluate
+    pkl = tmp_path / "dmc_walker_stand-v1.pickle"
+    subprocess.run([sys.executable, "-c", DMC_WRITER, str(pkl)], check=True, timeout=300)
+    rec = evaluate(build(EvalConfig, {
+        "encoder": "builtin:tiny-vit", "suite": "cortexbench.dmc", "data": str(tmp_path), "workspace": str(workspace),
+        "progress": False, "protocol": {"tasks": ["walker_stand"], "num_demos": 2, "eval_rollouts": 1, "epochs": 2,
+                                        "eval_every": 1, "seeds": [100], "crop_size": 64, "frame_skip": 2,
+                                        "horizon": 12}}))
+    assert 0 <= rec.metrics["score"] <= 100 and "score.last" in rec.metrics
+    assert rec.metrics["score"] >= rec.metrics["score.last"]          # best epoch >= last epoch
