@@ -88,7 +88,7 @@ def run_hash(r: Resolved, encoder, dataset_fp: str) -> str:
 
 
 def evaluate(cfg: EvalConfig, *, encoder=None, parent_run_id: str | None = None,
-             cache: FeatureCache | None = None) -> RunRecord:
+             cache: FeatureCache | None = None, on_intermediate=None) -> RunRecord:
     """Run (or reuse) one evaluation and return its MLflow record."""
     from encoders.spec import build_encoder
     r = resolve(cfg)
@@ -116,6 +116,7 @@ def evaluate(cfg: EvalConfig, *, encoder=None, parent_run_id: str | None = None,
     name = f"{spec.name}/{','.join(r.heads)}/{cfg.encoder.split('?')[0]}"
     with tracker.start(name, tags, params, resolved_cfg, parent_run_id=parent_run_id) as logger:
         ctx = _context(r, encoder, logger)
+        ctx.on_intermediate = on_intermediate
         if cache is not None:
             ctx.cache = cache
         start = time.perf_counter()

@@ -58,11 +58,20 @@ class RunContext:
     cache: FeatureCache
     progress: bool = True
     logger: Any = None              # harness.tracking.RunLogger or None (validate)
+    on_intermediate: Any = None     # sweeps: callback(value, step) that may stop the run (pruning)
 
     def features(self, dataset, layers, kinds=("cls",), desc="features"):
         return self.cache.get_or_compute(self.encoder, dataset, layers, kinds, device=self.device,
                                          precision=self.precision, batch_size=self.batch_size,
                                          num_workers=self.num_workers, progress=self.progress, desc=desc)
+
+    def report_intermediate(self, value: float, step: int) -> None:
+        """An intermediate value of the suite's validation metric (e.g. after each epoch). A sweep may
+        prune the trial here (the callback raises)."""
+        if self.logger is not None:
+            self.logger.log_metrics({"intermediate.validation": value}, step=step)
+        if self.on_intermediate is not None:
+            self.on_intermediate(value, step)
 
     def log_curve(self, metrics: dict[str, float], step: int) -> None:
         if self.logger is not None:

@@ -39,6 +39,9 @@ class SweepSpec:
     heartbeat_seconds: int = field(10, help="trial heartbeat; a trial silent for grace_seconds is retried")
     grace_seconds: int = field(30, help="see heartbeat_seconds")
     seed: int = field(0, help="sampler seed")
+    pruner: str = field("median", help="median (prune below the median of earlier trials at the same step), "
+                                       "none, or threshold:VALUE; used where a suite reports intermediate "
+                                       "validation values (grids are never pruned)")
 
 
 @dataclass(frozen=True)
@@ -173,7 +176,8 @@ def run_sweep(base: EvalConfig, spec: SweepSpec, *, max_trials_this_worker: int 
                "random": optuna.samplers.RandomSampler(seed=spec.seed)}.get(sampler_name)
     if sampler is None:
         raise ConfigError(f"sampler '{spec.sampler}' is not one of grid, tpe, random, auto")
-    study = optuna.create_study(study_name=study_name, storage=storage, sampler=sampler,
+    pruner = _pruner(spec.pruner, direction) if sampler_name != "grid" else optuna.pruners.NopPruner()
+    study = optuna.create_study(study_name=study_name, storage=storage, sampler=sampler, pruner=pruner,
                                 direction="maximize" if direction == "max" else "minimize", load_if_exists=True)
 
     tracker = Tracker(tracking_uri(base, r.workspace), base.experiment, r.workspace.artifacts)
@@ -189,7 +193,13 @@ def run_sweep(base: EvalConfig, spec: SweepSpec, *, max_trials_this_worker: int 
                 trial.set_user_attr(DUPLICATE, other.number)
                 raise optuna.TrialPruned(f"parameters already taken by trial {other.number}")
         cfg = build(EvalConfig, merge(to_dict(base), _nest(params)))
-        rec = evaluate(cfg, parent_run_id=parent_id)
+
+        def on_intermediate(value: float, step: int) -> None:
+            trial.report(value, step)
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"pruned at step {step} ({metric} so far {value:.4g})")
+
+        rec = evaluate(cfg, parent_run_id=parent_id, on_intermediate=on_intermediate)
         trial.set_user_attr("run_id", rec.run_id)
         trial.set_user_attr("reused", rec.reused)
         for k in (sspec.primary,):
@@ -218,10 +228,11 @@ def run_sweep(base: EvalConfig, spec: SweepSpec, *, max_trials_this_worker: int 
             elif not waiting:
                 time.sleep(spec.heartbeat_seconds)   # the rest is running elsewhere (or about to go stale)
                 continue
-        else:
-            if len(complete) >= target:
+        else:   # a pruned trial counts as a trial (it ran until the pruner stopped it)
+            pruned = [t for t in trials if t.state == optuna.trial.TrialState.PRUNED and DUPLICATE not in t.user_attrs]
+            if len(complete) + len(pruned) >= target:
                 break
-            if len(complete) + len(running) >= target and not waiting:
+            if len(complete) + len(pruned) + len(running) >= target and not waiting:
                 time.sleep(spec.heartbeat_seconds)
                 continue
         study.optimize(objective, n_trials=1, catch=())
@@ -233,11 +244,27 @@ def run_sweep(base: EvalConfig, spec: SweepSpec, *, max_trials_this_worker: int 
     complete = [t for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.COMPLETE]
     dups = sum(1 for t in study.get_trials(deepcopy=False) if DUPLICATE in t.user_attrs)
     if not complete:
-        raise RuntimeError(f"study '{study_name}' has no completed trial")
+        raise RuntimeError(f"study '{study_name}' has no completed trial (pruned or failed: see the trials' "
+                           "MLflow runs)")
     best = study.best_trial
     _finish_parent(tracker, parent_id, best, metric, sspec.primary, len(complete), target, dups)
     return SweepResult(study_name, parent_id, dict(best.params), float(best.value),
                        best.user_attrs.get("run_id", ""), len(complete), dups)
+
+
+def _pruner(spec: str, direction: str):
+    import optuna
+    if spec == "none":
+        return optuna.pruners.NopPruner()
+    if spec == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1)
+    if spec.startswith("threshold:"):
+        try:
+            value = float(spec.split(":", 1)[1])
+        except ValueError:
+            raise ConfigError(f"sweep.pruner '{spec}': threshold needs a number, e.g. threshold:50") from None
+        return optuna.pruners.ThresholdPruner(**({"lower": value} if direction == "max" else {"upper": value}))
+    raise ConfigError(f"sweep.pruner '{spec}' is not one of median, none, threshold:VALUE")
 
 
 def _fixed(trial) -> dict:

@@ -128,15 +128,17 @@ class Tracker:
             logger.log_dict(config, "config.json")
             logger.log_dict(package_versions(), "packages.json")
             yield logger
-        except BaseException:
-            self.client.set_terminated(run_id, status="FAILED" if not _interrupted() else "KILLED")
+        except BaseException as e:
+            if type(e).__name__ == "TrialPruned":      # a sweep stopped this trial early: not a failure
+                self.client.set_tag(run_id, "pruned", "1")
+            self.client.set_terminated(run_id, status="KILLED" if _interrupted() else "FAILED")
             raise
         self.client.set_terminated(run_id, status="FINISHED")
 
 
 def _interrupted() -> bool:
     exc = sys.exc_info()[1]
-    return isinstance(exc, KeyboardInterrupt)
+    return isinstance(exc, KeyboardInterrupt) or type(exc).__name__ == "TrialPruned"
 
 
 class RunLogger:

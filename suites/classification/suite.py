@@ -164,9 +164,15 @@ class ClassificationSuite(Suite):
                             feats[f"avgpool.{b}"] = out.layers[b].patches.float().mean((1, 2)).cpu()
                         yield feats, y
 
+            hold_feats, hold_y = take(ftrain, hold_idx), ytrain[hold_idx]
+
             def on_step(step, loss):
                 if step % 50 == 0 or step == total - 1:
                     ctx.log_curve({"lin.train_loss": loss}, step)
+                if (step + 1) % iters_per_epoch == 0 and len(hold_y):   # the best head's held-out top-1
+                    with torch.no_grad():
+                        acc = topk_correct(grid(hold_feats, blocks), hold_y)[1].max()
+                    ctx.report_intermediate(float(acc) / len(hold_y) * 100, (step + 1) // iters_per_epoch)
 
             train_linear_grid(grid, batches, blocks, total, bs, on_step=on_step)
             names = grid.head_names()

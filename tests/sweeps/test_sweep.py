@@ -166,3 +166,26 @@ def test_suite_space_forms_are_parsed():
     assert dims["protocol.holdout_fraction"].values == (0.1, 0.2)
     assert dims["protocol.lr"].values is None and dims["protocol.lr"].log and dims["protocol.lr"].high == 0.1
     assert dims["protocol.epochs"].integer
+
+
+def test_intermediate_values_prune_tpe_trials(tmp_path, data):
+    """The classification suite reports held-out top-1 after each epoch; a pruner stops trials early."""
+    ws = tmp_path / "ws"
+    base = build(EvalConfig, {"encoder": "builtin:tiny-vit", "suite": "cls.imagenet", "data": str(data),
+                              "head": "linear", "workspace": str(ws), "progress": False,
+                              "protocol": {"epochs": 3, "lrs": [0.01, 0.1]}})
+    spec = build(SweepSpec, {"space": {"holdout_fraction": {"low": 0.1, "high": 0.3}}, "sampler": "tpe",
+                             "n_trials": 2, "pruner": "threshold:101"})   # top-1 <= 100: pruned at epoch 1
+    with pytest.raises(RuntimeError, match="no completed trial"):
+        run_sweep(base, spec, log=lambda *_: None)
+    trials = _trials(f"sqlite:///{ws}/optuna.db")
+    assert len(trials) == 2 and all(t.state == optuna.trial.TrialState.PRUNED for t in trials)
+    assert all(list(t.intermediate_values) == [1] for t in trials)
+    client = mlflow.MlflowClient(f"sqlite:///{ws}/mlflow.db")
+    runs = client.search_runs([client.get_experiment_by_name("spatialboost").experiment_id],
+                              filter_string="tags.pruned = '1'")
+    assert len(runs) == 2 and all(r.info.status == "KILLED" for r in runs)
+    assert [m.value for m in client.get_metric_history(runs[0].info.run_id, "intermediate.validation")]
+    with pytest.raises(ConfigError, match="not one of median"):
+        run_sweep(base, build(SweepSpec, {"space": {"holdout_fraction": {"low": 0.1, "high": 0.3}},
+                                          "pruner": "hyperband"}))
