@@ -292,7 +292,7 @@ class MetaWorldSuite(CortexBenchSuite):
             return {"tasks": ["drawer-open"], "num_demos": 2, "eval_rollouts": 2, "epochs": 2, "eval_every": 2,
                     "seeds": [100], "horizon": 100, "crop_size": 64}
         # one evaluation at the end, 112 px frames: a ViT-S/14 embeds ~4x faster than at 224 on a CPU
-        return {"tasks": ["drawer-open"], "num_demos": 10, "eval_rollouts": 3, "epochs": 20, "eval_every": 20,
+        return {"tasks": ["drawer-open"], "num_demos": 10, "eval_rollouts": 2, "epochs": 20, "eval_every": 20,
                 "seeds": [100], "horizon": 200, "crop_size": 112}
 
     def default_data(self, workspace) -> Path:

@@ -94,7 +94,7 @@ class SegmentationSuite(Suite):
                     "ms_crop_size": 64, "ms_stride": 32, "ms_scale": 64, "ms_test_ratios": [1.0, 1.5],
                     "log_every": 10}
         # on a CPU each head's full-resolution logits cost as much as the encoder: small crops, 100 steps
-        return {"iters": 100, "batch_size": 8, "warmup_iters": 10, "crop_size": 112, "stride": 75, "scale": 112,
+        return {"iters": 60, "batch_size": 8, "warmup_iters": 6, "crop_size": 112, "stride": 75, "scale": 112,
                 "ms_crop_size": 112, "ms_stride": 56, "ms_scale": 112, "ms_test_ratios": [1.0, 1.5],
                 "log_every": 25}
 
