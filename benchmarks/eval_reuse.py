@@ -13,7 +13,9 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT))   # before tests/, whose harness/ folder would shadow the package
 
 from fixtures import make_imagefolder  # noqa: E402
 from harness.config import build  # noqa: E402
