@@ -163,6 +163,6 @@ def build_table(df: pd.DataFrame, layout: Layout, registered: set[str]) -> Table
 def summary_layout(df: pd.DataFrame) -> Layout:
     """Every suite in the experiment with its primary metric: what the demo shows."""
     prim = df[df["primary"]].drop_duplicates(["suite", "metric", "head"]).sort_values("suite")
-    cols = tuple(Column(r["suite"].split(".")[0], f"{r['suite']} {r['metric']}", r["suite"], r["metric"],
+    cols = tuple(Column("", f"{r['suite']} {r['metric']}", r["suite"], r["metric"],
                         str(r["head"]).split(",")[0]) for _, r in prim.iterrows())
     return Layout("summary", "Summary: primary metric of every suite", "Frozen encoders, this experiment's runs.", cols)
