@@ -356,7 +356,14 @@ class _DepthSuite(Suite):
                     yield pat, cl, t, self._train_valid(t, None)
 
     def _features(self, ctx: RunContext, ds: DepthSplit, blocks: list[int], desc: str):
-        return ctx.features(ds.images_only(), blocks, ("patches", "cls"), desc=desc)
+        """Features of every block any head of this run reads, so ``linear,dpt`` costs one encoder pass
+        per image (the second head finds the same cache entry)."""
+        wanted = set(blocks)
+        if "linear" in ctx.heads:
+            wanted |= set(self._linear_blocks(ctx.encoder))
+        if "dpt" in ctx.heads:
+            wanted |= set(self._dpt_blocks(ctx.encoder))
+        return ctx.features(ds.images_only(), sorted(wanted), ("patches", "cls"), desc=desc)
 
     def _evaluate(self, predict, ds: DepthSplit, indices: np.ndarray, batch: int) -> DepthMetric:
         """``predict(sorted indices) -> [K, B, h, w]``; ground truth read at native size from ``ds``."""
