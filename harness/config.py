@@ -25,9 +25,17 @@ class ConfigError(ValueError):
 
 
 def field(default: Any = dataclasses.MISSING, *, help: str = "", hash: bool = True,
-          must_exist: bool = False, default_factory: Any = dataclasses.MISSING) -> Any:
-    """A dataclass field with a help text (shown by ``--help``) and hashing/existence rules."""
-    md = {"help": help, "hash": hash, "must_exist": must_exist}
+          must_exist: bool = False, default_factory: Any = dataclasses.MISSING,
+          min: float | None = None, max: float | None = None, min_open: bool = False,
+          max_open: bool = False, nonempty: bool = False) -> Any:
+    """A dataclass field with a help text (shown by ``--help``), hashing/existence rules and a range.
+
+    ``min``/``max`` bound a number, or every element of a list/tuple (``min_open``/``max_open`` exclude
+    the bound itself); ``nonempty`` refuses an empty list. ``build`` checks them before any work, so each
+    schema states its ranges once.
+    """
+    md = {"help": help, "hash": hash, "must_exist": must_exist, "min": min, "max": max,
+          "min_open": min_open, "max_open": max_open, "nonempty": nonempty}
     if default_factory is not dataclasses.MISSING:
         return dataclasses.field(default_factory=default_factory, metadata=md)
     return dataclasses.field(default=default, metadata=md)
@@ -153,8 +161,27 @@ def build(cls: type[C], data: Mapping[str, Any] | None = None, *, prefix: str = 
             raise ConfigError(f"missing required config key '{where}'")
         if f.metadata.get("must_exist") and value is not None and not Path(value).exists():
             raise ConfigError(f"{where}: path '{value}' does not exist")
+        check_range(value, f.metadata, where)
         kwargs[name] = value
     return cls(**kwargs)
+
+
+def check_range(value: Any, md: Mapping[str, Any], where: str) -> None:
+    """Apply a field's ``min``/``max``/``nonempty`` rules to a number or to each element of a list."""
+    lo, hi = md.get("min"), md.get("max")
+    if isinstance(value, (list, tuple)):
+        if md.get("nonempty") and not value:
+            raise ConfigError(f"{where}: must not be empty")
+        items = [(f"{where}[{i}]", v) for i, v in enumerate(value)]
+    else:
+        items = [(where, value)]
+    for w, v in items:
+        if not isinstance(v, (int, float)) or isinstance(v, bool):
+            continue
+        if lo is not None and (v < lo or (md.get("min_open") and v == lo)):
+            raise ConfigError(f"{w}={v!r}: must be {'>' if md.get('min_open') else '>='} {lo}")
+        if hi is not None and (v > hi or (md.get("max_open") and v == hi)):
+            raise ConfigError(f"{w}={v!r}: must be {'<' if md.get('max_open') else '<='} {hi}")
 
 
 def parse_overrides(items: Sequence[str]) -> dict[str, Any]:

@@ -98,6 +98,7 @@ for _scheme, _target in {
     "torchhub": "encoders.adapters:build_torchhub",
     "builtin": "encoders.builtin:build_builtin",
     "boosted": "encoders.spatialboost.boosted:build_boosted",
+    "random": "encoders.random_init:build_random",
 }.items():
     ENCODERS.register(_scheme, _target)
 

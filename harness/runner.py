@@ -105,7 +105,9 @@ def evaluate(cfg: EvalConfig, *, encoder=None, parent_run_id: str | None = None,
             "suite_version": spec.version, "task": spec.task, "head": ",".join(r.heads),
             "dataset": str(r.data), "dataset_fingerprint": dataset_fp, "mode": cfg.mode,
             "config_hash": chash, "seed": cfg.seed, "precision": cfg.precision,
-            "primary_metric": spec.primary, "boosted_from": getattr(encoder, "boosted_from", "") or ""}
+            "primary_metric": spec.primary, "boosted_from": getattr(encoder, "boosted_from", "") or "",
+            "random_of": getattr(encoder, "random_of", "") or "",
+            **(getattr(encoder, "run_tags", None) or {})}  # e.g. a boosted encoder's boost.* tags
     params = {"encoder": cfg.encoder, "suite": spec.name, "head": ",".join(r.heads), "mode": cfg.mode,
               "seed": cfg.seed, "precision": cfg.precision}
     for k, v in to_dict(r.options).items():
@@ -127,10 +129,27 @@ def evaluate(cfg: EvalConfig, *, encoder=None, parent_run_id: str | None = None,
         logger.log_dict({"metrics": result.metrics, "selection": result.selection, "details": result.details,
                          "metric_directions": metric_directions(spec, result.metrics),
                          "missing_metrics": missing}, "result.json")
+        log_per_sample(logger, result)
         logger.set_tags({"cache_forwards": ctx.cache.stats.forwards})
         run_id = logger.run_id
         metrics = dict(logger.metrics)
     return RunRecord(run_id, metrics, tags, reused=False)
+
+
+def log_per_sample(logger, result) -> None:
+    """Check that each per-sample record reduces to its reported metric, then log it as
+    ``per_sample/<metric>.npz`` (the paired bootstrap of the reports reads these)."""
+    import tempfile
+    from harness.samples import check_consistent
+    if not result.per_sample:
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, samples in result.per_sample.items():
+            if name not in result.metrics:
+                raise ValueError(f"per-sample record '{name}' has no reported metric of that name")
+            check_consistent(name, float(result.metrics[name]), samples)
+            samples.save(Path(tmp) / f"{name}.npz")
+        logger.log_artifact(tmp, "per_sample")
 
 
 def metric_directions(spec, metrics) -> dict[str, str]:
@@ -140,7 +159,7 @@ def metric_directions(spec, metrics) -> dict[str, str]:
         for m in spec.metrics:
             if key.endswith("." + m.name) and key not in out:
                 out[key] = m.direction
-    return out
+    return out  # floors (``floor.rmse``) get the direction of their metric by the same suffix rule
 
 
 def validate(cfg: EvalConfig) -> dict:

@@ -13,6 +13,7 @@ from typing import Any, ClassVar, Literal
 import torch
 
 from harness.cache import FeatureCache
+from harness.samples import PerSample
 
 
 @dataclass(frozen=True)
@@ -80,9 +81,19 @@ class RunContext:
 
 @dataclass
 class SuiteResult:
-    metrics: dict[str, float]                       # flat names; the spec's metrics among them
+    """What one run produced.
+
+    ``metrics`` holds flat names (the spec's metrics among them, per head: ``lin.rmse``). Reference rows
+    travel in the same dict under ``floor.<metric>``: what a trivial predictor scores on the same split
+    with the same metric (training-mean depth, majority class, random ranking, mean action), e.g.
+    ``floor.rmse`` beside ``lin.rmse`` / ``dpt.rmse``; more floors as ``floor_<kind>.<metric>``.
+    ``per_sample`` maps metric names (encoder metrics and floors) to the per-sample statistics they
+    reduce from (:mod:`harness.samples`); the runner checks and logs them, reports bootstrap them.
+    """
+    metrics: dict[str, float]
     selection: dict[str, Any] = field(default_factory=dict)  # which head/hparams were chosen, on what
     details: dict[str, Any] = field(default_factory=dict)    # logged as an artifact
+    per_sample: dict[str, PerSample] = field(default_factory=dict)
 
 
 class Suite:

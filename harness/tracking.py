@@ -168,4 +168,8 @@ class RunLogger:
         self.client.log_text(self.run_id, text, name)
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
-        self.client.log_artifact(self.run_id, str(path), artifact_path)
+        """One file, or every file of a folder, under ``artifact_path``."""
+        if Path(path).is_dir():
+            self.client.log_artifacts(self.run_id, str(path), artifact_path)
+        else:
+            self.client.log_artifact(self.run_id, str(path), artifact_path)
