@@ -32,8 +32,9 @@ def test_tiny_demo_end_to_end_and_rerun_reuses(tmp_path):
     expected = set(SUITES.names()) - NO_EMBEDDED_DATA
     assert set(by_suite) == expected
     for suite, encoders in by_suite.items():
-        assert len(encoders) == 2, f"{suite}: {encoders}"          # baseline and boosted
+        assert len(encoders) == 3, f"{suite}: {encoders}"          # baseline, random-init reference, boosted
         assert any(e.startswith("boosted:") for e in encoders)
+        assert "random:builtin:tiny-vit" in encoders
 
     again = subprocess.run([str(BIN), "demo", "--preset", "tiny", "--workspace", str(ws)], capture_output=True,
                            text=True, timeout=600)
