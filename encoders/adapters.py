@@ -35,7 +35,7 @@ def _flag(opts: dict, key: str) -> bool:
 
 # ---------------------------------------------------------------------------------------------- timm
 class TimmEncoder(Encoder):
-    """Any timm ViT through ``forward_intermediates(norm=True)``."""
+    """Any timm ViT through ``forward_intermediates(norm=False)`` plus the model's own final ``norm``."""
 
     def __init__(self, model: nn.Module, spec: str):
         super().__init__()
@@ -53,7 +53,7 @@ class TimmEncoder(Encoder):
 
     def _features(self, images, block_ids):
         outs = self.model.forward_intermediates(
-            images, indices=block_ids, norm=True, output_fmt="NCHW", return_prefix_tokens=True,
+            images, indices=block_ids, norm=False, output_fmt="NCHW", return_prefix_tokens=True,
             intermediates_only=True)
         feats = {}
         for i, (spatial, prefix) in zip(block_ids, outs):
@@ -61,6 +61,9 @@ class TimmEncoder(Encoder):
             cls = prefix[:, 0] if prefix is not None and prefix.shape[1] > 0 else spatial.mean((1, 2))
             feats[i] = LayerFeatures(cls=cls, patches=spatial)
         return feats
+
+    def _norm_patches(self, x):
+        return self.model.norm(x)
 
 
 def build_timm(target: str, opts: dict, spec: str) -> Encoder:
@@ -86,8 +89,8 @@ def build_timm(target: str, opts: dict, spec: str) -> Encoder:
 class HFVisionEncoder(Encoder):
     """Hugging Face vision models (Dinov2, DINOv3-ViT, CLIP / SigLIP vision towers) via hidden states.
 
-    Hidden state ``i + 1`` is the output of block ``i``; the model's final norm is applied to every
-    requested layer (DINOv2 convention)."""
+    Block outputs are read with forward hooks (= hidden state ``i + 1``); the final norm is the model's
+    ``layernorm`` (DINOv2/DINOv3) or ``post_layernorm`` (CLIP/SigLIP towers)."""
 
     def __init__(self, model: nn.Module, spec: str, image_size: int | None = None,
                  mean=None, std=None):
@@ -136,13 +139,19 @@ class HFVisionEncoder(Encoder):
         finally:
             for h in handles:
                 h.remove()
+        del out
         h, w = images.shape[-2] // self.info.patch_size, images.shape[-1] // self.info.patch_size
-        feats = {i: tokens_to_map(self.norm(captured[i]), self.info.num_prefix_tokens, (h, w)) for i in block_ids}
-        last = self.info.num_layers - 1
-        pooled = getattr(out, "pooler_output", None)
-        if last in feats and self.info.num_prefix_tokens == 0 and pooled is not None:
-            feats[last] = LayerFeatures(cls=pooled, patches=feats[last].patches)  # SigLIP MAP head
-        return feats
+        return {i: tokens_to_map(captured[i], self.info.num_prefix_tokens, (h, w)) for i in block_ids}
+
+    def _norm_patches(self, x):
+        return self.norm(x)
+
+    def _pool(self, normed_last):
+        head = getattr(self.body, "head", None) if getattr(self.body, "use_head", False) else None
+        if head is None or self.info.num_prefix_tokens:
+            return normed_last
+        # SigLIP: the attention-pooling (MAP) head over the normed last tokens = its pooler_output
+        return LayerFeatures(cls=head(normed_last.patches.flatten(1, 2)), patches=normed_last.patches)
 
 
 def _read_preprocessor(path: Path) -> dict:
@@ -184,7 +193,7 @@ class OpenClipEncoder(Encoder):
             mean=tuple(mean), std=tuple(std), family="open_clip")
 
     def _features(self, images, block_ids):
-        out = self.model.forward_intermediates(images, indices=block_ids, normalize_intermediates=True,
+        out = self.model.forward_intermediates(images, indices=block_ids, normalize_intermediates=False,
                                                intermediates_only=True, output_fmt="NLC",
                                                output_extra_tokens=True)
         h, w = images.shape[-2] // self.info.patch_size, images.shape[-1] // self.info.patch_size
@@ -192,6 +201,9 @@ class OpenClipEncoder(Encoder):
         for i, sp, pre in zip(block_ids, out["image_intermediates"], out["image_intermediates_prefix"]):
             feats[i] = LayerFeatures(cls=pre[:, 0], patches=sp.reshape(sp.shape[0], h, w, -1))
         return feats
+
+    def _norm_patches(self, x):
+        return self.model.ln_post(x)
 
 
 def build_open_clip(target: str, opts: dict, spec: str) -> Encoder:
@@ -235,8 +247,17 @@ class HubEncoder(Encoder):
 
     def _features(self, images, block_ids):
         outs = self.model.get_intermediate_layers(images, n=block_ids, reshape=True, return_class_token=True,
-                                                  norm=True)
+                                                  norm=False)
         return {i: LayerFeatures(cls=cls, patches=sp.permute(0, 2, 3, 1)) for i, (sp, cls) in zip(block_ids, outs)}
+
+    def _norm_patches(self, x):
+        return self.model.norm(x)
+
+    def _norm_cls(self, x):
+        # DINOv3 may untie the class/register-token norm from the patch norm (``cls_norm``)
+        if getattr(self.model, "untie_cls_and_patch_norms", False):
+            return self.model.cls_norm(x)
+        return self.model.norm(x)
 
 
 def _rebuild_hub(spec: str, state: dict) -> "HubEncoder":

@@ -1,9 +1,11 @@
 """The encoder contract every suite consumes, whatever the backbone family.
 
 Modelled on timm's ``forward_intermediates``: one call returns the pooled/CLS embedding, the final patch
-map, and any requested intermediate blocks (with the final norm applied, as DINOv2's
-``get_intermediate_layers(norm=True)`` and timm's ``norm=True`` do). Layer indices are block indices,
-negative from the end (-1 = last block).
+map, and any requested intermediate blocks. ``norm=True`` (the default) applies the model's final norm to
+each requested block, as DINOv2's ``get_intermediate_layers(norm=True)`` and timm's ``norm=True`` do
+(classification, segmentation); ``norm=False`` returns the raw residual stream after the block, as
+DINOv2's depth heads read it (``get_intermediate_layers(norm=False)``). The final ``cls``/``patches``
+are always the normed last block. Layer indices are block indices, negative from the end (-1 = last).
 """
 from __future__ import annotations
 
@@ -54,8 +56,15 @@ class EncoderOutput:
 
 
 class Encoder(nn.Module):
-    """Base class. Subclasses implement ``_features(images, block_ids) -> {block_id: LayerFeatures}``
-    for non-negative block ids and set ``self.info``."""
+    """Base class. Subclasses set ``self.info`` and implement
+
+    - ``_features(images, block_ids) -> {block_id: LayerFeatures}``: the RAW output of each block
+      (residual stream, before any final norm) for non-negative block ids;
+    - ``_norm_patches(x)`` / ``_norm_cls(x)``: the final norm applied token-wise to patch / class
+      tokens (identity by default: encoders without a final norm);
+    - optionally ``_pool(normed_last)``: the final embedding when it is not the normed class token
+      (SigLIP's attention-pooling head).
+    Keeping the norm out of ``_features`` means one pass serves both ``norm`` choices."""
 
     info: EncoderInfo
 
@@ -70,16 +79,37 @@ class Encoder(nn.Module):
             out.append(j)
         return out
 
-    def forward(self, images: torch.Tensor, layers: Sequence[int] = (-1,)) -> EncoderOutput:
-        """images: [B,3,H,W], already normalised with ``info.mean/std``; H, W multiples of the patch size."""
+    def forward(self, images: torch.Tensor, layers: Sequence[int] = (-1,), norm: bool = True) -> EncoderOutput:
+        """images: [B,3,H,W], already normalised with ``info.mean/std``; H, W multiples of the patch size.
+        ``norm``: apply the final norm to the requested blocks (True) or return them raw (False)."""
         ids = self.resolve_layers(layers)
         last = self.info.num_layers - 1
-        feats = self._features(images, sorted(set(ids) | {last}))
-        return EncoderOutput(cls=feats[last].cls, patches=feats[last].patches,
-                             layers={i: feats[j] for i, j in zip(layers, ids)})
+        raw = self._features(images, sorted(set(ids) | {last}))
+        final = self._pool(self.apply_norm(raw[last]))
+        if norm:
+            out = {i: final if j == last else self.apply_norm(raw[j]) for i, j in zip(layers, ids)}
+        else:
+            out = {i: raw[j] for i, j in zip(layers, ids)}
+        return EncoderOutput(cls=final.cls, patches=final.patches, layers=out)
 
     def _features(self, images: torch.Tensor, block_ids: list[int]) -> dict[int, LayerFeatures]:
         raise NotImplementedError
+
+    def _norm_patches(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+    def _norm_cls(self, x: torch.Tensor) -> torch.Tensor:
+        return self._norm_patches(x)
+
+    def _pool(self, normed_last: LayerFeatures) -> LayerFeatures:
+        return normed_last
+
+    def apply_norm(self, lf: LayerFeatures) -> LayerFeatures:
+        """The final norm applied to raw block features (token-wise; without class token the ``cls``
+        is the mean of the normed patches, as for the raw ones)."""
+        patches = self._norm_patches(lf.patches)
+        cls = self._norm_cls(lf.cls) if self.info.num_prefix_tokens > 0 else patches.mean((1, 2))
+        return LayerFeatures(cls=cls, patches=patches)
 
     # -- identity -----------------------------------------------------------------------------
     def fingerprint(self) -> str:

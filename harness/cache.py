@@ -1,6 +1,8 @@
 """Feature cache: one encoder forward per image per protocol, reused by every head and every run.
 
-Key = hash(encoder fingerprint, dataset fingerprint, transform id, layers, stored kinds). Arrays are
+Key = hash(encoder fingerprint, dataset fingerprint, transform id, layers, stored kinds, norm): ``norm`` =
+whether intermediate blocks carry the encoder's final norm (the default, whose keys are unchanged from
+before the option existed) or are raw (``norm=False``, its own key). Arrays are
 float16 ``.npy`` files opened as memmaps. A cache is written into ``<key>.tmp-<pid>`` and renamed when
 complete, so a killed extraction never leaves a folder that a later run would read.
 """
@@ -67,19 +69,22 @@ class FeatureCache:
 
     @staticmethod
     def key(encoder_fp: str, dataset_fp: str, transform_id: str, layers: Sequence[int],
-            kinds: Sequence[str]) -> str:
-        payload = json.dumps([encoder_fp, dataset_fp, transform_id, sorted(set(layers)), sorted(set(kinds))])
-        return hashlib.sha256(payload.encode()).hexdigest()[:24]
+            kinds: Sequence[str], norm: bool = True) -> str:
+        parts = [encoder_fp, dataset_fp, transform_id, sorted(set(layers)), sorted(set(kinds))]
+        if not norm:  # normed entries keep the key they had before the option existed
+            parts.append({"norm": False})
+        return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:24]
 
     def get_or_compute(self, encoder, dataset: FeatureDataset, layers: Sequence[int],
                        kinds: Sequence[str] = ("cls",), *, device: torch.device | str = "cpu",
                        precision: str = "fp32", batch_size: int = 64, num_workers: int = 0,
-                       progress: bool = True, desc: str = "features") -> Features:
+                       progress: bool = True, desc: str = "features", norm: bool = True) -> Features:
         bad = [k for k in kinds if k not in KINDS]
         if bad:
             raise ValueError(f"unknown feature kind(s) {bad}; valid: {KINDS}")
         blocks = sorted(set(encoder.resolve_layers(layers)))
-        key = self.key(encoder.fingerprint(), dataset.fingerprint(), dataset.transform_id, blocks, kinds)
+        norm = bool(norm)
+        key = self.key(encoder.fingerprint(), dataset.fingerprint(), dataset.transform_id, blocks, kinds, norm)
         final = self.root / key
         if (final / "meta.json").is_file():
             self.stats.hits += 1
@@ -90,7 +95,7 @@ class FeatureCache:
         tmp.mkdir(parents=True)
         try:
             meta = self._extract(encoder, dataset, blocks, kinds, tmp, torch.device(device), precision,
-                                 batch_size, num_workers, progress, desc)
+                                 batch_size, num_workers, progress, desc, norm)
             (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
             try:
                 os.rename(tmp, final)
@@ -109,7 +114,7 @@ class FeatureCache:
         return Features(arrays=arrays, key=key, path=path, meta=meta)
 
     def _extract(self, encoder, dataset, blocks, kinds, out: Path, device, precision, batch_size,
-                 num_workers, progress, desc) -> dict:
+                 num_workers, progress, desc, norm=True) -> dict:
         encoder = encoder.to(device).eval()
         n = len(dataset)
         if n == 0:
@@ -125,7 +130,7 @@ class FeatureCache:
             try:
                 for images, _ in loader:
                     with torch.inference_mode(), autocast(device, precision):
-                        res = encoder(images.to(device, non_blocking=True), layers=blocks)
+                        res = encoder(images.to(device, non_blocking=True), layers=blocks, norm=norm)
                     self.stats.forwards += 1
                     b = images.shape[0]
                     for blk in blocks:
@@ -151,7 +156,7 @@ class FeatureCache:
         bar.close()
         for a in arrays.values():
             a.flush()
-        return {"arrays": sorted(arrays), "n": n, "blocks": blocks, "kinds": list(kinds),
+        return {"arrays": sorted(arrays), "n": n, "blocks": blocks, "kinds": list(kinds), "norm": norm,
                 "encoder": encoder.info.spec, "encoder_fingerprint": encoder.fingerprint(),
                 "dataset_fingerprint": dataset.fingerprint(), "transform_id": dataset.transform_id,
                 "seconds": round(time.perf_counter() - start, 3), "final_batch_size": bs}

@@ -61,10 +61,12 @@ class RunContext:
     logger: Any = None              # harness.tracking.RunLogger or None (validate)
     on_intermediate: Any = None     # sweeps: callback(value, step) that may stop the run (pruning)
 
-    def features(self, dataset, layers, kinds=("cls",), desc="features"):
+    def features(self, dataset, layers, kinds=("cls",), desc="features", norm=True):
+        """Cached features of ``layers``; ``norm=False`` = raw blocks without the final norm (depth)."""
         return self.cache.get_or_compute(self.encoder, dataset, layers, kinds, device=self.device,
                                          precision=self.precision, batch_size=self.batch_size,
-                                         num_workers=self.num_workers, progress=self.progress, desc=desc)
+                                         num_workers=self.num_workers, progress=self.progress, desc=desc,
+                                         norm=norm)
 
     def report_intermediate(self, value: float, step: int) -> None:
         """An intermediate value of the suite's validation metric (e.g. after each epoch). A sweep may

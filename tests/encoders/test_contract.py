@@ -97,7 +97,8 @@ MAKERS = {"timm": _timm_spec, "hf-dinov2": _hf_dinov2, "hf-clip": _hf_clip, "hf-
 
 def test_every_registered_scheme_is_covered():
     covered = {k.split("-")[0] for k in MAKERS}
-    assert set(ENCODERS.names()) <= covered | {"boosted"}, "add the new adapter to MAKERS"
+    # boosted: tests/trainer; random: test_random_of_every_family below
+    assert set(ENCODERS.names()) <= covered | {"boosted", "random"}, "add the new adapter to MAKERS"
 
 
 @pytest.mark.parametrize("family", sorted(MAKERS))
@@ -182,3 +183,66 @@ def test_pickled_objects_are_refused(tmp_path):
     spec = _timm_spec(tmp_path).replace(str(tmp_path / "timm.safetensors"), str(tmp_path / "evil.pth"))
     with pytest.raises(CheckpointError, match="weights_only"):
         build_encoder(spec)
+
+
+def _blocks_and_norm(enc):
+    """The transformer blocks and the final norm, found from the model's own attributes (independent of
+    the adapter's code path)."""
+    m = enc.model
+    if hasattr(m, "blocks"):                                   # timm, torch.hub
+        return m.blocks, m.norm, m.norm
+    if hasattr(m, "transformer") and hasattr(m, "ln_post"):    # open_clip
+        return m.transformer.resblocks, m.ln_post, m.ln_post
+    body = getattr(m, "vision_model", m)                       # Hugging Face
+    norm = getattr(body, "post_layernorm", None) or body.layernorm
+    return body.encoder.layer if hasattr(body.encoder, "layer") else body.encoder.layers, norm, norm
+
+
+@pytest.mark.parametrize("family", sorted(MAKERS))
+def test_norm_choice_matches_raw_block_outputs(family, tmp_path):
+    """norm=False = the block's raw output (read by a hook); norm=True = the final norm applied to it."""
+    enc = build_encoder(MAKERS[family](tmp_path))
+    blocks, norm_patch, norm_cls = _blocks_and_norm(enc)
+    captured = {}
+    handles = [blocks[i].register_forward_hook(
+        lambda _m, _a, out, i=i: captured.__setitem__(i, out[0] if isinstance(out, (tuple, list)) else out))
+        for i in range(len(blocks))]
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(2))
+    p, g = enc.info.num_prefix_tokens, 64 // enc.info.patch_size
+    try:
+        with torch.no_grad():
+            raw = enc(x, layers=[0, 1, -1], norm=False)
+            tokens = {i: captured[i].clone() for i in (0, 1, len(blocks) - 1)}
+            normed = enc(x, layers=[0, 1, -1], norm=True)
+            default = enc(x, layers=[0, 1, -1])
+    finally:
+        for h in handles:
+            h.remove()
+    for i, idx in ((0, 0), (1, 1), (-1, len(blocks) - 1)):
+        t = tokens[idx]
+        if t.shape[0] != 2:                                     # sequence-first transformer
+            t = t.transpose(0, 1)
+        patches = t[:, p:].reshape(2, g, g, -1)
+        torch.testing.assert_close(raw.layers[i].patches, patches, rtol=1e-5, atol=1e-5)
+        with torch.no_grad():
+            torch.testing.assert_close(normed.layers[i].patches, norm_patch(patches), rtol=1e-5, atol=1e-5)
+            if p:
+                torch.testing.assert_close(raw.layers[i].cls, t[:, 0], rtol=1e-5, atol=1e-5)
+                if i != -1 or family != "hf-siglip":
+                    torch.testing.assert_close(normed.layers[i].cls, norm_cls(t[:, 0]), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(default.layers[i].patches, normed.layers[i].patches)
+        assert not torch.allclose(raw.layers[i].patches, normed.layers[i].patches, atol=1e-3)
+    # the final embedding keeps its meaning whatever the layers' norm
+    torch.testing.assert_close(raw.patches, normed.patches)
+    torch.testing.assert_close(raw.cls, normed.cls)
+    torch.testing.assert_close(normed.layers[-1].patches, normed.patches)
+
+
+def test_siglip_final_embedding_is_its_pooler_output(tmp_path):
+    enc = build_encoder(_hf_siglip(tmp_path))
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        out = enc(x, layers=[-1], norm=False)
+        ref = enc.model(pixel_values=x, interpolate_pos_encoding=True)
+    torch.testing.assert_close(out.cls, ref.pooler_output, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(out.patches.flatten(1, 2), ref.last_hidden_state, rtol=1e-5, atol=1e-5)
