@@ -14,9 +14,10 @@ from torch import nn
 from encoders.base import (CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD, Encoder, EncoderInfo,
                            LayerFeatures, tokens_to_map)
 from encoders.checkpoint import load_into
+from harness.errors import UserError
 
 
-class EncoderSpecError(ValueError):
+class EncoderSpecError(UserError, ValueError):
     pass
 
 

@@ -7,10 +7,12 @@ from typing import Mapping
 import torch
 from torch import nn
 
+from harness.errors import UserError
+
 _CONTAINER_KEYS = ("state_dict", "model", "teacher", "student", "module", "model_state", "net")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError, ValueError):
     pass
 
 

@@ -78,7 +78,7 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         return build(tp, value, prefix=f"{where}.")
     if origin in (list, tuple, Sequence) or tp in (list, tuple):
         if isinstance(value, str):
-            value = yaml.safe_load(value) if value.strip().startswith("[") else [
+            value = _yaml_value(value, where) if value.strip().startswith("[") else [
                 v for v in value.split(",") if v.strip() != ""]
         if not isinstance(value, (list, tuple)):
             value = [value]
@@ -92,7 +92,7 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         return tuple(out)  # frozen configs hold tuples
     if origin in (dict, Mapping) or tp is dict:
         if isinstance(value, str):
-            value = yaml.safe_load(value)
+            value = _yaml_value(value, where)
         if not isinstance(value, Mapping):
             raise ConfigError(f"{where}: expected a mapping, got {value!r}")
         kt, vt = (get_args(tp) or (Any, Any))
@@ -135,6 +135,15 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             return Path(value).expanduser()
         raise ConfigError(f"{where}: expected a path, got {value!r}")
     raise ConfigError(f"{where}: unsupported type {_type_name(tp)}")
+
+
+def _yaml_value(text: str, where: str) -> Any:
+    """A list/mapping written on the command line (``[0.1,0.01]``); a parse error names the key."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ConfigError(f"{where}: {text!r} is not valid YAML ({first})") from None
 
 
 def build(cls: type[C], data: Mapping[str, Any] | None = None, *, prefix: str = "") -> C:

@@ -11,10 +11,12 @@ import importlib
 from importlib import metadata
 from typing import Callable, Generic, Iterator, TypeVar
 
+from harness.errors import UserError
+
 T = TypeVar("T")
 
 
-class RegistryError(KeyError):
+class RegistryError(UserError, KeyError):
     """Unknown name; the message lists close matches."""
 
     def __str__(self) -> str:  # KeyError quotes its message; we want it plain

@@ -22,8 +22,10 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from harness.errors import UserError
 
-class SamplesError(ValueError):
+
+class SamplesError(UserError, ValueError):
     """A per-sample record is malformed or does not match its metric; the message names it."""
 
 

@@ -10,6 +10,8 @@ import os
 
 import pandas as pd
 
+from harness.errors import UserError
+
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 COLUMNS = ["experiment", "run_id", "encoder", "boosted_from", "suite", "task", "dataset", "head", "mode",
@@ -18,7 +20,7 @@ COLUMNS = ["experiment", "run_id", "encoder", "boosted_from", "suite", "task", "
 CELL_KEYS = ["encoder", "suite", "dataset", "head", "mode", "metric", "seed"]
 
 
-class ResultsError(LookupError):
+class ResultsError(UserError, LookupError):
     pass
 
 

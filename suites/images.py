@@ -9,10 +9,12 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torchvision.transforms import v2 as T
 
+from harness.errors import UserError
+
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 
-class DataError(ValueError):
+class DataError(UserError, ValueError):
     """Bad dataset input; the message names the file or value."""
 
 

@@ -48,6 +48,7 @@ import torch
 
 from harness.config import ConfigError, field
 from harness.device import autocast, seed_everything
+from harness.samples import PerSample
 from harness.suite import MetricSpec, RunContext, Suite, SuiteResult, SuiteSpec
 from heads.depth import CPU_LRS, DEPTH_LRS, DepthInput, DepthLoss, LinearDepthGrid, resize_to, train_depth_grid
 from heads.dpt import DPTDepthHead, dpt_blocks
@@ -123,6 +124,8 @@ class NYUdOptions:
     dpt_channels: int = field(256, help="DPT fusion channels (paper/DINOv2: 256)")
     dpt_post_process: tuple[int, ...] | None = field(None, help="DPT reassemble channels; None = [D/8,D/4,D/2,D]")
     dpt_layers: tuple[int, ...] | None = field(None, help="4 block indices for DPT; None = evenly spaced")
+    floor_frames: int = field(2000, help="training frames (evenly spaced) read for the floor rows' mean depth "
+                                         "and mean map")
 
     def __post_init__(self):
         _check_common(self)
@@ -368,8 +371,10 @@ class _DepthSuite(Suite):
     def _evaluate(self, predict, ds: DepthSplit, indices: np.ndarray, batch: int) -> DepthMetric:
         """``predict(sorted indices) -> [K, B, h, w]``; ground truth read at native size from ``ds``."""
         metric = DepthMetric(self.options.min_depth, self.options.max_depth)
+        metric.order = []       # dataset indices in the order they were processed (per-sample ids)
         for s in range(0, len(indices), batch):
             sel = np.sort(indices[s:s + batch])
+            metric.order.extend(int(i) for i in sel)
             with torch.no_grad():
                 pred = predict(sel).float().cpu()
             for j, i in enumerate(sel):
@@ -401,24 +406,93 @@ class _DepthSuite(Suite):
         if details["n_test_no_gt"]:
             print(f"[{self.spec.name}] {details['n_test_no_gt']} test frame(s) have no ground truth (depth path "
                   f"'None') and are left out of the evaluation", file=sys.stderr)
+        per_sample: dict[str, PerSample] = {}
+        self._floors(d, train_ok, test_idx, metrics, per_sample, details)
         order = [h for h in ctx.heads if h in ("linear", "dpt")]
         results: dict[str, dict[str, float]] = {}
         if "linear" in order:
-            results["linear"] = self._run_linear(ctx, d, fit, hold, test_idx, gen, metrics, selection, details)
+            results["linear"] = self._run_linear(ctx, d, fit, hold, test_idx, gen, metrics, selection, details,
+                                                 per_sample)
         if "dpt" in order:
-            results["dpt"] = self._run_dpt(ctx, d, fit, hold, test_idx, gen, metrics, selection, details)
+            results["dpt"] = self._run_dpt(ctx, d, fit, hold, test_idx, gen, metrics, selection, details,
+                                           per_sample)
         first = results[order[0]]
+        prefix = "lin" if order[0] == "linear" else "dpt"
         for m in METRICS:
             metrics[m] = first[m]
+            per_sample[m] = per_sample[f"{prefix}.{m}"]
         metrics["val.rmse"] = first["val.rmse"]
-        return SuiteResult(metrics=metrics, selection=selection, details=details)
+        return SuiteResult(metrics=metrics, selection=selection, details=details, per_sample=per_sample)
+
+    @staticmethod
+    def _per_sample(ds: DepthSplit, metric: DepthMetric, row: int, prefix: str) -> dict[str, PerSample]:
+        """Per-image values of head ``row`` as ``<prefix>.<metric>`` records; ids = the image's path as the
+        list file gives it. Images without a valid pixel are left out, as ``compute`` leaves them out of the
+        mean (the set depends on the ground truth only, so it is the same for every encoder and floor)."""
+        per = metric.per_image()
+        npx = np.concatenate(metric._n_pixels) if metric._n_pixels else np.zeros(0)
+        ok = npx > 0
+        ids = [ds.samples[i].image for i, keep in zip(metric.order, ok) if keep]
+        out = {}
+        for m in METRICS:
+            v = np.asarray(per[m]).reshape(-1, len(ok))[row][ok]
+            out[f"{prefix}.{m}"] = PerSample(ids, v, reduce="mean", columns=(m,),
+                                             meta={"split": ds.split, "list": ds.listing.name})
+        return out
+
+    def _floors(self, d: _Data, train_ok: np.ndarray, test_idx: np.ndarray, metrics, per_sample, details) -> None:
+        """Encoder-independent reference rows, scored on the test split with the same metric code:
+        ``floor.*`` = the mean training depth everywhere (over the valid pixels of the training frames),
+        ``floor_map.*`` = the per-pixel mean training depth map (pixels never valid in train take the
+        global mean), resized bilinearly to each test frame as any prediction is. At most ``floor_frames``
+        evenly spaced training frames are read."""
+        o = self.options
+        idx = np.flatnonzero(train_ok)
+        if len(idx) > o.floor_frames:
+            idx = idx[np.unique(np.linspace(0, len(idx) - 1, o.floor_frames).round().astype(np.int64))]
+        ref = d.native_hw
+        total, count = 0.0, 0
+        msum = np.zeros(ref, dtype=np.float64)
+        mcnt = np.zeros(ref, dtype=np.float64)
+        for i in idx:
+            gt = d.train.gt(int(i))
+            valid = (gt > o.min_depth) & (gt < o.max_depth) & d.train.train_mask(gt.shape)
+            total += float(gt[valid].sum(dtype=np.float64))
+            count += int(valid.sum())
+            if gt.shape != ref:
+                import torch.nn.functional as F
+                gt = F.interpolate(torch.from_numpy(gt)[None, None], size=ref, mode="nearest")[0, 0].numpy()
+                valid = F.interpolate(torch.from_numpy(valid)[None, None].float(), size=ref,
+                                      mode="nearest")[0, 0].numpy() > 0.5
+            msum += np.where(valid, gt, 0.0)
+            mcnt += valid
+        if count == 0:
+            raise DataError(f"'{d.train.listing}' has no valid training depth pixel in "
+                            f"({o.min_depth}, {o.max_depth}) m")
+        mean = total / count
+        fmap = torch.from_numpy(np.where(mcnt > 0, msum / np.maximum(mcnt, 1), mean).astype(np.float32))
+
+        def predict(sel):
+            const = torch.full((len(sel), *ref), mean, dtype=torch.float32)
+            return torch.stack([const, fmap.expand(len(sel), *ref)])
+
+        res = self._evaluate(predict, d.test, test_idx, o.eval_batch_size)
+        vals = res.compute()
+        for row, prefix in enumerate(("floor", "floor_map")):
+            for m in METRICS:
+                metrics[f"{prefix}.{m}"] = float(vals[m][row])
+            per_sample.update(self._per_sample(d.test, res, row, prefix))
+        details["floor"] = {"train_mean_depth_m": round(mean, 6), "train_frames_read": int(len(idx)),
+                            "map_hw": list(ref), "rule": "floor = train mean depth everywhere; floor_map = "
+                                                         "per-pixel train mean map"}
 
     def _progress(self, ctx, total, desc):
         if tqdm is None:
             return None
         return tqdm(total=total, desc=desc, disable=not ctx.progress, leave=False)
 
-    def _run_linear(self, ctx, d: _Data, fit, hold, test_idx, gen, metrics, selection, details) -> dict[str, float]:
+    def _run_linear(self, ctx, d: _Data, fit, hold, test_idx, gen, metrics, selection, details,
+                    per_sample) -> dict[str, float]:
         o = self.options
         enc = ctx.encoder
         blocks = self._linear_blocks(enc)
@@ -455,7 +529,8 @@ class _DepthSuite(Suite):
             return predict
 
         val = self._evaluate(predictor(ftrain), d.train, hold, o.eval_batch_size).compute()
-        test = self._evaluate(predictor(ftest), d.test, test_idx, o.eval_batch_size).compute()
+        test_metric = self._evaluate(predictor(ftest), d.test, test_idx, o.eval_batch_size)
+        test = test_metric.compute()
         names = grid.head_names()
         val_rmse = np.nan_to_num(np.asarray(val["rmse"], dtype=np.float64), nan=np.inf)
         best = int(np.argmin(val_rmse))   # first best: ties go to the smaller lr / simpler input
@@ -467,13 +542,15 @@ class _DepthSuite(Suite):
         for m, v in out.items():
             metrics[f"lin.{m}" if m != "val.rmse" else "lin.val_rmse"] = v
         metrics["lin.n_heads"] = float(len(names))
+        per_sample.update(self._per_sample(d.test, test_metric, best, "lin"))
         details["linear_images_without_valid_pixels"] = {"val": val["n_skipped"], "test": test["n_skipped"]}
         selection["linear"] = {"head": names[best], "rule": "min rmse on the part of train held out",
                                "val_rmse": out["val.rmse"], "iterations": o.iterations, "blocks": blocks,
                                "n_holdout": int(len(hold))}
         return out
 
-    def _run_dpt(self, ctx, d: _Data, fit, hold, test_idx, gen, metrics, selection, details) -> dict[str, float]:
+    def _run_dpt(self, ctx, d: _Data, fit, hold, test_idx, gen, metrics, selection, details,
+                 per_sample) -> dict[str, float]:
         o = self.options
         enc = ctx.encoder
         blocks = self._dpt_blocks(enc)
@@ -522,7 +599,9 @@ class _DepthSuite(Suite):
             return predict
 
         val = self._evaluate(predictor(ftrain), d.train, hold, o.eval_batch_size).compute()
-        test = self._evaluate(predictor(ftest), d.test, test_idx, o.eval_batch_size).compute()
+        test_metric = self._evaluate(predictor(ftest), d.test, test_idx, o.eval_batch_size)
+        test = test_metric.compute()
+        per_sample.update(self._per_sample(d.test, test_metric, 0, "dpt"))
         out = {m: float(np.asarray(test[m]).reshape(-1)[0]) for m in METRICS}
         out["val.rmse"] = float(np.asarray(val["rmse"]).reshape(-1)[0])
         for m, v in out.items():
