@@ -24,14 +24,17 @@ EPILOG = """examples:
 """
 
 
-def _user_errors():
-    from encoders.adapters import EncoderSpecError
-    from encoders.checkpoint import CheckpointError
-    from harness.registry import RegistryError
-    from harness.tracking import TrackingError
-    from suites.images import DataError
-    return (ConfigError, RegistryError, DataError, CheckpointError, EncoderSpecError, TrackingError,
-            FileNotFoundError)
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """:class:`UserError` plus the plugin errors that do not derive from it yet (caught the same way)."""
+    from harness.errors import UserError
+    extra: list[type[BaseException]] = []
+    for mod, name in (("encoders.spatialboost.lm", "LMSpecError"), ("encoders.spatialboost.data", "DataError"),
+                      ("encoders.spatialboost.qa.sources", "ViewError")):
+        try:
+            extra.append(getattr(__import__(mod, fromlist=[name]), name))
+        except (ImportError, AttributeError):
+            pass
+    return (UserError, *extra)
 
 
 def _eval_config(args):
@@ -164,9 +167,10 @@ def cmd_report(args):
         paths = build_report(uri, args.experiment, Path(args.out) if args.out else ws.reports,
                              tables=args.tables.split(",") if args.tables else None,
                              formats=tuple(args.formats.split(",")))
-    except (ResultsError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    except ResultsError:
+        raise
+    except ValueError as e:          # report options (unknown table/format) are checked inside build_report
+        raise ConfigError(str(e)) from None
     for fmt, path in paths.items():
         print(f"{fmt:<5} {path}")
     return 0
@@ -246,10 +250,18 @@ def main(argv=None) -> int:
     p.set_defaults(func=cmd_demo)
 
     args = parser.parse_args(argv)
+    return run_command(args.func, args)
+
+
+def run_command(func, args) -> int:
+    """The one place where user errors become ``error: <message>`` and exit status 2 (no traceback)."""
     try:
-        return args.func(args)
+        return func(args)
     except _user_errors() as e:
         print(f"error: {e}", file=sys.stderr)
+        return getattr(e, "exit_code", 2)
+    except FileNotFoundError as e:    # a path the user gave that vanished between checks and use
+        print(f"error: {e.strerror or e}: '{e.filename}'" if e.filename else f"error: {e}", file=sys.stderr)
         return 2
 
 

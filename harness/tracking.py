@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 import harness
+from harness.errors import UserError
 
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
@@ -30,8 +31,8 @@ PACKAGES = ("torch", "torchvision", "timm", "transformers", "mlflow", "optuna", 
 SOURCE_ROOT = Path(__file__).resolve().parent.parent
 
 
-class TrackingError(RuntimeError):
-    pass
+class TrackingError(UserError, RuntimeError):
+    """The tracking store cannot be reached or used; the message names the URI."""
 
 
 def git_state(root: Path = SOURCE_ROOT) -> tuple[str, bool]:
