@@ -17,10 +17,12 @@ from typing import Any, Literal, Mapping, Sequence, TypeVar, Union, get_args, ge
 
 import yaml
 
+from harness.errors import UserError
+
 C = TypeVar("C")
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A config value or key is wrong; the message names it."""
 
 
