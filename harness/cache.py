@@ -3,14 +3,16 @@
 Key = hash(encoder fingerprint, dataset fingerprint, transform id, layers, stored kinds, norm): ``norm`` =
 whether intermediate blocks carry the encoder's final norm (the default, whose keys are unchanged from
 before the option existed) or are raw (``norm=False``, its own key). Arrays are
-float16 ``.npy`` files opened as memmaps. A cache is written into ``<key>.tmp-<pid>`` and renamed when
-complete, so a killed extraction never leaves a folder that a later run would read.
+float16 ``.npy`` files opened as memmaps. A cache is written into ``<key>.tmp-<pid>@<host>`` and renamed when
+complete, so a killed extraction never leaves a folder that a later run would read; the next cache
+opened on that host removes such folders of dead processes.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import platform
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -61,11 +63,27 @@ class CacheStats:
     forwards: int = 0       # encoder forward calls made by this cache (a test counts them)
 
 
+def remove_stale_temps(root: Path) -> list[Path]:
+    """Remove ``<key>.tmp-<pid>@<host>`` folders whose writer (a process of this host) is gone: a
+    kill -9 during extraction leaves one. Folders of live processes or of other hosts are left alone."""
+    from harness.tracking import pid_alive
+    removed = []
+    for tmp in root.glob("*.tmp-*"):
+        owner = tmp.name.rsplit(".tmp-", 1)[1]
+        pid, _, host = owner.partition("@")
+        if not pid.isdigit() or (host and host != platform.node()) or pid_alive(int(pid)):
+            continue
+        shutil.rmtree(tmp, ignore_errors=True)
+        removed.append(tmp)
+    return removed
+
+
 class FeatureCache:
     def __init__(self, root: str | Path):
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.stats = CacheStats()
+        self.removed_stale = remove_stale_temps(self.root)
 
     @staticmethod
     def key(encoder_fp: str, dataset_fp: str, transform_id: str, layers: Sequence[int],
@@ -90,7 +108,7 @@ class FeatureCache:
             self.stats.hits += 1
             return self._open(final, key)
         self.stats.misses += 1
-        tmp = self.root / f"{key}.tmp-{os.getpid()}"
+        tmp = self.root / f"{key}.tmp-{os.getpid()}@{platform.node()}"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         try:

@@ -83,6 +83,12 @@ def cmd_eval(args):
     shown = {m.name: rec.metrics[m.name] for m in spec.metrics if m.name in rec.metrics}
     status = "reused finished run" if rec.reused else "finished run"
     print(f"{status} {rec.run_id} ({spec.name}, {cfg.encoder})")
+    if rec.reused:
+        from harness.device import resolve_device
+        ran_on, now = rec.tags.get("device", ""), str(resolve_device(cfg.device))
+        if ran_on and ran_on != now:
+            print(f"  (computed on {ran_on}; the device is not part of a run's identity: --force recomputes "
+                  f"on {now})")
     for k, v in shown.items():
         print(f"  {k:<12} {v:8.3f}")
     return 0
@@ -125,13 +131,69 @@ def cmd_ls(args):
 
 
 def cmd_ui(args):
+    """``mlflow ui`` as a child in its own process group. SIGTERM/SIGINT/SIGHUP are forwarded to that whole
+    group (mlflow, uvicorn and its workers) and we wait for it, so no server is left listening; if this
+    process is killed with SIGKILL, the child gets SIGTERM from the kernel (Linux parent-death signal)."""
+    import signal
     import subprocess
     from harness.workspace import use_workspace
     ws = use_workspace(args.workspace)
     uri = os.environ.get("MLFLOW_TRACKING_URI") or ws.tracking_uri
-    print(f"MLflow UI for {uri} at http://127.0.0.1:{args.port}")
-    return subprocess.call([sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
-                            "--host", "127.0.0.1", "--port", str(args.port)])
+    print(f"MLflow UI for {uri} at http://127.0.0.1:{args.port}", flush=True)
+    proc = subprocess.Popen([sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
+                             "--host", "127.0.0.1", "--port", str(args.port)],
+                            start_new_session=True, preexec_fn=_parent_death_signal(signal.SIGTERM))
+    received: list[int] = []
+
+    def forward(signum, frame):
+        received.append(signum)
+        _signal_group(proc.pid, signal.SIGTERM if signum == signal.SIGHUP else signum)
+
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, forward)
+    try:
+        while True:
+            try:
+                rc = proc.wait()
+                break
+            except KeyboardInterrupt:    # SIGINT before our handler was installed
+                _signal_group(proc.pid, signal.SIGINT)
+    finally:
+        _stop_group(proc.pid)           # uvicorn workers may outlive mlflow's own process
+    return 0 if received else rc
+
+
+def _parent_death_signal(sig: int):
+    """A ``preexec_fn`` that asks Linux to send ``sig`` to the child when this process dies."""
+    def set_pdeathsig() -> None:
+        try:
+            import ctypes
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, int(sig), 0, 0, 0)   # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+    return set_pdeathsig if sys.platform.startswith("linux") else None
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _stop_group(pgid: int, grace: float = 10.0) -> None:
+    """SIGTERM the process group, wait up to ``grace`` seconds for it to empty, then SIGKILL the rest."""
+    import signal
+    import time
+    _signal_group(pgid, signal.SIGTERM)
+    deadline = time.time() + grace
+    while time.time() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except (ProcessLookupError, PermissionError):
+            return
+        time.sleep(0.2)
+    _signal_group(pgid, signal.SIGKILL)
 
 
 def cmd_sweep(args):
@@ -253,10 +315,24 @@ def main(argv=None) -> int:
     return run_command(args.func, args)
 
 
+def _terminate(signum, frame):
+    from harness.errors import Terminated
+    raise Terminated(signum)
+
+
 def run_command(func, args) -> int:
-    """The one place where user errors become ``error: <message>`` and exit status 2 (no traceback)."""
+    """The one place where user errors become ``error: <message>`` and exit status 2 (no traceback).
+    SIGTERM/SIGHUP raise :class:`harness.errors.Terminated` so cleanup runs as on Ctrl-C."""
+    import signal
+    from harness.errors import Terminated
+    if func is not cmd_ui:      # ui forwards the signal to its server instead
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, _terminate)
     try:
         return func(args)
+    except Terminated as e:
+        print(f"interrupted: {e}", file=sys.stderr)
+        return 128 + e.signum
     except _user_errors() as e:
         print(f"error: {e}", file=sys.stderr)
         return getattr(e, "exit_code", 2)

@@ -10,16 +10,32 @@ import torch
 PRECISIONS = ("fp32", "bf16", "fp16")
 
 
+DEVICES = "auto, cpu, cuda, cuda:N, mps"
+
+
 def resolve_device(name: str = "auto") -> torch.device:
+    """The torch device for ``name``; a device this machine lacks is a ConfigError naming ``device``
+    (commands call this before any run is created)."""
+    from harness.config import ConfigError
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
         if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device '{name}' requested but CUDA is not available on this machine")
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, ValueError, TypeError):
+        raise ConfigError(f"device={name!r} is not a device; use one of {DEVICES}") from None
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise ConfigError(f"device={name!r}: only {DEVICES} are supported")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device={name!r}: CUDA is not available on this machine (use device=cpu or auto)")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ConfigError(f"device={name!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ConfigError(f"device={name!r}: MPS is not available on this machine (use device=cpu or auto)")
     return dev
 
 

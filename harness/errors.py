@@ -16,7 +16,11 @@ class UserError(Exception):
         return str(self.args[0]) if len(self.args) == 1 else super().__str__()
 
 
-class InterruptedRun(UserError):
-    """The run was stopped by a signal (SIGTERM/SIGINT)."""
+class Terminated(KeyboardInterrupt):
+    """SIGTERM/SIGHUP turned into an exception, so ``finally`` blocks run (the MLflow run is marked KILLED,
+    temp folders are removed, worker processes are stopped) exactly as on Ctrl-C."""
 
-    exit_code = 130
+    def __init__(self, signum: int):
+        import signal
+        super().__init__(f"stopped by {signal.Signals(signum).name}")
+        self.signum = signum

@@ -1,7 +1,9 @@
 """One evaluation: resolve config -> build encoder -> reuse or run the suite -> log to MLflow."""
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -29,6 +31,9 @@ class EvalConfig:
     precision: Literal["fp32", "bf16", "fp16"] = field("fp32", help="autocast precision of the encoder")
     protocol: dict[str, Any] = field(default_factory=dict, help="suite protocol options (see `spatialboost "
                                                                "ls suites --verbose`)")
+    # The device is not part of a run's identity: the protocol's numbers do not depend on it by design
+    # (only float rounding does), so a finished CPU run is reused on a GPU; the `device` tag records where a
+    # run was computed and `eval` says so when it reuses one. Precision is hashed: bf16 changes numbers.
     device: str = field("auto", hash=False, help="auto, cpu, cuda, cuda:1, mps")
     batch_size: int = field(64, hash=False, help="encoder batch size (halves on out-of-memory)")
     num_workers: int = field(0, hash=False, help="data-loader workers")
@@ -48,13 +53,15 @@ class Resolved:
     suite: Suite
     options: Any
     heads: tuple[str, ...]
-    data: Path
+    data: Path | None
 
 
-def resolve(cfg: EvalConfig) -> Resolved:
-    """Everything that can be checked without touching weights: fail before any work."""
+def resolve(cfg: EvalConfig, *, data: bool = True) -> Resolved:
+    """Everything that can be checked without touching weights: fail before any work. ``data=False``
+    leaves the dataset unresolved (the default one may have to be generated: build the encoder first)."""
     if cfg.precision not in PRECISIONS:
         raise ConfigError(f"precision: '{cfg.precision}' is not one of {PRECISIONS}")
+    resolve_device(cfg.device)      # a device this machine lacks fails here, before any run exists
     ws = use_workspace(cfg.workspace)
     suite_cls = SUITES.get(cfg.suite)
     options = build(suite_cls.Options, cfg.protocol, prefix="protocol.")
@@ -65,8 +72,16 @@ def resolve(cfg: EvalConfig) -> Resolved:
         raise ConfigError(f"head '{bad[0]}' is not available for suite {spec.name}; "
                           f"choose from {', '.join(spec.heads)}")
     suite = suite_cls(options)
-    data = cfg.data if cfg.data is not None else suite.default_data(ws)  # may depend on the protocol
-    return Resolved(cfg, ws, suite, options, heads, Path(data))
+    r = Resolved(cfg, ws, suite, options, heads, None)
+    return resolve_data(r) if data else r
+
+
+def resolve_data(r: Resolved) -> Resolved:
+    """The dataset root: ``--data`` or the suite's default (may generate the synthetic world)."""
+    if r.data is None:
+        d = r.cfg.data if r.cfg.data is not None else r.suite.default_data(r.workspace)  # may depend on the protocol
+        r.data = Path(d)
+    return r
 
 
 def tracking_uri(cfg: EvalConfig, ws: Workspace) -> str:
@@ -91,20 +106,50 @@ def evaluate(cfg: EvalConfig, *, encoder=None, parent_run_id: str | None = None,
              cache: FeatureCache | None = None, on_intermediate=None) -> RunRecord:
     """Run (or reuse) one evaluation and return its MLflow record."""
     from encoders.spec import build_encoder
-    r = resolve(cfg)
+    r = resolve(cfg, data=False)
+    encoder = encoder if encoder is not None else build_encoder(cfg.encoder)   # a bad spec fails before any data
+    resolve_data(r)
     tracker = Tracker(tracking_uri(cfg, r.workspace), cfg.experiment, r.workspace.artifacts)
-    encoder = encoder if encoder is not None else build_encoder(cfg.encoder)
     dataset_fp = r.suite.dataset_fingerprint(r.data)
     chash = run_hash(r, encoder, dataset_fp)
-    if not cfg.force:
-        found = tracker.find_finished(chash)
-        if found is not None:
-            return found
+    with config_lease(r.workspace, chash, tracker.uri):
+        if not cfg.force:
+            found = tracker.find_finished(chash)
+            if found is not None:
+                return found
+        return _run(cfg, r, tracker, encoder, dataset_fp, chash, parent_run_id, cache, on_intermediate)
+
+
+@contextlib.contextmanager
+def config_lease(ws: Workspace, chash: str, uri: str):
+    """One process at a time per config hash: a second identical command waits here, then reuses the
+    finished run (or, if the first failed, runs it itself). An flock, so a killed holder releases it.
+    The lock lives beside the sqlite store (or in the workspace for a server store: then it covers the
+    processes of this machine only)."""
+    from filelock import FileLock, Timeout
+    base = Path(uri[len("sqlite:///"):]).parent if uri.startswith("sqlite:///") else ws.root
+    folder = base / "locks"
+    folder.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(folder / f"{chash}.lock"))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        print(f"waiting: an identical run (config hash {chash}) is in progress in another process",
+              file=sys.stderr, flush=True)
+        lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def _run(cfg, r, tracker, encoder, dataset_fp, chash, parent_run_id, cache, on_intermediate) -> RunRecord:
     spec = r.suite.spec
     tags = {"encoder": cfg.encoder, "encoder_fingerprint": encoder.fingerprint(), "suite": spec.name,
             "suite_version": spec.version, "task": spec.task, "head": ",".join(r.heads),
             "dataset": str(r.data), "dataset_fingerprint": dataset_fp, "mode": cfg.mode,
             "config_hash": chash, "seed": cfg.seed, "precision": cfg.precision,
+            "device": str(resolve_device(cfg.device)),   # not in the hash: see EvalConfig.device
             "primary_metric": spec.primary, "boosted_from": getattr(encoder, "boosted_from", "") or "",
             "random_of": getattr(encoder, "random_of", "") or "",
             **(getattr(encoder, "run_tags", None) or {})}  # e.g. a boosted encoder's boost.* tags
@@ -165,10 +210,11 @@ def metric_directions(spec, metrics) -> dict[str, str]:
 def validate(cfg: EvalConfig) -> dict:
     """Resolve everything and push one batch through encoder and heads, without training or logging."""
     from encoders.spec import build_encoder
-    r = resolve(cfg)
+    r = resolve(cfg, data=False)
     from harness.tracking import check_reachable
     check_reachable(tracking_uri(cfg, r.workspace))
     encoder = build_encoder(cfg.encoder)
+    resolve_data(r)
     ctx = _context(r, encoder)
     ctx.encoder = encoder.to(ctx.device)
     report = {"encoder": encoder.describe(), "suite": r.suite.spec.name, "heads": list(r.heads),

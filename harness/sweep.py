@@ -23,7 +23,7 @@ from typing import Any
 from harness.config import ConfigError, build, config_hash, field, merge, to_dict
 from harness.registry import SUITES
 from harness.runner import EvalConfig, evaluate, resolve, tracking_uri
-from harness.tracking import Tracker
+from harness.tracking import Tracker, process_tags
 
 DUPLICATE = "duplicate_of"
 
@@ -209,6 +209,24 @@ def run_sweep(base: EvalConfig, spec: SweepSpec, *, max_trials_this_worker: int 
             raise ConfigError(f"suite {sspec.name} did not report its validation metric '{metric}'")
         return rec.metrics[metric]
 
+    try:
+        return _drive(study, objective, spec, dims, points, target, sampler_name, metric, sspec, tracker,
+                      parent_id, study_name, max_trials_this_worker, log)
+    except BaseException as e:
+        from harness.tracking import error_message
+        try:
+            run = tracker.client.get_run(parent_id)
+            if run.info.status == "RUNNING":
+                tracker.client.set_tag(parent_id, "error", error_message(e))
+                tracker.client.set_terminated(parent_id, "KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
+        except Exception:   # noqa: BLE001 - keep the original error; the next command reaps the run
+            pass
+        raise
+
+
+def _drive(study, objective, spec, dims, points, target, sampler_name, metric, sspec, tracker, parent_id,
+           study_name, max_trials_this_worker, log) -> SweepResult:
+    import optuna
     ran = 0
     while max_trials_this_worker is None or ran < max_trials_this_worker:
         optuna.storages.fail_stale_trials(study)
@@ -235,9 +253,10 @@ def run_sweep(base: EvalConfig, spec: SweepSpec, *, max_trials_this_worker: int 
             if len(complete) + len(pruned) + len(running) >= target and not waiting:
                 time.sleep(spec.heartbeat_seconds)
                 continue
-        study.optimize(objective, n_trials=1, catch=())
+        ran_now: list = []      # the trial this call ran (a retried stale trial may be appended after it)
+        study.optimize(objective, n_trials=1, catch=(), callbacks=[lambda st, t: ran_now.append(t)])
         ran += 1
-        last = study.get_trials(deepcopy=False)[-1]
+        last = ran_now[-1] if ran_now else study.get_trials(deepcopy=False)[-1]
         log(f"[sweep] trial {last.number} {last.state.name} {last.params} "
             f"{metric}={last.value if last.value is not None else '-'}")
 
@@ -276,12 +295,18 @@ def _parent_run(tracker: Tracker, study: str, suite: str, base: EvalConfig, metr
     runs = tracker.client.search_runs([tracker.experiment_id],
                                       filter_string=f"tags.study_name = '{study}' and tags.sweep_parent = '1'",
                                       max_results=1)
-    if runs:
-        return runs[0].info.run_id
+    if runs:   # resumed (or joined): this process owns it now, so the next command's reaper checks us
+        run_id = runs[0].info.run_id
+        if runs[0].info.status != "FINISHED":
+            for k, v in process_tags().items():
+                tracker.client.set_tag(run_id, k, v)
+            tracker.client.update_run(run_id, status="RUNNING")
+        return run_id
     run = tracker.client.create_run(tracker.experiment_id, run_name=f"sweep:{suite}:{base.encoder.split('?')[0]}",
                                     tags={"study_name": study, "sweep_parent": "1", "suite": suite,
                                           "encoder": base.encoder, "selection_rule": f"best {metric} (validation)",
-                                          "sampler": sampler, "optuna_storage": storage.split("@")[-1]})
+                                          "sampler": sampler, "optuna_storage": storage.split("@")[-1],
+                                          **process_tags()})
     return run.info.run_id
 
 

@@ -35,6 +35,117 @@ class TrackingError(UserError, RuntimeError):
     """The tracking store cannot be reached or used; the message names the URI."""
 
 
+# -- runs whose process is gone --------------------------------------------------------------------------
+# Every run records the process that owns it (host, pid, the pid's start time) and a heartbeat tag that a
+# daemon thread refreshes. At the start of the next command, RUNNING runs whose process is gone (same
+# host: the pid is dead or belongs to another process now; other hosts: no heartbeat for STALE_SECONDS)
+# are marked KILLED with an ``error`` tag, so a kill -9 never leaves a run shown as in progress.
+HEARTBEAT_SECONDS = 60
+STALE_SECONDS = 15 * 60
+
+
+def _proc_start(pid: int) -> str:
+    """The process's start time in clock ticks since boot (Linux), '' where unknown: with the pid it
+    identifies a process even after its pid is reused."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return ""
+
+
+def pid_alive(pid: int, start: str = "") -> bool:
+    """Whether process ``pid`` (started at ``start``, see :func:`_proc_start`) still runs on this host."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    if start:
+        now = _proc_start(pid)
+        if now and now != start:
+            return False            # the pid was reused by another process
+        try:
+            if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+                return False        # a zombie: dead, not yet reaped by its parent
+        except (OSError, IndexError):
+            pass
+    return True
+
+
+def process_tags() -> dict[str, str]:
+    """Tags that name the process owning a run (read by :func:`reap_dead_runs`)."""
+    import time
+    return {"process.host": platform.node(), "process.pid": str(os.getpid()),
+            "process.start": _proc_start(os.getpid()), "heartbeat": str(int(time.time()))}
+
+
+def run_is_dead(tags: Mapping[str, str], now: float | None = None) -> str | None:
+    """Why a RUNNING run with these tags has no live owner, or None (alive, or unknown)."""
+    import time
+    now = time.time() if now is None else now
+    host, pid = tags.get("process.host"), tags.get("process.pid")
+    if host == platform.node() and pid and pid.isdigit():
+        if not pid_alive(int(pid), tags.get("process.start", "")):
+            return f"its process {pid} on {host} ended without finishing the run (killed?)"
+        return None
+    beat = tags.get("heartbeat", "")
+    if beat.isdigit() and now - int(beat) > STALE_SECONDS:
+        return (f"no heartbeat from its process {pid} on {host} for {int(now - int(beat))} s "
+                f"(killed or disconnected?)")
+    return None
+
+
+def reap_dead_runs(client, experiment_ids: list[str] | None = None) -> list[str]:
+    """Mark RUNNING runs whose process is gone as KILLED (tag ``error`` says why); returns their ids."""
+    ids = experiment_ids or [e.experiment_id for e in client.search_experiments()]
+    reaped = []
+    if not ids:
+        return reaped
+    for run in client.search_runs(ids, filter_string="attributes.status = 'RUNNING'", max_results=5000):
+        why = run_is_dead(run.data.tags)
+        if why is None:
+            continue
+        try:
+            client.set_tag(run.info.run_id, "error", why)
+            client.set_tag(run.info.run_id, "killed", "1")
+            client.set_terminated(run.info.run_id, status="KILLED")
+            reaped.append(run.info.run_id)
+        except Exception:   # noqa: BLE001 - another command reaped it at the same moment
+            pass
+    return reaped
+
+
+class _Heartbeat:
+    """Refreshes a run's ``heartbeat`` tag from a daemon thread (for owners on other hosts)."""
+
+    def __init__(self, client, run_id: str, interval: float = HEARTBEAT_SECONDS):
+        import threading
+        self.client, self.run_id, self.interval = client, run_id, interval
+        self.stop_event = threading.Event()
+        self.thread = threading.Thread(target=self._loop, name=f"heartbeat-{run_id[:8]}", daemon=True)
+        self.thread.start()
+
+    def _loop(self) -> None:
+        import time
+        while not self.stop_event.wait(self.interval):
+            try:
+                self.client.set_tag(self.run_id, "heartbeat", str(int(time.time())))
+            except Exception:   # noqa: BLE001 - a busy store must never kill the run
+                pass
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        self.thread.join(timeout=5)
+
+
+def error_message(exc: BaseException) -> str:
+    """The ``error`` tag of a failed run: the exception's type and message, bounded."""
+    msg = str(exc).strip() or type(exc).__name__
+    return f"{type(exc).__name__}: {msg}"[:4000]
+
+
 def git_state(root: Path = SOURCE_ROOT) -> tuple[str, bool]:
     """(commit sha or 'unknown', dirty flag) of the harness source tree."""
     try:
@@ -101,6 +212,7 @@ class Tracker:
                 exp_id = exp.experiment_id
         self.experiment = experiment
         self.experiment_id = exp_id
+        self.reaped = reap_dead_runs(self.client, [exp_id])
 
     def find_finished(self, config_hash: str) -> RunRecord | None:
         runs = self.client.search_runs(
@@ -117,12 +229,14 @@ class Tracker:
               config: Mapping[str, Any], parent_run_id: str | None = None) -> Iterator["RunLogger"]:
         sha, dirty = git_state()
         all_tags = {**{k: str(v) for k, v in tags.items()}, "git_sha": sha, "git_dirty": str(dirty),
-                    "harness_version": harness.__version__, "command": " ".join(sys.argv)[:4000]}
+                    "harness_version": harness.__version__, "command": " ".join(sys.argv)[:4000],
+                    **process_tags()}
         if parent_run_id:
             all_tags["mlflow.parentRunId"] = parent_run_id
         run = self.client.create_run(self.experiment_id, run_name=name, tags=all_tags)
         run_id = run.info.run_id
         logger = RunLogger(self.client, run_id)
+        beat = _Heartbeat(self.client, run_id)
         try:
             for k, v in params.items():
                 self.client.log_param(run_id, k, str(v)[:6000])
@@ -130,10 +244,18 @@ class Tracker:
             logger.log_dict(package_versions(), "packages.json")
             yield logger
         except BaseException as e:
-            if type(e).__name__ == "TrialPruned":      # a sweep stopped this trial early: not a failure
-                self.client.set_tag(run_id, "pruned", "1")
-            self.client.set_terminated(run_id, status="KILLED" if _interrupted() else "FAILED")
+            beat.stop()
+            pruned = type(e).__name__ == "TrialPruned"   # a sweep stopped this trial early: not a failure
+            try:
+                if pruned:
+                    self.client.set_tag(run_id, "pruned", "1")
+                else:
+                    self.client.set_tag(run_id, "error", error_message(e))
+                self.client.set_terminated(run_id, status="KILLED" if _interrupted() else "FAILED")
+            except Exception:   # noqa: BLE001 - keep the original error; the next command reaps the run
+                pass
             raise
+        beat.stop()
         self.client.set_terminated(run_id, status="FINISHED")
 
 
