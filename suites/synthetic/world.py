@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -322,12 +323,40 @@ def _generate_scene(params: dict, out_dir: str, scene_index: int) -> int:
     return scene_index
 
 
-def _worker_init() -> None:
+def _worker_init(parent_pid: int | None = None) -> None:
     # the worker processes are the parallel unit: one BLAS/OpenMP thread each. Mesa's
     # llvmpipe rasteriser threads (LP_NUM_THREADS) are left at Mesa's default: forcing 0 or 1
     # was not faster on a loaded 2-core machine (benchmarks/world_throughput.py --lp-threads).
     for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(k, "1")
+    if parent_pid is not None:
+        _die_with_parent(parent_pid)
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """A worker must not outlive the process that started it (a kill -9 of ``demo`` would otherwise leave
+    workers rendering the queued scenes for minutes). Linux: the kernel sends SIGKILL when the parent dies
+    (PR_SET_PDEATHSIG); elsewhere a daemon thread polls the parent pid. The parent may already be gone."""
+    import signal
+    import threading
+
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != parent_pid:  # died before the signal was armed
+        os._exit(1)
+
+    def watch() -> None:
+        while True:
+            time.sleep(1.0)
+            if os.getppid() != parent_pid:
+                os._exit(1)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
 # ------------------------------------------------------------------------- public API
@@ -378,7 +407,7 @@ def generate_world(cfg: WorldConfig, out_dir, workers: int = 2, progress: bool =
                 from concurrent.futures import ProcessPoolExecutor, as_completed
 
                 ctx = mp.get_context("spawn")
-                with ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=ctx, initializer=_worker_init) as ex:
+                with ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=ctx, initializer=_worker_init, initargs=(os.getpid(),)) as ex:
                     futs = [ex.submit(_generate_scene, params, str(out), i) for i in todo]
                     try:
                         for fut in as_completed(futs):
