@@ -52,20 +52,33 @@ def test_pixel_answers_agree_with_depth_maps(samples, qa_world):
     from suites.synthetic.world import load_view
 
     cache = {}
+    n_dist = 0
     for rec in samples:
         key = rec["meta"]["source_views"][0]
         if key not in cache:
             s, v = key.split("/")
-            cache[key] = load_view(qa_world, s, int(v)).depth
-        depth = cache[key]
+            view = load_view(qa_world, s, int(v))
+            cache[key] = (view.depth, view.K)
+        depth, K = cache[key]
         for (q, a), t in zip(_pairs(rec), rec["meta"]["turns"]):
             vals = t.get("values", {})
-            if t["family"] == "point_depth":
+            if t["family"] in ("point_depth", "point_distance"):
                 u, v = (int(x) for x in vals["point"])
                 assert depth[v, u] == pytest.approx(vals["depth"], rel=1e-6)
-                assert _len(a)[-1] == pytest.approx(vals["depth"], abs=0.0051)
                 H, W = depth.shape
                 assert f"({(u + 0.5) / W:.3f}, {(v + 0.5) / H:.3f})" in q
+            if t["family"] == "point_depth":
+                # asked for depth: answered with z of the depth map, never with "distance from the camera"
+                assert "distance" not in q and "far" not in q and "from the camera" not in a
+                assert _len(a)[-1] == pytest.approx(vals["depth"], abs=0.0051)
+            elif t["family"] == "point_distance":
+                # asked how far: answered with the Euclidean distance camera centre -> point (from K and z)
+                n_dist += 1
+                z = float(depth[v, u])
+                ray = np.array([(u - K[0, 2]) / K[0, 0], (v - K[1, 2]) / K[1, 1], 1.0])
+                euclid = z * float(np.linalg.norm(ray))
+                assert _len(a)[-1] == pytest.approx(euclid, abs=0.0051)
+                assert vals["distance"] == pytest.approx(euclid, rel=1e-6)
             elif t["family"] == "point_closer":
                 assert (vals["za"] < vals["zb"]) == vals["truth"]
                 assert a.split(",")[0] in (("Yes", "Indeed", "Correct") if vals["truth"] else ("No", "In fact", "Incorrect"))
@@ -73,6 +86,7 @@ def test_pixel_answers_agree_with_depth_maps(samples, qa_world):
             elif t["family"] == "point_which_closer":
                 assert vals["z_closer"] < vals["z_farther"]
                 assert a.startswith(f"Point {vals['closer']}")
+    assert n_dist > 0
 
 
 def test_object_and_scene_answers_agree_with_boxes(samples):
@@ -93,7 +107,7 @@ def test_object_and_scene_answers_agree_with_boxes(samples):
                     np.testing.assert_allclose(c, cv, atol=0.0051)
                     centers[oid] = c
             elif t["family"] == "cube_extent":
-                np.testing.assert_allclose(_len(a), vals["size_whd"], atol=0.0051)
+                np.testing.assert_allclose(_len(a), vals["size_wdh"], atol=0.0051)
             elif t["family"] in ("left", "right"):
                 n_pred += 1
                 xa, xb = vals["a_cam"][0], vals["b_cam"][0]
@@ -334,3 +348,97 @@ def test_formatting():
     assert T.fmt_len(0.456) == "46 cm" and T.fmt_len(0.996) == "1.00 m" and T.fmt_len(2.345) == "2.35 m" or T.fmt_len(2.345) == "2.34 m"
     assert T.rounded_len(0.456) == 0.46
     assert T.fmt_vec([0.1234, -1.0, 2]) == "(0.12, -1.00, 2.00) m"
+
+
+def _scannet_with_2d_labels(qa_world, root):
+    """ScanNet layout plus ScanNet's 2D export (instance-filt/ + label-filt/ PNGs) with label ids 100 + the
+    world's category id; returns {label id: category} for the label map."""
+    from PIL import Image
+    from suites.synthetic.world import load_view
+    from suites.synthetic.writers import write_scannet
+
+    write_scannet(qa_world, root, val_fraction=0.34)
+    names = {}
+    for sd in sorted((root / "scannet_2d").iterdir()):
+        s = int(sd.name[len("scene"):len("scene") + 4])
+        (sd / "instance-filt").mkdir()
+        (sd / "label-filt").mkdir()
+        for img in (sd / "color").iterdir():
+            view = load_view(qa_world, s, int(img.stem))
+            lab = np.zeros(view.instance.shape, np.uint16)
+            for o in view.objects:
+                lab[view.instance == o.instance_id] = 100 + o.category_id
+                names[100 + o.category_id] = o.category
+            Image.fromarray(view.instance.astype(np.uint8)).save(sd / "instance-filt" / f"{img.stem}.png")
+            Image.fromarray(lab.astype(np.uint16)).save(sd / "label-filt" / f"{img.stem}.png")
+    return names
+
+
+def _write_label_map(path, names):
+    rows = ["id\traw_category\tcategory\tcount\tnyu40id"] + [f"{i}\t{c} raw\t{c}\t1\t0" for i, c in sorted(names.items())]
+    path.write_text("\n".join(rows) + "\n")
+
+
+def _categories_vs_world(recs, qa_world):
+    """Every object named in the object-level turns has the world's category of that instance."""
+    from suites.synthetic.world import load_view
+
+    checked = 0
+    for r in recs:
+        scene, frame = r["meta"]["source_views"][0].split("/")
+        view = load_view(qa_world, int(scene[len("scene"):len("scene") + 4]), int(frame), arrays=False)
+        cats = {o.instance_id: o.category for o in view.objects}
+        for (q, a), t in zip(_pairs(r), r["meta"]["turns"]):
+            if t["family"] == "cube_center":
+                assert f"the {cats[t['values']['object']]} in region" in q
+                checked += 1
+    return checked
+
+
+def test_scannet_label_map_names_categories(qa_world, tmp_path):
+    from encoders.spatialboost.qa.cli import main
+
+    root = tmp_path / "scannet"
+    names = _scannet_with_2d_labels(qa_world, root)
+    # no label map: categories are ScanNet ids, and the card (and the CLI) say why
+    out = generate_dataset(root, tmp_path / "nomap", QAOptions(samples=6), progress=False)
+    card = json.loads((out / CARD_FILE).read_text())
+    assert any("scannetv2-labels.combined.tsv not found" in n for n in card["source"]["notes"])
+    text = (out / DATA_FILE).read_text()
+    assert re.search(r"the object 1\d\d in region", text)
+    # the map given by path
+    tsv = tmp_path / "labels.tsv"
+    _write_label_map(tsv, names)
+    recs = list(iter_samples(root, QAOptions(samples=12, seed=1, label_map=str(tsv))))
+    assert "object 1" not in json.dumps(recs)
+    assert _categories_vs_world(recs, qa_world) > 0
+    # ... or found beside the scenes
+    _write_label_map(root / "scannetv2-labels.combined.tsv", names)
+    out = generate_dataset(root, tmp_path / "beside", QAOptions(samples=6), progress=False)
+    card = json.loads((out / CARD_FILE).read_text())
+    assert card["source"]["notes"] == [] and "object 1" not in (out / DATA_FILE).read_text()
+    # bad input: a missing map given by path, a file that is not the label map
+    assert main(["data", "generate", "--world", str(root), "--out", str(tmp_path / "x"), "--no-progress",
+                 "--label-map", str(tmp_path / "nope.tsv")]) == 2
+    (tmp_path / "bad.tsv").write_text("a\tb\n1\t2\n")
+    with pytest.raises(ValueError, match="not ScanNet's label map"):
+        list(iter_samples(root, QAOptions(samples=1, label_map=str(tmp_path / "bad.tsv"))))
+
+
+def test_cli_generate_without_samples_shows_progress(qa_world, tmp_path):
+    """`spatialboost data generate --world DIR --out DIR` (no --samples, progress bar on): one sample per view."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from suites.synthetic.world import list_views
+
+    exe = Path(sys.executable).parent / "spatialboost"
+    res = subprocess.run([str(exe), "data", "generate", "--world", str(qa_world), "--out", str(tmp_path / "o")],
+                         capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "spatial QA (cot" in res.stderr          # the bar ran (it counts without a total)
+    lines = (tmp_path / "o" / DATA_FILE).read_text().splitlines()
+    card = json.loads((tmp_path / "o" / CARD_FILE).read_text())
+    assert len(lines) == card["samples"] == len(list_views(qa_world)) - sum(card["skipped"].values())
+    assert f"{len(lines)} samples ->" in res.stdout

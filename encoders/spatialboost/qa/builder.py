@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from . import geometry as G
 from . import templates as T
 from .options import QAOptions
 from .scene import SceneObject, ViewGeometry
@@ -118,7 +119,7 @@ class TemplateCaptioner:
         nm = _Namer(ctx)
         by_depth = sorted(objs, key=lambda o: o.center_cam[2])[:4]
         first = by_depth[0]
-        parts = [f"Closest to the viewer is the {nm.short(first)}, at a depth of about {T.fmt_len(first.center_cam[2])}"]
+        parts = [f"Nearest in depth is the {nm.short(first)}, at a depth of about {T.fmt_len(first.center_cam[2])}"]
         rest = [f"the {nm.short(o)} ({T.fmt_len(o.center_cam[2])})" for o in by_depth[1:]]
         if rest:
             parts[0] += ", followed by " + (rest[0] if len(rest) == 1 else ", ".join(rest[:-1]) + " and " + rest[-1])
@@ -143,35 +144,48 @@ def _pix_turns(ctx: SceneContext, A: SceneObject, B: SceneObject, rng, opt: QAOp
     others = [o.uvz for o in ctx.objects if o is not A and o is not B and o.uvz is not None and len(o.uvz)]
     pools.append(others[int(rng.integers(len(others)))] if others and rng.random() < 0.6 else g.uvz)
 
+    def rng_of(p) -> float:
+        """Euclidean distance camera centre -> the back-projected point (what "how far" asks)."""
+        return float(np.linalg.norm(G.backproject_pixels(p[0], p[1], p[2], g.K)))
+
     def pick(pool, avoid=()):
+        # a new point must differ in depth from the earlier ones by a clear margin, and depth order and
+        # distance order must agree, so "closer to the viewer" is true under either reading
         idx = rng.permutation(len(pool))
         for i in idx:
             z = pool[i, 2]
-            if all(abs(z - a) >= max(DEPTH_MARGIN, 0.03 * min(z, a)) for a in avoid):
+            r = rng_of(pool[i])
+            if all(abs(z - a) >= max(DEPTH_MARGIN, 0.03 * min(z, a)) and (z - a) * (r - ra) > 0 for a, ra in avoid):
                 return pool[i]
         return None
 
     p1 = pick(pools[0])
-    p2 = pick(pools[1], (p1[2],))
+    p2 = pick(pools[1], ((p1[2], rng_of(p1)),))
     if p2 is None:
-        p2 = pick(g.uvz, (p1[2],))
+        p2 = pick(g.uvz, ((p1[2], rng_of(p1)),))
     if p2 is None:
         raise Skip("no two query points with distinct depths")
-    p3 = pick(pools[2], (p1[2], p2[2]))
+    avoid = ((p1[2], rng_of(p1)), (p2[2], rng_of(p2)))
+    p3 = pick(pools[2], avoid)
     if p3 is None:
-        p3 = pick(g.uvz, (p1[2], p2[2]))
+        p3 = pick(g.uvz, avoid)
     if p3 is None:
         raise Skip("no three query points with distinct depths")
     pts = [p1, p2, p3]
     names = [_point_str(p[0], p[1], g.size, opt.point_format) for p in pts]
 
     def depth_turn(i):
-        fam = T.PIXEL["point_depth"]
-        X = T.fmt_len(pts[i][2])
+        # "depth" questions are answered with z (the depth map); "how far" questions with the Euclidean
+        # distance from the camera centre
+        dist = rng.random() < 0.35
+        family = "point_distance" if dist else "point_depth"
+        fam = T.PIXEL[family]
+        value = rng_of(pts[i]) if dist else float(pts[i][2])
+        X = T.fmt_len(value)
         q = mv_prefix + _choice(rng, fam["q"]).format(A=names[i])
         a = _cap(_choice(rng, fam["a"]).format(A=names[i], X=X))
-        return Turn("pix", "point_depth", q, a, {"point": [float(pts[i][0]), float(pts[i][1])], "depth": float(pts[i][2]),
-                                                 "stated": T.rounded_len(pts[i][2])})
+        return Turn("pix", family, q, a, {"point": [float(pts[i][0]), float(pts[i][1])], "depth": float(pts[i][2]),
+                                          "distance": rng_of(pts[i]), "stated": T.rounded_len(value)})
 
     def compare_turn(i, j):
         if rng.random() < 0.5:
@@ -202,7 +216,11 @@ def _predicate(A: SceneObject, B: SceneObject, rng):
         "z": float(A.center_cam[2] - B.center_cam[2]),  # depth from the viewer
     }
     clear = [k for k, v in d.items() if abs(v) >= PRED_MARGIN]
-    axis = _choice(rng, clear) if clear else "x"
+    # "behind" / "farther from the viewer" must hold for depth (z) and for distance from the camera alike
+    dr = float(np.linalg.norm(A.center_cam) - np.linalg.norm(B.center_cam))
+    if "z" in clear and d["z"] * dr <= 0:
+        clear.remove("z")
+    axis = _choice(rng, clear) if clear else max(("x", "y"), key=lambda k: abs(d[k]))
     pred = _choice(rng, {"x": ("left", "right"), "y": ("above", "below"), "z": ("behind", "front")}[axis])
     return pred
 
@@ -241,10 +259,10 @@ def _obj_turns(ctx, A, B, rng, nm: _Namer) -> list[Turn]:
     def extent_turn(o):
         fam = T.OBJECT["cube_extent"]
         s = np.asarray(o.obb["size"])  # (major horizontal, up, minor horizontal)
-        whd = (s[0], s[2], s[1])
+        wdh = (s[0], s[2], s[1])       # width (major horizontal), depth (minor horizontal), height
         q = _choice(rng, fam["q"]).format(A=nm.full(o))
-        a = _cap(_choice(rng, fam["a"]).format(A="the " + nm.short(o), X=T.fmt_size(whd)))
-        return Turn("obj", "cube_extent", q, a, {"object": o.instance_id, "size_whd": [float(x) for x in whd]})
+        a = _cap(_choice(rng, fam["a"]).format(A="the " + nm.short(o), X=T.fmt_size(wdh)))
+        return Turn("obj", "cube_extent", q, a, {"object": o.instance_id, "size_wdh": [float(x) for x in wdh]})
 
     def predicate_turn():
         pred = _predicate(A, B, rng)

@@ -25,6 +25,9 @@ def add_data_parser(subparsers) -> argparse.ArgumentParser:
     g.add_argument("--metric", choices=["auto", "lpips", "ssim", "pose"], default="auto",
                    help="perceptual distance for view pairs")
     g.add_argument("--window", type=float, nargs=2, default=None, metavar=("LOW", "HIGH"))
+    g.add_argument("--label-map", default=None, metavar="TSV",
+                   help="ScanNet's scannetv2-labels.combined.tsv naming label-filt ids (default: looked for beside "
+                        "the scenes)")
     g.add_argument("--strict", action="store_true", help="stop on a bad view instead of skipping it")
     g.add_argument("--json", action="store_true", help="also write conversations.json (one JSON list)")
     g.add_argument("--tracking-uri", default=None, help="log the dataset as an MLflow artifact")
@@ -42,7 +45,8 @@ def run_generate(args) -> int:
     try:
         opt = QAOptions(task=args.task, order=args.order, levels=args.levels, views=args.views, samples=args.samples,
                         seed=args.seed, captions=not args.no_captions, metric=args.metric,
-                        window=tuple(args.window) if args.window else None, strict=args.strict)
+                        window=tuple(args.window) if args.window else None, strict=args.strict,
+                        label_map=args.label_map)
         out = generate_dataset(args.world, args.out, opt, progress=not args.no_progress,
                                tracking_uri=args.tracking_uri)
     except ValueError as e:
@@ -53,6 +57,8 @@ def run_generate(args) -> int:
     import json
 
     card = json.loads((Path(out) / "dataset_card.json").read_text())
+    for note in card["source"].get("notes", []):
+        print(f"warning: {note}", file=sys.stderr)
     print(f"{card['samples']} samples -> {Path(out) / DATA_FILE}; skipped: {card['skipped'] or 'none'}")
     return 0
 

@@ -59,7 +59,7 @@ class Generator:
 
     def __init__(self, source: Source | str | os.PathLike, options: QAOptions = QAOptions(),
                  estimators: Estimators | None = None, cache_size: int = 4096, metric=None):
-        self.source = source if isinstance(source, Source) else open_source(source)
+        self.source = source if isinstance(source, Source) else open_source(source, label_map=options.label_map)
         self.opt = options
         self.est = estimators or Estimators()
         self.stats = GenStats()
@@ -303,7 +303,8 @@ class Generator:
             "format": "llava-conversations-jsonl",
             "data_file": out_file or DATA_FILE,
             "source": {"path": str(Path(self.source.root).resolve()), "kind": self.source.kind,
-                       "fingerprint": self.source.fingerprint(), "image_root": str(Path(self.source.root).resolve())},
+                       "fingerprint": self.source.fingerprint(), "image_root": str(Path(self.source.root).resolve()),
+                       "notes": list(self.source.notes)},
             "options": self.opt.to_dict(),
             "seed": self.opt.seed,
             "estimators": self.est.describe(),
@@ -361,16 +362,17 @@ def generate_dataset(source_dir, out_dir, options: QAOptions = QAOptions(), prog
             if progress:
                 from tqdm import tqdm
 
+                # no --samples: the total is unknown until the units are listed, so the bar just counts
                 bar = tqdm(total=options.samples, desc=f"spatial QA ({options.task}, {options.views} view)", unit="sample")
             for rec in gen:
                 f.write(json.dumps(rec, separators=(",", ":")) + "\n")
-                if bar:
+                if bar is not None:     # (a tqdm without total has no truth value: `if bar` raises)
                     bar.update(1)
                     if gen.stats.skipped:
                         bar.set_postfix(skipped=sum(gen.stats.skipped.values()), refresh=False)
         os.replace(tmp, final)
     finally:
-        if bar:
+        if bar is not None:
             bar.close()
         if tmp.exists():
             tmp.unlink()

@@ -32,6 +32,8 @@ class QAOptions:
     * ``rationale``: in forward order the scene-level answer recalls the centres found earlier (CoT).
     * ``metric``/``window``: perceptual distance for view pairs (None window = metric default).
     * ``strict``: raise on a bad view instead of counting it as a skip.
+    * ``label_map``: ScanNet's ``scannetv2-labels.combined.tsv`` naming the ``label-filt`` ids (None = look
+      beside the scenes; without one, categories read "object <id>" and the card says so).
     """
 
     task: str = "cot"
@@ -49,6 +51,7 @@ class QAOptions:
     window: tuple[float, float] | None = None
     strict: bool = False
     dense_backprojection: bool = True
+    label_map: str | None = None
 
     def __post_init__(self):
         def bad(name, why):

@@ -8,6 +8,7 @@ names the file); the dataset builder counts them as skips or re-raises them in s
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,7 +19,9 @@ from .estimators import Estimators, default_intrinsics
 __all__ = ["ViewRef", "Observation", "ViewError", "Source", "WorldSource", "ScanNetSource", "ImageFolderSource",
            "open_source"]
 
+log = logging.getLogger(__name__)
 IMAGE_EXT = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+SCANNET_LABEL_MAP = "scannetv2-labels.combined.tsv"
 
 
 class ViewError(ValueError):
@@ -66,6 +69,7 @@ def _read_image(path: Path, mode=None) -> np.ndarray:
 class Source:
     root: Path
     kind: str = "?"
+    notes: tuple | list = ()  # what the reader could not do (e.g. no label map); copied into the dataset card
 
     def refs(self) -> list[ViewRef]:
         raise NotImplementedError
@@ -142,13 +146,25 @@ class ScanNetSource(Source):
 
     kind = "scannet"
 
-    def __init__(self, root, depth_scale: float = 1000.0):
+    def __init__(self, root, depth_scale: float = 1000.0, label_map: str | Path | None = None):
         self.root = Path(root)
         self.d2 = self.root / "scannet_2d"
         if not self.d2.is_dir():
             raise ValueError(f"{self.root}: no scannet_2d/ folder")
         self.depth_scale = depth_scale
         self._clouds: dict = {}
+        self.notes = []
+        # label-filt/ images hold ScanNet label ids; scannetv2-labels.combined.tsv names them
+        self.label_map_path = find_scannet_label_map(self.root, label_map)
+        self.label_map = read_scannet_label_map(self.label_map_path) if self.label_map_path else {}
+        if self.label_map_path is None and any((sd / "label-filt").is_dir() for sd in self.d2.iterdir()):
+            self.notes.append(f"ScanNet label map {SCANNET_LABEL_MAP} not found (give it with --label-map, or put it "
+                              f"in {self.root} or {self.d2}): label-filt categories are named 'object <label id>'")
+            log.warning(self.notes[-1])
+
+    def category(self, label_id: int) -> str:
+        name = self.label_map.get(int(label_id))
+        return name if name else f"object {int(label_id)}"
 
     def refs(self) -> list[ViewRef]:
         out = []
@@ -218,12 +234,49 @@ class ScanNetSource(Source):
             if lp.is_file():
                 lab = _read_image(lp).astype(np.int32)
                 for i in np.unique(inst[inst > 0]):
-                    labels[int(i)] = f"object {int(np.bincount(lab[inst == i]).argmax())}"
+                    labels[int(i)] = self.category(int(np.bincount(lab[inst == i]).argmax()))
         else:
             cl = self._cloud(ref.group)
             if cl is not None and T is not None:
                 inst, labels = _project_instances(cl, depth, K, T)
         return Observation(ref, rgb, depth, inst, labels, K, T, files={"rgb": str(self.root / ref.image), "depth": str(dp)})
+
+
+def find_scannet_label_map(root: Path, given: str | Path | None = None) -> Path | None:
+    """The label map given by path (must exist), else ``scannetv2-labels.combined.tsv`` beside the scenes
+    (in the root, ``scannet_2d/`` or the root's parent); None when there is none."""
+    if given:
+        p = Path(given).expanduser()
+        if p.is_dir():
+            p = p / SCANNET_LABEL_MAP
+        if not p.is_file():
+            raise ValueError(f"ScanNet label map '{p}' does not exist")
+        return p
+    for d in (root, root / "scannet_2d", root.parent):
+        if (d / SCANNET_LABEL_MAP).is_file():
+            return d / SCANNET_LABEL_MAP
+    return None
+
+
+def read_scannet_label_map(path: Path) -> dict[int, str]:
+    """``id -> category`` from ScanNet's ``scannetv2-labels.combined.tsv`` (tab-separated, header row with
+    ``id``, ``raw_category``, ``category``, ...); ``category`` falls back to ``raw_category`` when empty."""
+    import csv
+
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = csv.DictReader(f, delimiter="\t")
+        cols = set(rows.fieldnames or ())
+        if "id" not in cols or not cols & {"category", "raw_category"}:
+            raise ValueError(f"{path}: not ScanNet's label map (needs the tab-separated columns 'id' and "
+                             f"'category'; found {sorted(cols)[:6]})")
+        out = {}
+        for r in rows:
+            try:
+                i = int(r["id"])
+            except (TypeError, ValueError):
+                raise ValueError(f"{path}: line {rows.line_num}: id {r['id']!r} is not an integer") from None
+            out[i] = (r.get("category") or r.get("raw_category") or "").strip()
+    return out
 
 
 def _project_instances(cloud, depth, K, T, tol: float = 0.05):
@@ -274,12 +327,12 @@ class ImageFolderSource(Source):
         return Observation(ref, rgb, None, None, {}, None, None, files={"rgb": str(self.root / ref.image)})
 
 
-def open_source(path) -> Source:
+def open_source(path, label_map: str | Path | None = None) -> Source:
     p = Path(path)
     if (p / "world.json").is_file():
         return WorldSource(p)
     if (p / "scannet_2d").is_dir():
-        return ScanNetSource(p)
+        return ScanNetSource(p, label_map=label_map)
     if p.is_dir():
         return ImageFolderSource(p)
     raise ValueError(f"{p}: not a synthetic world, a ScanNet-format folder or an image folder")

@@ -8,18 +8,29 @@ __all__ = ["PIXEL", "OBJECT", "SCENE", "CAPTION", "MVQA", "FAMILIES", "fmt_len",
 
 # ------------------------------------------------------------------------- pixel level (Table 12)
 PIXEL = {
+    # depth = z along the camera's optical axis (what the depth map holds)
     "point_depth": {
         "q": [
             "What is the depth value at pixel point {A}?",
-            "How far away is point {A}?",
             "Tell me the depth of point {A}.",
             "How deep is the scene at point {A}?",
+            "Estimate the depth (along the camera's viewing axis) of the surface at point {A}.",
+        ],
+        "a": [
+            "It is {X}.",
+            "Depth value of point {A} is {X}.",
+            "The surface at point {A} has a depth of {X}.",
+        ],
+    },
+    # distance = Euclidean distance from the camera centre to the 3D point (not the depth)
+    "point_distance": {
+        "q": [
+            "How far away is point {A}?",
             "Estimate the distance from the camera to the surface at point {A}.",
         ],
         "a": [
             "{X} away.",
             "It is {X}.",
-            "Depth value of point {A} is {X}.",
             "The surface at point {A} is {X} from the camera.",
         ],
     },
@@ -51,7 +62,7 @@ PIXEL = {
         "a": [
             "Point {W} is closer to the viewer than point {F}.",
             "Point {W} has a smaller depth value than point {F}.",
-            "Point {W} is at {X} and point {F} at {Y}, so point {W} is closer.",
+            "Point {W} is at a depth of {X} and point {F} at {Y}, so point {W} is closer.",
         ],
     },
 }
@@ -189,7 +200,7 @@ MVQA = {
         "Which of these objects appears only in the second image?",
     ],
     "closest_q": [
-        "Considering both images, which object is closest to the camera of the second image?",
+        "Which of these objects has the smallest depth (along the viewing axis) in the second image?",
     ],
     "adv_q": [
         "Where is the {A} in the second image?",
@@ -216,8 +227,9 @@ def fmt_vec(v) -> str:
     return "(" + ", ".join(f"{float(a):.2f}" for a in v) + ") m"
 
 
-def fmt_size(size_whd) -> str:
-    w, d, h = (float(a) for a in size_whd)
+def fmt_size(size_wdh) -> str:
+    """``(width, depth, height)``: the two horizontal extents (major, minor) and the vertical one."""
+    w, d, h = (float(a) for a in size_wdh)
     return f"{fmt_len(w)} wide, {fmt_len(d)} deep and {fmt_len(h)} tall"
 
 
