@@ -6,6 +6,7 @@ message that says what to pass instead.
 from __future__ import annotations
 
 import json
+import pickle
 from pathlib import Path
 
 import torch
@@ -79,7 +80,7 @@ def build_timm(target: str, opts: dict, spec: str) -> Encoder:
             f"state dict for timm '{target}'), or ?random=1 for a randomly initialised model.")
     try:
         model = timm.create_model(target, pretrained=False, num_classes=0, **kwargs)
-    except RuntimeError as e:
+    except (RuntimeError, TypeError) as e:   # TypeError: an option that is not a create_model keyword
         raise EncoderSpecError(f"'{spec}': timm cannot build '{target}': {e}") from None
     if ckpt:
         load_into(model, ckpt, opts.get("remap"))
@@ -167,13 +168,23 @@ def build_hf(target: str, opts: dict, spec: str) -> Encoder:
         raise EncoderSpecError(
             f"'{spec}': '{target}' is not a local folder. Weights are never downloaded at run time: "
             f"fetch them once (e.g. `huggingface-cli download {target} --local-dir DIR`) and pass hf:DIR.")
-    cfg = AutoConfig.from_pretrained(path, local_files_only=True)
-    if cfg.model_type == "clip":
-        model = CLIPVisionModel.from_pretrained(path, local_files_only=True)
-    elif cfg.model_type == "siglip":
-        model = SiglipVisionModel.from_pretrained(path, local_files_only=True)
-    else:
-        model = AutoModel.from_pretrained(path, local_files_only=True)
+    if not (path / "config.json").is_file():
+        raise EncoderSpecError(f"'{spec}': folder '{path}' has no config.json (save the model with "
+                               "save_pretrained, which writes config.json beside the weights)")
+    try:
+        cfg = AutoConfig.from_pretrained(path, local_files_only=True)
+    except (OSError, ValueError) as e:
+        raise EncoderSpecError(f"'{spec}': '{path / 'config.json'}' is not a usable model config: "
+                               f"{str(e).splitlines()[0]}") from None
+    loader = {"clip": CLIPVisionModel, "siglip": SiglipVisionModel}.get(cfg.model_type, AutoModel)
+    try:
+        model = loader.from_pretrained(path, local_files_only=True)
+    except pickle.UnpicklingError as e:   # torch.load(weights_only=True) refused code in the checkpoint
+        raise EncoderSpecError(f"'{spec}': the weights in '{path}' hold Python objects that could run code "
+                               f"and were refused ({str(e).splitlines()[-1][:200]}); use safetensors") from None
+    except (OSError, ValueError) as e:
+        raise EncoderSpecError(f"'{spec}': cannot load the weights in '{path}': "
+                               f"{str(e).splitlines()[0]}") from None
     pre = _read_preprocessor(path)
     size = opts.get("img_size")
     return HFVisionEncoder(model, spec, image_size=int(size) if size else None,
