@@ -83,8 +83,17 @@ def build_timm(target: str, opts: dict, spec: str) -> Encoder:
     except (RuntimeError, TypeError) as e:   # TypeError: an option that is not a create_model keyword
         raise EncoderSpecError(f"'{spec}': timm cannot build '{target}': {e}") from None
     if ckpt:
-        load_into(model, ckpt, opts.get("remap"))
+        load_into(model, ckpt, opts.get("remap"), filter_fn=_timm_filter(model))
     return TimmEncoder(model, spec)
+
+
+def _timm_filter(model: nn.Module):
+    """The ``checkpoint_filter_fn`` of the timm module that defines the model's class (what timm itself
+    applies to pretrained weights): it knows the published layouts (DINOv2/DINOv3 hub ``.pth``, OpenAI
+    CLIP, open_clip trunks) and resamples position tables to the model's grid."""
+    import sys
+    fn = getattr(sys.modules.get(type(model).__module__), "checkpoint_filter_fn", None)
+    return fn if callable(fn) else None
 
 
 # ---------------------------------------------------------------------------------- Hugging Face
@@ -287,7 +296,13 @@ def build_torchhub(target: str, opts: dict, spec: str) -> Encoder:
     if not (repo_dir / "hubconf.py").is_file():
         raise EncoderSpecError(f"'{spec}': '{repo_dir}' is not a local torch.hub repo (no hubconf.py); "
                                "clone it once and pass its folder")
-    model = torch.hub.load(str(repo_dir), entry, source="local", pretrained=False)
+    # any other option is a keyword of the hub entry (the DINOv2/DINOv3 entries pass them to the model)
+    kwargs = {k: _literal(v) for k, v in opts.items() if k not in ("ckpt", "remap", "random", "img_size")}
+    try:
+        model = torch.hub.load(str(repo_dir), entry, source="local", pretrained=False, **kwargs)
+    except TypeError as e:
+        raise EncoderSpecError(f"'{spec}': the hub entry '{entry}' rejects the options "
+                               f"{sorted(kwargs)}: {e}") from None
     if opts.get("ckpt"):
         load_into(model, opts["ckpt"], opts.get("remap"))
     elif not _flag(opts, "random"):

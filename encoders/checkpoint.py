@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Mapping
+from typing import Callable, Mapping
 
 import torch
 from torch import nn
@@ -55,8 +55,14 @@ def remap_keys(sd: Mapping[str, torch.Tensor], rules: list[tuple[str, str]]) -> 
 
 
 def load_into(model: nn.Module, path: str | Path, remap: str | None = None, *,
-              auto_prefixes: tuple[str, ...] = ("module.", "backbone.", "encoder.", "visual.")) -> None:
-    """Load a checkpoint into ``model``; any missing, unexpected or mis-shaped key is an error that lists them."""
+              auto_prefixes: tuple[str, ...] = ("module.", "backbone.", "encoder.", "visual."),
+              filter_fn: Callable | None = None) -> None:
+    """Load a checkpoint into ``model``; any missing, unexpected or mis-shaped key is an error that lists them.
+
+    ``filter_fn(state_dict, model) -> state_dict`` is the library's own converter of published layouts
+    (timm's ``checkpoint_filter_fn``: DINOv2/DINOv3 hub checkpoints, OpenAI CLIP, position-table
+    resampling to the model's grid). It runs on the checkpoint as written and on each prefix-stripped
+    variant; whichever fits the model best is loaded, strictly."""
     sd = read_state_dict(path)
     rules = []
     if remap:
@@ -68,13 +74,19 @@ def load_into(model: nn.Module, path: str | Path, remap: str | None = None, *,
     # a wrapper prefix (DDP's module., a full CLIP's visual., ...) is stripped when the keys under it
     # fit the model better than the checkpoint as a whole
     def fit(d):
-        return sum(1 for k, v in d.items() if k in own and tuple(own[k].shape) == tuple(v.shape))
-    best = sd
-    for prefix in auto_prefixes:
-        stripped = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
-        if stripped and fit(stripped) > fit(best):
-            best = stripped
-    sd = best
+        good = sum(1 for k, v in d.items() if k in own and tuple(own[k].shape) == tuple(v.shape))
+        return good, -len(set(d) ^ set(own))
+    candidates = [sd] + [{k[len(p):]: v for k, v in sd.items() if k.startswith(p)} for p in auto_prefixes]
+    candidates = [c for c in candidates if c]
+    if filter_fn is not None:
+        converted = []
+        for c in candidates:
+            try:
+                converted.append(filter_fn(dict(c), model))
+            except Exception:  # noqa: BLE001 - a converter that does not recognise the layout
+                continue
+        candidates = converted + candidates
+    sd = max(candidates, key=fit)
     missing = sorted(set(own) - set(sd))
     unexpected = sorted(set(sd) - set(own))
     shape = sorted(k for k in set(own) & set(sd) if tuple(own[k].shape) != tuple(sd[k].shape))

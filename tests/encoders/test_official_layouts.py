@@ -1,0 +1,246 @@
+"""Checkpoints as users have them (#13.13): each family's official release layout, loaded through the
+documented spec, gives the same features as the same weights through another route.
+
+Weights come from the libraries' own model classes with tiny configs (Hugging Face folders are written by
+``save_pretrained``, so they are the published layout). The torch.hub ``.pth`` layouts of DINOv2/DINOv3
+are written from the same weights with the key names and shapes Meta publishes (``cls_token``,
+``pos_embed`` [1, 1+N, D], ``mask_token`` [1, D], ``blocks.N.attn.qkv``, ``blocks.N.ls1.gamma``; DINOv3:
+``storage_tokens``, ``rope_embed.periods``, ``blocks.N.attn.qkv.bias_mask``). When a clone of the real
+repo is named by ``SPATIALBOOST_DINOV2_REPO`` / ``SPATIALBOOST_DINOV3_REPO``, the layouts written here are
+also checked key-for-key against the real model class and loaded through ``torchhub:``.
+"""
+import os
+
+import pytest
+import torch
+
+from encoders.spec import build_encoder
+
+TOL = dict(rtol=1e-4, atol=1e-4)
+
+
+def _randomise(model, seed=0):
+    """Every parameter non-trivial (LayerScale, biases, norms), so a dropped or mis-mapped key shows."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for _, p in sorted(model.named_parameters()):
+            p.copy_(torch.randn(p.shape, generator=g) * 0.1 + (1.0 if p.ndim == 1 and "norm" in _ else 0.0))
+    return model
+
+
+def _features(spec, x, layers=(0, 1, -1), norm=True):
+    enc = build_encoder(spec)
+    with torch.no_grad():
+        return enc, enc(x, layers=list(layers), norm=norm)
+
+
+def _assert_same(a, b, layers=(0, 1, -1)):
+    torch.testing.assert_close(a.cls, b.cls, **TOL)
+    torch.testing.assert_close(a.patches, b.patches, **TOL)
+    for i in layers:
+        torch.testing.assert_close(a.layers[i].patches, b.layers[i].patches, **TOL)
+        torch.testing.assert_close(a.layers[i].cls, b.layers[i].cls, **TOL)
+
+
+# ----------------------------------------------------------------------------------------------- DINOv2
+def _dinov2_hf(tmp_path, registers=0):
+    from transformers import Dinov2Config, Dinov2Model, Dinov2WithRegistersConfig, Dinov2WithRegistersModel
+    kw = dict(hidden_size=48, num_hidden_layers=3, num_attention_heads=3, intermediate_size=192, patch_size=14,
+              image_size=70)
+    model = (Dinov2WithRegistersModel(Dinov2WithRegistersConfig(num_register_tokens=registers, **kw)) if registers
+             else Dinov2Model(Dinov2Config(**kw)))
+    _randomise(model)
+    model.save_pretrained(tmp_path / "hf-dinov2")
+    return model
+
+
+def _hf_vit_to_meta(sd, depth, prefix="encoder.layer.", registers=None):
+    """HF (in-memory names) -> Meta hub layout: the mapping of transformers' DINOv2 conversion script, reversed."""
+    e = "embeddings."
+    out = {"cls_token": sd[e + "cls_token"], "pos_embed": sd[e + "position_embeddings"],
+           "mask_token": sd[e + "mask_token"].reshape(1, -1),
+           "patch_embed.proj.weight": sd[e + "patch_embeddings.projection.weight"],
+           "patch_embed.proj.bias": sd[e + "patch_embeddings.projection.bias"],
+           "norm.weight": sd["layernorm.weight"], "norm.bias": sd["layernorm.bias"]}
+    if registers is not None:
+        out["register_tokens"] = sd[e + "register_tokens"]
+    for i in range(depth):
+        p, b = f"{prefix}{i}.", f"blocks.{i}."
+        out[b + "attn.qkv.weight"] = torch.cat([sd[p + f"attention.{t}_proj.weight"] for t in "qkv"])
+        out[b + "attn.qkv.bias"] = torch.cat([sd[p + f"attention.{t}_proj.bias"] for t in "qkv"])
+        out[b + "attn.proj.weight"] = sd[p + "attention.o_proj.weight"]
+        out[b + "attn.proj.bias"] = sd[p + "attention.o_proj.bias"]
+        for j in (1, 2):
+            for w in ("weight", "bias"):
+                out[b + f"norm{j}.{w}"] = sd[p + f"norm{j}.{w}"]
+                out[b + f"mlp.fc{j}.{w}"] = sd[p + f"mlp.fc{j}.{w}"]
+            out[b + f"ls{j}.gamma"] = sd[p + f"layer_scale{j}.lambda1"]
+    return {k: v.clone().contiguous() for k, v in out.items()}
+
+
+DINOV2_TIMM = "timm:vit_small_patch14_dinov2?ckpt={ckpt}&depth=3&embed_dim=48&num_heads=3"
+
+
+def test_dinov2_meta_pth_loads_with_the_readme_spec_and_matches_hf(tmp_path):
+    model = _dinov2_hf(tmp_path)
+    meta = _hf_vit_to_meta(model.state_dict(), 3)
+    assert meta["pos_embed"].shape == (1, 1 + 25, 48) and meta["mask_token"].shape == (1, 48)
+    torch.save(meta, tmp_path / "dinov2_vits14_pretrain.pth")
+    x = torch.randn(2, 3, 70, 70, generator=torch.Generator().manual_seed(0))
+    spec = DINOV2_TIMM.format(ckpt=tmp_path / "dinov2_vits14_pretrain.pth") + "&img_size=70"
+    _, timm_out = _features(spec, x)
+    _, hf_out = _features(f"hf:{tmp_path / 'hf-dinov2'}?img_size=70", x)
+    _assert_same(timm_out, hf_out)
+    _, timm_raw = _features(spec, x, norm=False)
+    _, hf_raw = _features(f"hf:{tmp_path / 'hf-dinov2'}?img_size=70", x, norm=False)
+    _assert_same(timm_raw, hf_raw)
+    # safetensors of the same layout too
+    from safetensors.torch import save_file
+    save_file(meta, tmp_path / "dinov2.safetensors")
+    _, st_out = _features(spec.replace("dinov2_vits14_pretrain.pth", "dinov2.safetensors"), x)
+    _assert_same(st_out, hf_out)
+
+
+def test_dinov2_meta_pth_at_another_resolution_resamples_the_position_table(tmp_path):
+    model = _dinov2_hf(tmp_path)
+    torch.save(_hf_vit_to_meta(model.state_dict(), 3), tmp_path / "d.pth")
+    enc = build_encoder(DINOV2_TIMM.format(ckpt=tmp_path / "d.pth") + "&img_size=42")
+    assert enc.model.pos_embed.shape == (1, 1 + 9, 48) and enc.info.image_size == (42, 42)
+    ref = build_encoder(DINOV2_TIMM.format(ckpt=tmp_path / "d.pth") + "&img_size=70")
+    for k, v in ref.model.state_dict().items():   # everything else is the checkpoint's
+        if k != "pos_embed":
+            assert torch.equal(v, enc.model.state_dict()[k]), k
+    with torch.no_grad():
+        out = enc(torch.randn(1, 3, 42, 42), layers=[0])
+    assert out.patches.shape == (1, 3, 3, 48)
+
+
+def test_dinov2_with_registers_meta_layout(tmp_path):
+    model = _dinov2_hf(tmp_path, registers=4)
+    meta = _hf_vit_to_meta(model.state_dict(), 3, registers=4)
+    torch.save(meta, tmp_path / "dinov2_vits14_reg4_pretrain.pth")
+    x = torch.randn(2, 3, 70, 70, generator=torch.Generator().manual_seed(0))
+    spec = ("timm:vit_small_patch14_reg4_dinov2?ckpt={}&depth=3&embed_dim=48&num_heads=3&img_size=70"
+            .format(tmp_path / "dinov2_vits14_reg4_pretrain.pth"))
+    enc, timm_out = _features(spec, x)
+    assert enc.info.num_prefix_tokens == 5
+    hf_enc, hf_out = _features(f"hf:{tmp_path / 'hf-dinov2'}?img_size=70", x)
+    assert hf_enc.info.num_prefix_tokens == 5
+    _assert_same(timm_out, hf_out)
+
+
+# ----------------------------------------------------------------------------------------------- DINOv3
+def _dinov3_hf(tmp_path):
+    from transformers import DINOv3ViTConfig, DINOv3ViTModel
+    cfg = DINOv3ViTConfig(hidden_size=48, num_hidden_layers=3, num_attention_heads=3, intermediate_size=192,
+                          patch_size=16, image_size=64, num_register_tokens=4, key_bias=False)
+    model = _randomise(DINOv3ViTModel(cfg))
+    model.save_pretrained(tmp_path / "hf-dinov3")
+    return model
+
+
+def _dinov3_hf_to_meta(sd, depth, heads):
+    """HF DINOv3ViTModel -> the dinov3 repo's ``.pth`` layout (``dinov3_vits16_pretrain_lvd1689m-*.pth``)."""
+    e = "embeddings."
+    d = sd[e + "cls_token"].shape[-1]
+    head_dim = d // heads
+    out = {"cls_token": sd[e + "cls_token"], "storage_tokens": sd[e + "register_tokens"],
+           "mask_token": sd[e + "mask_token"].reshape(1, d),
+           "patch_embed.proj.weight": sd[e + "patch_embeddings.weight"],
+           "patch_embed.proj.bias": sd[e + "patch_embeddings.bias"],
+           # RoPE periods: a buffer the model recomputes; published with the checkpoint
+           "rope_embed.periods": 100.0 ** (2 * torch.arange(head_dim // 4) / (head_dim // 2)),
+           "norm.weight": sd["norm.weight"], "norm.bias": sd["norm.bias"]}
+    for i in range(depth):
+        p, b = f"model.layer.{i}.", f"blocks.{i}."
+        out[b + "attn.qkv.weight"] = torch.cat([sd[p + f"attention.{t}_proj.weight"] for t in "qkv"])
+        out[b + "attn.qkv.bias"] = torch.cat([sd[p + "attention.q_proj.bias"], torch.zeros(d),
+                                              sd[p + "attention.v_proj.bias"]])
+        out[b + "attn.qkv.bias_mask"] = torch.cat([torch.ones(d), torch.zeros(d), torch.ones(d)])
+        out[b + "attn.proj.weight"] = sd[p + "attention.o_proj.weight"]
+        out[b + "attn.proj.bias"] = sd[p + "attention.o_proj.bias"]
+        for j, (hf_mlp) in ((1, "up_proj"), (2, "down_proj")):
+            for w in ("weight", "bias"):
+                out[b + f"norm{j}.{w}"] = sd[p + f"norm{j}.{w}"]
+                out[b + f"mlp.fc{j}.{w}"] = sd[p + f"mlp.{hf_mlp}.{w}"]
+            out[b + f"ls{j}.gamma"] = sd[p + f"layer_scale{j}.lambda1"]
+    return {k: v.clone().contiguous() for k, v in out.items()}
+
+
+def test_dinov3_meta_pth_through_timm_matches_hf(tmp_path):
+    model = _dinov3_hf(tmp_path)
+    torch.save(_dinov3_hf_to_meta(model.state_dict(), 3, 3), tmp_path / "dinov3_vits16_pretrain.pth")
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    spec = ("timm:vit_small_patch16_dinov3_qkvb?ckpt={}&depth=3&embed_dim=48&num_heads=3&img_size=64"
+            .format(tmp_path / "dinov3_vits16_pretrain.pth"))
+    enc, timm_out = _features(spec, x)
+    hf_enc, hf_out = _features(f"hf:{tmp_path / 'hf-dinov3'}", x)
+    assert enc.info.num_prefix_tokens == hf_enc.info.num_prefix_tokens == 5
+    _assert_same(timm_out, hf_out)
+    _assert_same(_features(spec, x, norm=False)[1], _features(f"hf:{tmp_path / 'hf-dinov3'}", x, norm=False)[1])
+
+
+# ------------------------------------------------------------------------- the real hub repos, when present
+TINY_HUBCONF = {
+    "dinov2": """
+import sys
+sys.path.insert(0, {repo!r})
+from functools import partial
+from dinov2.layers import MemEffAttention, NestedTensorBlock as Block
+from dinov2.models.vision_transformer import DinoVisionTransformer
+
+def tiny(pretrained=False):  # hub's dinov2_vits14 (vit_small + _make_dinov2_model defaults), 3 blocks of 48
+    return DinoVisionTransformer(img_size=518, patch_size=14, init_values=1.0, ffn_layer="mlp", block_chunks=0,
+                                 num_register_tokens=0, interpolate_antialias=False, interpolate_offset=0.1,
+                                 embed_dim=48, depth=3, num_heads=3, mlp_ratio=4,
+                                 block_fn=partial(Block, attn_class=MemEffAttention))
+""",
+    "dinov3": """
+import sys
+sys.path.insert(0, {repo!r})
+from dinov3.hub.backbones import _make_dinov3_vit
+
+def tiny(pretrained=False):  # hub's dinov3_vits16 arguments, 3 blocks of 48
+    return _make_dinov3_vit(img_size=224, patch_size=16, in_chans=3, pos_embed_rope_base=100,
+                            pos_embed_rope_normalize_coords="separate", pos_embed_rope_rescale_coords=2,
+                            pos_embed_rope_dtype="fp32", embed_dim=48, depth=3, num_heads=3, ffn_ratio=4,
+                            qkv_bias=True, drop_path_rate=0.0, layerscale_init=1.0e-05, norm_layer="layernormbf16",
+                            ffn_layer="mlp", ffn_bias=True, proj_bias=True, n_storage_tokens=4, mask_k_bias=True,
+                            pretrained=False, compact_arch_name="vits")
+"""}
+
+
+@pytest.mark.parametrize("which", ["dinov2", "dinov3"])
+def test_layouts_written_here_are_the_real_repos_layouts(which, tmp_path):
+    """Runs against a local clone named by SPATIALBOOST_DINOV2_REPO / SPATIALBOOST_DINOV3_REPO (no download):
+    the layouts written above are key-for-key the real model's, and ``torchhub:`` gives the same features."""
+    repo = os.environ.get(f"SPATIALBOOST_{which.upper()}_REPO")
+    if not repo:
+        pytest.skip(f"SPATIALBOOST_{which.upper()}_REPO is not set (a local clone of facebookresearch/{which})")
+    if which == "dinov2":
+        from transformers import Dinov2Config, Dinov2Model
+        model = _randomise(Dinov2Model(Dinov2Config(hidden_size=48, num_hidden_layers=3, num_attention_heads=3,
+                                                    intermediate_size=192, patch_size=14, image_size=518)))
+        model.save_pretrained(tmp_path / "hf")
+        meta = _hf_vit_to_meta(model.state_dict(), 3)
+        size = 518
+        timm_spec = DINOV2_TIMM + "&img_size=518"
+    else:
+        model = _dinov3_hf(tmp_path)
+        (tmp_path / "hf-dinov3").rename(tmp_path / "hf")
+        meta = _dinov3_hf_to_meta(model.state_dict(), 3, 3)
+        size = 64
+        timm_spec = "timm:vit_small_patch16_dinov3_qkvb?ckpt={ckpt}&depth=3&embed_dim=48&num_heads=3&img_size=64"
+    hub = tmp_path / "hub"
+    hub.mkdir()
+    (hub / "hubconf.py").write_text(TINY_HUBCONF[which].format(repo=repo))
+    own = torch.hub.load(str(hub), "tiny", source="local").state_dict()
+    assert {k: tuple(v.shape) for k, v in meta.items()} == {k: tuple(v.shape) for k, v in own.items()}
+    torch.save(meta, tmp_path / "w.pth")
+    x = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(0))
+    hub_spec = f"torchhub:{hub}:tiny?ckpt={tmp_path / 'w.pth'}&img_size={size}"
+    _, hub_out = _features(hub_spec, x)
+    _assert_same(hub_out, _features(timm_spec.format(ckpt=tmp_path / "w.pth"), x)[1])
+    _assert_same(hub_out, _features(f"hf:{tmp_path / 'hf'}?img_size={size}", x)[1])
+    _assert_same(_features(hub_spec, x, norm=False)[1],
+                 _features(f"hf:{tmp_path / 'hf'}?img_size={size}", x, norm=False)[1])
