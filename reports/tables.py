@@ -1,8 +1,12 @@
 """The paper's table layouts, filled from the tidy results frame.
 
 A layout is data: columns name (suite, head, metric). Rows are baselines, each followed by its boosted
-candidates (``boosted_from`` = the baseline's spec) and a delta row. Every filled cell keeps the run ids
-it came from; every empty cell says why it is empty.
+candidates (``boosted_from`` = the baseline's spec) with a Δ row, and by reference rows: the floor the
+baseline's runs logged (``floor.<metric>``: what a trivial predictor scores on the same split) and the
+random-init encoder of the same architecture (``random_of`` = the baseline's spec), each with a Δ row.
+Every Δ carries a bootstrap 95 % CI from the two sides' per-sample records (paired when they share their
+sample ids); a value is bold only where that CI excludes 0. Every filled cell keeps the run ids it came
+from; every empty cell, and every Δ without a CI, says why.
 """
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from results.runs import aggregate_seeds
+from results.stats import DeltaCI, delta_ci_runs
 
 
 @dataclass(frozen=True)
@@ -74,15 +79,40 @@ class Cell:
     n: int = 0
     run_ids: tuple[str, ...] = ()
     direction: str = "max"
-    best: bool = False          # better of its baseline/boosted pair
+    best: bool = False          # value cells: better of its pair with the CI excluding 0 (bold);
+                                # delta cells: the point estimate favours the later row (colour)
     missing: str = ""           # why empty
+    metric: str = ""            # the metric whose per_sample/<metric>.npz backs this cell
+    ci: DeltaCI | None = None   # delta cells: bootstrap CI of the difference
+    no_ci: str = ""             # delta cells: why there is no CI
+
+    @property
+    def significant(self) -> bool:
+        return self.ci is not None and self.ci.significant
 
     def text(self, digits: int = 2) -> str:
         if self.mean is None:
             return "-"
         s = f"{self.mean:.{digits}f}"
-        if self.n > 1 and self.std is not None and not math.isnan(self.std):
+        if self.std is not None and not math.isnan(self.std):
             s += f" ± {self.std:.{digits}f}"
+        return s
+
+    def delta_text(self, digits: int = 2) -> str:
+        """``+0.12 [0.05, 0.19]``, ``n.s.`` when the CI holds 0, ``unpaired`` / ``(no CI)`` as it applies."""
+        if self.mean is None:
+            return "-"
+        if self.ci is not None and 0 < self.ci.high - self.ci.low < 10 ** -digits * 5:
+            digits = min(4, 1 - math.floor(math.log10(self.ci.high - self.ci.low)))   # show a tiny CI
+        s = f"{self.mean:+.{digits}f}"
+        if self.ci is not None:
+            s += f" [{self.ci.low:.{digits}f}, {self.ci.high:.{digits}f}]"
+            if not self.ci.paired:
+                s += " unpaired"
+            if not self.ci.significant:
+                s += " n.s."
+        elif self.no_ci:
+            s += " (no CI)"
         return s
 
 
@@ -90,8 +120,25 @@ class Cell:
 class Row:
     label: str
     encoder: str
-    kind: str                    # baseline | boosted | delta
+    kind: str                    # baseline | boosted | floor | random | delta
     cells: list[Cell] = field(default_factory=list)
+    spec: str = ""               # the full encoder spec (hover / details list / LaTeX comment)
+    reference: bool = False      # floor / random-init rows and their deltas: greyed
+
+    @property
+    def run_ids(self) -> list[str]:
+        return sorted({i for c in self.cells for i in c.run_ids})
+
+
+@dataclass
+class Check:
+    """Does a baseline beat a reference row in one column (the report's signal check)?"""
+    baseline: str
+    column: Column
+    reference: str               # "floor" | "random-init"
+    base: Cell
+    ref: Cell
+    delta: Cell                  # baseline - reference
 
 
 @dataclass
@@ -99,21 +146,79 @@ class Table:
     layout: Layout
     rows: list[Row]
     notes: list[str]
+    ci_notes: list[str] = field(default_factory=list)   # CIs missing or unpaired; what each floor is
+    checks: list[Check] = field(default_factory=list)
 
 
 def _col_frame(agg: pd.DataFrame, col: Column) -> pd.DataFrame:
     sub = agg[(agg["suite"] == col.suite) & (agg["metric"] == col.metric)]
-    if col.head:
-        sub = sub[sub["head"].apply(lambda h: col.head in str(h).split(","))]
+    return _head_filter(sub, col)
+
+
+def _head_filter(sub: pd.DataFrame, col: Column) -> pd.DataFrame:
+    if col.head and not sub.empty:
+        sub = sub[sub["head"].map(lambda h: col.head in str(h).split(",")).astype(bool)]
     return sub
 
 
-def build_table(df: pd.DataFrame, layout: Layout, registered: set[str]) -> Table:
+def floor_metrics(metric: str) -> list[str]:
+    """Names a column's floor may be logged under: ``lin.rmse`` -> floor.lin.rmse, floor.rmse."""
+    out = [f"floor.{metric}"]
+    if "." in metric:
+        out.append(f"floor.{metric.split('.', 1)[1]}")
+    return out
+
+
+def short_name(spec: str) -> str:
+    """``builtin:dinov2-s14-focus`` -> dinov2-s14-focus; ``timm:NAME?ckpt=..`` -> NAME; paths -> last part."""
+    body = spec.split("?", 1)[0]
+    body = body.split(":", 1)[1] if ":" in body else body
+    parts = [p for p in body.replace("\\", "/").split("/") if p]
+    name = parts[-1] if parts else body
+    for ext in (".pth", ".pt", ".safetensors", ".bin"):
+        name = name[: -len(ext)] if name.endswith(ext) else name
+    return name or spec
+
+
+def _boost_run(spec: str) -> str:
+    """The boost run a ``boosted:`` spec points at: ``runs:/ID/encoder`` -> ID[:8]; a folder -> its name
+    (``.../boost/<hash>/boosted`` -> <hash>[:8])."""
+    target = spec.split(":", 1)[1] if spec.startswith("boosted:") else spec
+    if target.startswith("runs:/"):
+        return target[len("runs:/"):].split("/", 1)[0][:8]
+    parts = [p for p in target.split("?", 1)[0].split("/") if p]
+    while len(parts) > 1 and parts[-1] in ("boosted", "encoder", "boosted.json"):
+        parts.pop()
+    return parts[-1][:12] if parts else target
+
+
+def _base_label(spec: str) -> str:
+    """Baselines keep their spec unless it holds a filesystem path (then the short name)."""
+    return spec if "/" not in spec and len(spec) <= 60 else short_name(spec)
+
+
+def build_table(df: pd.DataFrame, layout: Layout, registered: set[str], samples=None, resamples: int = 2000,
+                seed: int = 0) -> Table:
+    """Rows per baseline: the baseline, its boosted candidates each with a Δ row, then its reference rows
+    (floor, random-init) each with a Δ row (baseline − reference). ``samples`` (a PerSampleStore) gives
+    the per-sample records for the bootstrap CIs; without it the Δ rows have no CI."""
     agg = aggregate_seeds(df)
     encoders = sorted(set(df["encoder"])) if not df.empty else []
-    boosted_of = {e: (df[df["encoder"] == e]["boosted_from"].iloc[0] or "") for e in encoders}
-    bases = sorted({e for e in encoders if not boosted_of[e]} | {b for b in boosted_of.values() if b})
-    notes = []
+
+    def tag(e: str, name: str) -> str:
+        if name not in df:
+            return ""
+        vals = [str(v) for v in df[df["encoder"] == e][name] if pd.notna(v) and str(v) not in ("", "nan")]
+        return vals[0] if vals else ""
+
+    boosted_of = {e: tag(e, "boosted_from") for e in encoders}
+    random_of = {e: tag(e, "random_of") or (e[len("random:"):] if e.startswith("random:") else "")
+                 for e in encoders}
+    bases = sorted({e for e in encoders if not boosted_of[e] and not random_of[e]}
+                   | {b for b in boosted_of.values() if b} | {b for b in random_of.values() if b})
+    notes: list[str] = []
+    ci_notes: list[str] = []
+    checks: list[Check] = []
     reasons = {}
     for col in layout.columns:
         if col.suite not in registered:
@@ -124,40 +229,150 @@ def build_table(df: pd.DataFrame, layout: Layout, registered: set[str]) -> Table
     for col, why in reasons.items():
         notes.append(f"{col.group} {col.label}: {why}".strip())
 
+    def from_agg(sub: pd.DataFrame, metric: str, what: str) -> Cell:
+        if sub.empty:
+            return Cell(missing=what)
+        r = sub.sort_values("n").iloc[-1]
+        std = float(r["std"]) if int(r["n"]) > 1 and pd.notna(r["std"]) else None
+        if std is None and "run_std" in r and pd.notna(r["run_std"]):
+            std = float(r["run_std"])             # the run's own std over its internal seeds
+        return Cell(float(r["mean"]), std, int(r["n"]), tuple(str(r["run_ids"]).split(",")), r["direction"],
+                    metric=metric)
+
     def cell(enc: str, col: Column) -> Cell:
         if col in reasons:
             return Cell(missing=reasons[col])
         sub = _col_frame(agg, col)
-        sub = sub[sub["encoder"] == enc]
-        if sub.empty:
-            return Cell(missing=f"{enc} was not evaluated on {col.suite}")
-        r = sub.sort_values("n").iloc[-1]
-        return Cell(float(r["mean"]), float(r["std"]) if pd.notna(r["std"]) else None, int(r["n"]),
-                    tuple(str(r["run_ids"]).split(",")), r["direction"])
+        return from_agg(sub[sub["encoder"] == enc], col.metric, f"{enc} was not evaluated on {col.suite}")
+
+    def floor_cell(base: str, col: Column, kind: str = "") -> Cell:
+        if col in reasons:
+            return Cell(missing=reasons[col])
+        sub = _head_filter(agg[(agg["suite"] == col.suite) & (agg["encoder"] == base)], col)
+        for name in floor_metrics(col.metric):
+            name = name.replace("floor.", f"floor_{kind}.", 1) if kind else name
+            hit = sub[sub["metric"] == name]
+            if not hit.empty:
+                return from_agg(hit, name, "")
+        return Cell(missing=f"the {base} run on {col.suite} logged no " +
+                            " / ".join(floor_metrics(col.metric)).replace("floor.", f"floor_{kind}." if kind else "floor."))
+
+    def delta(a: Cell, b: Cell, row_label: str, col: Column) -> Cell:
+        """b - a with its bootstrap CI from both sides' per-sample records."""
+        if a.mean is None or b.mean is None:
+            return Cell(missing="needs both rows")
+        direction = b.direction or a.direction
+        better = b.mean > a.mean if direction == "max" else b.mean < a.mean
+        d = Cell(b.mean - a.mean, None, 1, (), direction, better and b.mean != a.mean)
+        where = f"{row_label} / {col.group} {col.label}".replace("  ", " ")
+        if samples is None or resamples <= 0:
+            d.no_ci = "CIs were not computed for this report"
+            return d
+        a_ps = [samples.get(r, a.metric) for r in a.run_ids]
+        b_ps = [samples.get(r, b.metric) for r in b.run_ids]
+        why = [x for x in a_ps + b_ps if isinstance(x, str)]
+        if why:
+            d.no_ci = why[0] + (f" (and {len(why) - 1} more)" if len(why) > 1 else "")
+            ci_notes.append(f"{where}: no CI, {d.no_ci}")
+            return d
+        d.ci = delta_ci_runs(a_ps, b_ps, resamples, seed,
+                             labels=(f"run {','.join(a.run_ids)}", f"run {','.join(b.run_ids)}"))
+        if not d.ci.paired:
+            ci_notes.append(f"{where}: {d.ci.note}")
+        return d
 
     rows: list[Row] = []
     for base in bases:
-        base_row = Row(base, base, "baseline", [cell(base, c) for c in layout.columns])
+        base_row = Row(_base_label(base), base, "baseline", [cell(base, c) for c in layout.columns], spec=base)
         rows.append(base_row)
         for cand in sorted(e for e in encoders if boosted_of[e] == base):
-            row = Row("+SpatialBoost " + cand, cand, "boosted", [cell(cand, c) for c in layout.columns])
-            delta = Row("Δ", cand, "delta", [])
-            for bc, cc in zip(base_row.cells, row.cells):
-                if bc.mean is None or cc.mean is None:
-                    delta.cells.append(Cell(missing="needs both runs"))
-                    continue
-                better_boosted = cc.mean > bc.mean if bc.direction == "max" else cc.mean < bc.mean
-                if cc.mean != bc.mean:
-                    (cc if better_boosted else bc).best = True
-                delta.cells.append(Cell(cc.mean - bc.mean, None, 1, (), bc.direction, better_boosted))
-            rows += [row, delta]
+            label = _boosted_label(base, cand, tag)
+            row = Row(label, cand, "boosted", [cell(cand, c) for c in layout.columns], spec=cand)
+            drow = Row("Δ", cand, "delta", [], spec=cand)
+            for col, bc, cc in zip(layout.columns, base_row.cells, row.cells):
+                d = delta(bc, cc, label, col)
+                if d.significant:
+                    (cc if d.best else bc).best = True
+                drow.cells.append(d)
+            rows += [row, drow]
+        refs: list[tuple[Row, str]] = []
+        for kind in ["", *_floor_kinds(agg, base, layout)]:
+            label, per_col = _floor_label(base, layout, kind, floor_cell, samples)
+            r = Row(label, base, "floor", [floor_cell(base, c, kind) for c in layout.columns], spec=base,
+                    reference=True)
+            if any(c.mean is not None for c in r.cells):
+                refs.append((r, f"floor ({kind})" if kind else "floor"))
+                if per_col:
+                    ci_notes.append(f"{label} of {base_row.label}: " + "; ".join(per_col))
+        for rnd in sorted(e for e in encoders if random_of[e] == base):
+            r = Row("random-init", rnd, "random", [cell(rnd, c) for c in layout.columns], spec=rnd, reference=True)
+            if any(c.mean is not None for c in r.cells):   # a layout it was never evaluated on: no row
+                refs.append((r, "random-init"))
+        for ref, what in refs:
+            drow = Row(f"Δ baseline − {what}", ref.encoder, "delta", [], spec=ref.spec, reference=True)
+            for col, rc, bc in zip(layout.columns, ref.cells, base_row.cells):
+                d = delta(rc, bc, f"{base_row.label} vs {ref.label}", col)
+                drow.cells.append(d)
+                if what in ("floor", "random-init") and col not in reasons:
+                    checks.append(Check(base, col, what, bc, rc, d))
+            rows += [ref, drow]
     if layout.average:
         for row in rows:
             vals = [c.mean for c in row.cells if c.mean is not None]
             ok = len(vals) == len(row.cells)
             row.cells.append(Cell(sum(vals) / len(vals) if ok else None, None, 1,
                                   missing="" if ok else "needs every column"))
-    return Table(layout, rows, notes)
+    return Table(layout, rows, notes, list(dict.fromkeys(ci_notes)), checks)
+
+
+def _boosted_label(base: str, cand: str, tag) -> str:
+    """``+SpatialBoost dinov2-s14-focus (boost 1a2b3c4d, smollm2-135m, 60 steps)``, "(random LM)" when the
+    LM it was trained through was randomly initialised."""
+    bits = [f"boost {_boost_run(cand)}"]
+    lm = tag(cand, "boost_lm")
+    if lm:
+        bits.append(short_name(lm))
+    steps = tag(cand, "boost_steps")
+    if steps:
+        bits.append(f"{steps} steps")
+    label = f"+SpatialBoost {short_name(base)} ({', '.join(bits)})"
+    if tag(cand, "boost_lm_random") in ("1", "true", "True"):
+        label += " (random LM)"
+    return label
+
+
+def _floor_kinds(agg: pd.DataFrame, base: str, layout: Layout) -> list[str]:
+    """Extra floors (``floor_<kind>.<metric>``) the baseline's runs logged for this layout's columns."""
+    kinds = set()
+    for col in layout.columns:
+        sub = _head_filter(agg[(agg["suite"] == col.suite) & (agg["encoder"] == base)], col)
+        wanted = {m.split(".", 1)[1] for m in floor_metrics(col.metric)}
+        for m in sub["metric"]:
+            if m.startswith("floor_") and "." in m and m.split(".", 1)[1] in wanted:
+                kinds.add(m.split(".", 1)[0][len("floor_"):])
+    return sorted(kinds)
+
+
+def _floor_label(base: str, layout: Layout, kind: str, floor_cell, samples) -> tuple[str, list[str]]:
+    """``floor (<what>)`` and, when the columns' floors differ, what each column's floor is.
+
+    <what> is the floor's own description (``meta["what"]`` of its per-sample record) when every column's
+    floor has the same one; else the kind (``floor_<kind>.``), else "trivial predictor" with the
+    per-column descriptions (or metric names) returned for the table's notes."""
+    per_col, whats = [], []
+    for col in layout.columns:
+        c = floor_cell(base, col, kind)
+        if c.mean is None:
+            continue
+        what = ""
+        if samples is not None and c.run_ids:
+            ps = samples.get(c.run_ids[0], c.metric)
+            what = "" if isinstance(ps, str) else str(ps.meta.get("what", ""))
+        whats.append(what)
+        per_col.append(f"{col.group} {col.label}".strip() + f": {what or c.metric}")
+    if whats and all(whats) and len(set(whats)) == 1:
+        return f"floor ({whats[0]})", []
+    return (f"floor ({kind})" if kind else "floor (trivial predictor)"), per_col
 
 
 def summary_layout(df: pd.DataFrame) -> Layout:

@@ -2,11 +2,18 @@
 
 Sweep trials are nested runs; only the best trial of each study (chosen on the validation metric by the
 sweep, recorded on its parent run) stands for the study, so a table never selects on the reported split.
+
+A run whose declared metric directions cannot be read (no ``result.json``, unreachable artifact store)
+stops the load with an error naming the run: silently dropping it would leave cells empty or, worse,
+fill them from fewer seeds. ``allow_missing=True`` skips such runs instead and lists each with its reason.
+Floors (``floor.<metric>``, ``floor_<kind>.<metric>``) are kept as rows of the run that logged them.
 """
 from __future__ import annotations
 
 import json
 import os
+import tempfile
+from dataclasses import dataclass
 
 import pandas as pd
 
@@ -16,7 +23,7 @@ os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 COLUMNS = ["experiment", "run_id", "encoder", "boosted_from", "suite", "task", "dataset", "head", "mode",
            "metric", "value", "direction", "primary", "seed", "config_hash", "start_time", "boost_samples",
-           "boost_variant"]
+           "boost_variant", "random_of", "boost_lm", "boost_lm_random", "boost_steps", "run_std"]
 CELL_KEYS = ["encoder", "suite", "dataset", "head", "mode", "metric", "seed"]
 
 
@@ -29,7 +36,20 @@ def experiments(tracking_uri: str) -> list[str]:
     return sorted(e.name for e in mlflow.MlflowClient(tracking_uri=tracking_uri).search_experiments())
 
 
-def load_runs(tracking_uri: str, experiment: str) -> pd.DataFrame:
+@dataclass
+class Skipped:
+    run_id: str
+    what: str           # encoder / suite of the run
+    reason: str
+
+    def __str__(self) -> str:
+        return f"run {self.run_id} ({self.what}): {self.reason}"
+
+
+def load_runs(tracking_uri: str, experiment: str, allow_missing: bool = False,
+              skipped: list[Skipped] | None = None) -> pd.DataFrame:
+    """The experiment's finished runs; unreadable runs raise :class:`ResultsError` naming them, or with
+    ``allow_missing`` are appended to ``skipped`` (with the reason) and left out."""
     import mlflow
     client = mlflow.MlflowClient(tracking_uri=tracking_uri)
     exp = client.get_experiment_by_name(experiment)
@@ -47,7 +67,15 @@ def load_runs(tracking_uri: str, experiment: str) -> pd.DataFrame:
         parent = parents.get(tags.get("mlflow.parentRunId", ""))
         if parent is not None and parent.data.tags.get("best_run_id") != run.info.run_id:
             continue  # a sweep trial that is not its study's best
-        for metric, direction in _directions(client, run).items():
+        try:
+            directions = _directions(client, run)
+        except ResultsError as e:
+            if not allow_missing:
+                raise
+            if skipped is not None:
+                skipped.append(Skipped(run.info.run_id, f"{tags.get('encoder')} on {tags['suite']}", str(e)))
+            continue
+        for metric, direction in _with_floors(directions, run.data.metrics).items():
             if metric not in run.data.metrics:
                 continue
             rows.append({"experiment": experiment, "run_id": run.info.run_id, "encoder": tags.get("encoder"),
@@ -58,18 +86,50 @@ def load_runs(tracking_uri: str, experiment: str) -> pd.DataFrame:
                          "primary": metric == tags.get("primary_metric"), "seed": int(tags.get("seed", 0)),
                          "config_hash": tags.get("config_hash", ""), "start_time": run.info.start_time,
                          "boost_samples": float(tags.get("boost.samples", "nan") or "nan"),
-                         "boost_variant": tags.get("boost.variant", "")})
+                         "boost_variant": tags.get("boost.variant", ""), "random_of": tags.get("random_of", ""),
+                         "boost_lm": tags.get("boost.lm", ""), "boost_lm_random": tags.get("boost.lm_random", ""),
+                         "boost_steps": tags.get("boost.steps", ""),
+                         "run_std": run.data.metrics.get(f"{metric}.std", float("nan"))})
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
 def _directions(client, run) -> dict[str, str]:
-    """The metric directions the suite declared, read from the run's result artifact."""
-    try:
-        path = client.download_artifacts(run.info.run_id, "result.json")
-        with open(path) as f:
-            return json.load(f).get("metric_directions", {})
-    except Exception:  # noqa: BLE001 - a run without the artifact declares no metrics
-        return {}
+    """The metric directions the suite declared: the ``metric_directions`` tag (JSON) when the runner
+    wrote one (no artifact download), else the run's ``result.json``. Any failure names the run."""
+    rid = run.info.run_id
+    what = f"run {rid} ({run.data.tags.get('encoder')} on {run.data.tags.get('suite')})"
+    tag = run.data.tags.get("metric_directions")
+    if tag:
+        try:
+            out = json.loads(tag)
+        except json.JSONDecodeError as e:
+            raise ResultsError(f"{what}: tag metric_directions is not JSON ({e})") from None
+    else:
+        try:
+            with tempfile.TemporaryDirectory() as tmp:
+                path = client.download_artifacts(rid, "result.json", tmp)
+                with open(path) as f:
+                    out = json.load(f).get("metric_directions")
+        except Exception as e:  # noqa: BLE001 - mlflow raises many types; re-raised with the run named
+            raise ResultsError(f"{what}: cannot read its result.json ({type(e).__name__}: {e})") from None
+    if not isinstance(out, dict) or any(v not in ("max", "min") for v in out.values()):
+        raise ResultsError(f"{what}: metric_directions must map metric names to 'max'/'min', got {out!r}")
+    return out
+
+
+def _with_floors(directions: dict[str, str], metrics) -> dict[str, str]:
+    """Floors take the direction of the metric they stand beside (``floor.mAP.H`` -> ``mAP.H``)."""
+    out = dict(directions)
+    for key in metrics:
+        if key in out or not key.startswith("floor"):
+            continue
+        rest = key.split(".", 1)[1] if "." in key else ""
+        if key.split(".", 1)[0] == "floor" or key.startswith("floor_"):
+            for name, d in directions.items():
+                if rest == name or rest.endswith("." + name) or name.endswith("." + rest):
+                    out[key] = d
+                    break
+    return out
 
 
 def check_conflicts(df: pd.DataFrame) -> None:
@@ -95,11 +155,14 @@ def latest_per_config(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def aggregate_seeds(df: pd.DataFrame) -> pd.DataFrame:
-    """mean and std over seeds per (encoder, suite, dataset, head, mode, metric), with the run ids."""
+    """mean and std over seeds per (encoder, suite, dataset, head, mode, metric), with the run ids (and
+    ``run_std``, the first run's own logged ``<metric>.std``)."""
     keys = ["encoder", "boosted_from", "suite", "dataset", "head", "mode", "metric", "direction", "primary"]
     if df.empty:
-        return pd.DataFrame(columns=keys + ["mean", "std", "n", "run_ids"])
+        return pd.DataFrame(columns=keys + ["mean", "std", "n", "run_ids", "run_std"])
     g = df.groupby(keys, dropna=False)
     out = g["value"].agg(mean="mean", std="std", n="count").reset_index()
+    # a run's own std over the seeds it ran internally (``success.std``): the cell's std when one run
+    out["run_std"] = (g["run_std"].first() if "run_std" in df else pd.Series(float("nan"), index=g.size().index)).values
     out["run_ids"] = g["run_id"].agg(lambda s: ",".join(sorted(s))).values
     return out
