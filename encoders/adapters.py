@@ -80,7 +80,14 @@ def build_timm(target: str, opts: dict, spec: str) -> Encoder:
             f"state dict for timm '{target}'), or ?random=1 for a randomly initialised model.")
     try:
         model = timm.create_model(target, pretrained=False, num_classes=0, **kwargs)
-    except (RuntimeError, TypeError) as e:   # TypeError: an option that is not a create_model keyword
+    except TypeError as e:   # an option that is not a keyword of the model's constructor
+        import re
+        bad = re.search(r"unexpected keyword argument '([^']+)'", str(e))
+        what = f"option '{bad.group(1)}'" if bad else f"one of the options {sorted(kwargs)}"
+        raise EncoderSpecError(
+            f"'{spec}': {what} is not an argument of timm model '{target}' (every option except ckpt, remap "
+            f"and random is passed to timm.create_model): {e}") from None
+    except RuntimeError as e:
         raise EncoderSpecError(f"'{spec}': timm cannot build '{target}': {e}") from None
     if ckpt:
         load_into(model, ckpt, opts.get("remap"), filter_fn=_timm_filter(model))

@@ -246,3 +246,26 @@ def test_siglip_final_embedding_is_its_pooler_output(tmp_path):
         ref = enc.model(pixel_values=x, interpolate_pos_encoding=True)
     torch.testing.assert_close(out.cls, ref.pooler_output, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(out.patches.flatten(1, 2), ref.last_hidden_state, rtol=1e-5, atol=1e-5)
+
+
+def test_bad_options_and_unsafe_or_incomplete_hf_folders_name_the_culprit(tmp_path):
+    with pytest.raises(EncoderSpecError, match="option 'bogus_kw' is not an argument of timm model"):
+        build_encoder("timm:vit_tiny_patch16_224?random=1&bogus_kw=3")
+    folder = tmp_path / "dinov2"
+    _hf_dinov2(tmp_path)
+    (folder / "config.json").rename(tmp_path / "config.json")
+    with pytest.raises(EncoderSpecError, match=f"'{folder}' has no config.json"):
+        build_encoder(f"hf:{folder}")
+    (tmp_path / "config.json").rename(folder / "config.json")
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+    for f in folder.glob("*.safetensors"):
+        f.unlink()
+    torch.save({"embeddings.cls_token": Evil()}, folder / "pytorch_model.bin")
+    with pytest.raises(EncoderSpecError, match="refused") as e:
+        build_encoder(f"hf:{folder}")
+    assert str(folder) in str(e.value)
+    from harness.errors import UserError
+    assert issubclass(EncoderSpecError, UserError) and issubclass(CheckpointError, UserError)
