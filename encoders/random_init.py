@@ -25,6 +25,7 @@ def reinit_(model: nn.Module, seed: int = 0) -> nn.Module:
             from transformers import PreTrainedModel
         except ImportError:  # pragma: no cover - transformers is a core dependency
             PreTrainedModel = ()
+        uncovered: list[nn.Parameter] = []
         for mod in model.modules():
             if id(mod) in done:
                 continue
@@ -40,9 +41,21 @@ def reinit_(model: nn.Module, seed: int = 0) -> nn.Module:
                 mod.reset_parameters()
                 done.update(id(s) for s in mod.modules())
                 continue
+            elif callable(getattr(mod, "_reset_parameters", None)):
+                mod._reset_parameters()     # nn.MultiheadAttention (open_clip): its children come next
+                done.add(id(mod))
+                continue
             else:
+                # parameters held directly by a module without an initialiser (open_clip's class and
+                # position embeddings, projection): redrawn below
+                uncovered.extend(mod.parameters(recurse=False))
                 continue
             done.update(id(s) for s in mod.modules())
+        with torch.no_grad():
+            for p in uncovered:   # same scale as the trained tensor (what the libraries' inits use)
+                std = float(p.float().std()) if p.numel() > 1 else 0.0
+                if std > 0:
+                    p.normal_(0.0, std)
     return model
 
 
@@ -50,7 +63,7 @@ def build_random(target: str, opts: dict, spec: str) -> Encoder:
     from encoders.spec import build_encoder
     opts = dict(opts)
     seed = int(opts.pop("random_seed", 0))
-    inner = target + ("?" + urlencode(opts) if opts else "")
+    inner = target + ("?" + urlencode(opts, safe="/:~,") if opts else "")  # paths stay readable
     enc = build_encoder(inner)
     reinit_(enc, seed)
     for p in enc.parameters():

@@ -269,3 +269,31 @@ def test_bad_options_and_unsafe_or_incomplete_hf_folders_name_the_culprit(tmp_pa
     assert str(folder) in str(e.value)
     from harness.errors import UserError
     assert issubclass(EncoderSpecError, UserError) and issubclass(CheckpointError, UserError)
+
+
+@pytest.mark.parametrize("family", sorted(MAKERS))
+def test_random_of_every_family(family, tmp_path):
+    """random:SPEC keeps SPEC's architecture and preprocessing, replaces every weight matrix, and is a
+    deterministic function of the seed."""
+    spec = MAKERS[family](tmp_path)
+    base = build_encoder(spec)
+    def rand(seed):   # (seed 0 would rebuild the fixtures' own weights, written from torch.manual_seed(0))
+        return build_encoder(f"random:{spec}{'&' if '?' in spec else '?'}random_seed={seed}")
+    rnd, again, other = rand(5), rand(5), rand(6)
+    assert rnd.random_of == spec and rnd.info.spec.startswith("random:")
+    for field in ("embed_dim", "num_layers", "patch_size", "num_prefix_tokens", "image_size", "mean", "std",
+                  "interpolation", "family"):
+        assert getattr(rnd.info, field) == getattr(base.info, field), field
+    assert rnd.fingerprint() == again.fingerprint() != base.fingerprint()
+    assert other.fingerprint() not in (rnd.fingerprint(), base.fingerprint())
+    b_sd, r_sd = base.state_dict(), rnd.state_dict()
+    assert list(b_sd) == list(r_sd)
+    weights = [k for k, v in b_sd.items() if v.ndim >= 2 and v.numel() > 1 and v.float().std() > 0]
+    unchanged = [k for k in weights if torch.equal(b_sd[k], r_sd[k])]
+    assert weights and not unchanged
+    assert not any(p.requires_grad for p in rnd.parameters())
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        a, b = rnd(x, layers=[0], norm=False), again(x, layers=[0], norm=False)
+        assert torch.equal(a.layers[0].patches, b.layers[0].patches)
+        assert not torch.allclose(a.patches, base(x).patches, atol=1e-3)
