@@ -20,23 +20,47 @@ def _uri(fig) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
+def _bar_label(row) -> str:
+    from reports.tables import _boost_run, short_name
+    enc = str(row["encoder"])
+    if row["boosted_from"]:
+        return f"+SB {short_name(str(row['boosted_from']))[:14]} ({_boost_run(enc)[:8]})"
+    if str(row.get("random_of", "")) or enc.startswith("random:"):
+        return "random-init"
+    return short_name(enc)[:22]
+
+
 def primary_bars(df: pd.DataFrame) -> str | None:
-    """One panel per suite: each encoder's primary metric (error bars = std over seeds)."""
+    """One panel per suite: each encoder's primary metric (error bars = std over seeds); blue baseline,
+    orange boosted, grey random-init; the baseline's floor (``floor.<metric>``) as a dashed line."""
+    from reports.tables import floor_metrics
     agg = aggregate_seeds(df[df["primary"]])
     if agg.empty:
         return None
+    random_of = dict(zip(df["encoder"], df["random_of"])) if "random_of" in df else {}
+    agg["random_of"] = agg["encoder"].map(lambda e: random_of.get(e, "") or "")
+    floors = aggregate_seeds(df[df["metric"].str.startswith("floor.")]) if "metric" in df else agg.iloc[:0]
     suites = sorted(agg["suite"].unique())
     fig, axes = plt.subplots(1, len(suites), figsize=(3.2 * len(suites), 3.2), squeeze=False)
     for ax, suite in zip(axes[0], suites):
-        sub = agg[agg["suite"] == suite].sort_values("encoder")
-        colours = ["#4c72b0" if not b else "#dd8452" for b in sub["boosted_from"]]
+        sub = agg[agg["suite"] == suite]
+        kind = [1 if b else 2 if (r or e.startswith("random:")) else 0
+                for b, r, e in zip(sub["boosted_from"], sub["random_of"], sub["encoder"])]
+        sub = sub.assign(_kind=kind).sort_values(["_kind", "encoder"])   # baseline, boosted, random-init
+        colours = ["#dd8452" if b else "#999999" if (r or e.startswith("random:")) else "#4c72b0"
+                   for b, r, e in zip(sub["boosted_from"], sub["random_of"], sub["encoder"])]
         ax.bar(range(len(sub)), sub["mean"], yerr=sub["std"].fillna(0), color=colours)
+        metric = sub["metric"].iloc[0]
+        fl = floors[(floors["suite"] == suite) & floors["metric"].isin(floor_metrics(metric))]
+        if len(fl):
+            ax.axhline(float(fl["mean"].iloc[0]), color="#555", ls="--", lw=1, label="floor")
+            ax.legend(fontsize=7)
         ax.set_xticks(range(len(sub)))
-        ax.set_xticklabels([e.split("?")[0].split(":")[-1][-18:] for e in sub["encoder"]], rotation=30,
-                           ha="right", fontsize=7)
+        ax.set_xticklabels([_bar_label(r) for _, r in sub.iterrows()], rotation=30, ha="right", fontsize=7)
         arrow = "↑" if sub["direction"].iloc[0] == "max" else "↓"
-        ax.set_title(f"{suite}\n{sub['metric'].iloc[0]} {arrow}", fontsize=9)
-    fig.suptitle("Primary metric per suite (blue: baseline, orange: boosted)", fontsize=10)
+        ax.set_title(f"{suite}\n{metric} {arrow}", fontsize=9)
+    fig.suptitle("Primary metric per suite\n(blue: baseline, orange: boosted, grey: random-init; "
+                 "dashed: floor)", fontsize=10, y=1.12)
     return _uri(fig)
 
 

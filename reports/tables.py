@@ -275,8 +275,9 @@ def build_table(df: pd.DataFrame, layout: Layout, registered: set[str], samples=
             d.no_ci = why[0] + (f" (and {len(why) - 1} more)" if len(why) > 1 else "")
             ci_notes.append(f"{where}: no CI, {d.no_ci}")
             return d
-        d.ci = delta_ci_runs(a_ps, b_ps, resamples, seed,
-                             labels=(f"run {','.join(a.run_ids)}", f"run {','.join(b.run_ids)}"))
+        key = (a.run_ids, a.metric, b.run_ids, b.metric, resamples, seed)
+        d.ci = samples.cached(key, lambda: delta_ci_runs(
+            a_ps, b_ps, resamples, seed, labels=(f"run {','.join(a.run_ids)}", f"run {','.join(b.run_ids)}")))
         if not d.ci.paired:
             ci_notes.append(f"{where}: {d.ci.note}")
         return d

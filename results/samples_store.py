@@ -22,6 +22,13 @@ class PerSampleStore:
         self._dirs: dict[str, Path | str] = {}          # run id -> local folder, or why there is none
         self._loaded: dict[tuple[str, str], PerSample | str] = {}
         self.downloads = 0                               # folder downloads (one per run at most)
+        self._cis: dict = {}                             # the same Δ appears in several tables
+
+    def cached(self, key, compute):
+        """``compute()`` once per key for the whole build (a CI shown in the summary and Table 1)."""
+        if key not in self._cis:
+            self._cis[key] = compute()
+        return self._cis[key]
 
     def close(self) -> None:
         self._tmp.cleanup()
