@@ -100,7 +100,15 @@ def _timm_filter(model: nn.Module):
     CLIP, open_clip trunks) and resamples position tables to the model's grid."""
     import sys
     fn = getattr(sys.modules.get(type(model).__module__), "checkpoint_filter_fn", None)
-    return fn if callable(fn) else None
+    if not callable(fn):
+        return None
+
+    def filtered(sd, m):
+        # a classifier / projection head the checkpoint carries (CLIP's proj becomes head.*) has no place
+        # in the headless encoder (num_classes=0)
+        own = m.state_dict()
+        return {k: v for k, v in fn(sd, m).items() if k in own or not k.startswith("head.")}
+    return filtered
 
 
 # ---------------------------------------------------------------------------------- Hugging Face

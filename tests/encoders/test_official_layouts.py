@@ -244,3 +244,67 @@ def test_layouts_written_here_are_the_real_repos_layouts(which, tmp_path):
     _assert_same(hub_out, _features(f"hf:{tmp_path / 'hf'}?img_size={size}", x)[1])
     _assert_same(_features(hub_spec, x, norm=False)[1],
                  _features(f"hf:{tmp_path / 'hf'}?img_size={size}", x, norm=False)[1])
+
+
+# ------------------------------------------------------------------------------------------------- CLIP
+def _open_clip_tiny(tmp_path, name, cfg):
+    import json
+
+    import open_clip
+    folder = tmp_path / f"oc-{name}"
+    folder.mkdir()
+    (folder / f"{name}.json").write_text(json.dumps(cfg))
+    open_clip.add_model_config(folder)
+    return _randomise(open_clip.create_model(name, pretrained=None))
+
+
+def _openai_to_hf_clip(sd, depth):
+    """OpenAI / open_clip CLIP layout -> transformers CLIPModel (the mapping of its conversion script)."""
+    v, o = "visual.", {}
+    o["vision_model.embeddings.class_embedding"] = sd[v + "class_embedding"]
+    o["vision_model.embeddings.patch_embedding.weight"] = sd[v + "conv1.weight"]
+    o["vision_model.embeddings.position_embedding.weight"] = sd[v + "positional_embedding"]
+    for hf, oc in (("pre_layrnorm", "ln_pre"), ("post_layernorm", "ln_post")):
+        for w in ("weight", "bias"):
+            o[f"vision_model.{hf}.{w}"] = sd[f"{v}{oc}.{w}"]
+    o["visual_projection.weight"] = sd[v + "proj"].t()
+    for i in range(depth):
+        p, b = f"{v}transformer.resblocks.{i}.", f"vision_model.encoder.layers.{i}."
+        for t, w, bias in zip("qkv", sd[p + "attn.in_proj_weight"].chunk(3), sd[p + "attn.in_proj_bias"].chunk(3)):
+            o[b + f"self_attn.{t}_proj.weight"], o[b + f"self_attn.{t}_proj.bias"] = w, bias
+        for hf, oc in (("self_attn.out_proj", "attn.out_proj"), ("layer_norm1", "ln_1"), ("layer_norm2", "ln_2"),
+                       ("mlp.fc1", "mlp.c_fc"), ("mlp.fc2", "mlp.c_proj")):
+            for w in ("weight", "bias"):
+                o[f"{b}{hf}.{w}"] = sd[f"{p}{oc}.{w}"]
+    return {k: t.clone().contiguous() for k, t in o.items()}
+
+
+def test_clip_openai_layout_through_open_clip_timm_and_hf(tmp_path):
+    from transformers import CLIPConfig, CLIPModel
+    cfg = {"embed_dim": 32, "quick_gelu": True,
+           "vision_cfg": {"image_size": 64, "layers": 3, "width": 48, "head_width": 16, "patch_size": 8},
+           "text_cfg": {"context_length": 16, "vocab_size": 100, "width": 32, "heads": 2, "layers": 1}}
+    oc = _open_clip_tiny(tmp_path, "tiny-clip-qg", cfg)
+    torch.save(oc.state_dict(), tmp_path / "open_clip_pytorch_model.bin")   # full model: text tower too
+    hf = CLIPModel(CLIPConfig(
+        vision_config=dict(hidden_size=48, num_hidden_layers=3, num_attention_heads=3, intermediate_size=192,
+                           patch_size=8, image_size=64, hidden_act="quick_gelu"),
+        text_config=dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
+                         vocab_size=100, max_position_embeddings=16, bos_token_id=0, eos_token_id=1, pad_token_id=1),
+        projection_dim=32))
+    missing, _ = hf.load_state_dict(_openai_to_hf_clip(oc.state_dict(), 3), strict=False)
+    assert not [k for k in missing if k.startswith("vision_model.")]
+    hf.save_pretrained(tmp_path / "hf-clip")
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    ckpt = tmp_path / "open_clip_pytorch_model.bin"
+    oc_enc, oc_out = _features(f"open_clip:tiny-clip-qg?ckpt={ckpt}", x)
+    timm_enc, timm_out = _features(f"timm:vit_base_patch16_clip_quickgelu_224?ckpt={ckpt}&depth=3&embed_dim=48"
+                                   "&num_heads=3&img_size=64&patch_size=8", x)
+    hf_enc, hf_out = _features(f"hf:{tmp_path / 'hf-clip'}", x)
+    _assert_same(oc_out, hf_out)
+    _assert_same(timm_out, hf_out)
+    for norm in (False,):
+        _assert_same(_features(f"open_clip:tiny-clip-qg?ckpt={ckpt}", x, norm=norm)[1],
+                     _features(f"hf:{tmp_path / 'hf-clip'}", x, norm=norm)[1])
+    for enc in (oc_enc, timm_enc):
+        assert enc.info.mean == pytest.approx(hf_enc.info.mean) and enc.info.std == pytest.approx(hf_enc.info.std)
