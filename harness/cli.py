@@ -219,16 +219,31 @@ def cmd_sweep(args):
     return 0
 
 
+REPORT_FORMATS = ("md", "tex", "html")
+
+
 def cmd_report(args):
     from harness.workspace import use_workspace
     from reports.build import build_report
     from results.runs import ResultsError
+    from harness.tracking import check_reachable, reap_dead_runs
+    formats = tuple(f.strip() for f in args.formats.split(",") if f.strip())
+    bad = [f for f in formats if f not in REPORT_FORMATS]
+    if bad or not formats:
+        raise ConfigError(f"--formats: '{bad[0] if bad else args.formats}' is not one of "
+                          f"{', '.join(REPORT_FORMATS)}")
     ws = use_workspace(args.workspace)
     uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or ws.tracking_uri
+    check_reachable(uri)
+    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).is_file():
+        raise ResultsError(f"no MLflow store at '{uri[len('sqlite:///'):]}': run an evaluation first "
+                           "(or pass --workspace / --tracking-uri)")
+    import mlflow
+    reap_dead_runs(mlflow.MlflowClient(tracking_uri=uri))   # a killed run is never shown as in progress
     try:
         paths = build_report(uri, args.experiment, Path(args.out) if args.out else ws.reports,
                              tables=args.tables.split(",") if args.tables else None,
-                             formats=tuple(args.formats.split(",")))
+                             formats=formats)
     except ResultsError:
         raise
     except ValueError as e:          # report options (unknown table/format) are checked inside build_report
@@ -324,10 +339,12 @@ def run_command(func, args) -> int:
     """The one place where user errors become ``error: <message>`` and exit status 2 (no traceback).
     SIGTERM/SIGHUP raise :class:`harness.errors.Terminated` so cleanup runs as on Ctrl-C."""
     import signal
+    import threading
     from harness.errors import Terminated
-    if func is not cmd_ui:      # ui forwards the signal to its server instead
-        for sig in (signal.SIGTERM, signal.SIGHUP):
-            signal.signal(sig, _terminate)
+    previous = {}
+    if func is not cmd_ui and threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGHUP):   # (ui forwards these to its server instead)
+            previous[sig] = signal.signal(sig, _terminate)
     try:
         return func(args)
     except Terminated as e:
@@ -339,6 +356,9 @@ def run_command(func, args) -> int:
     except FileNotFoundError as e:    # a path the user gave that vanished between checks and use
         print(f"error: {e.strerror or e}: '{e.filename}'" if e.filename else f"error: {e}", file=sys.stderr)
         return 2
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 if __name__ == "__main__":

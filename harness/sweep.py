@@ -22,7 +22,7 @@ from typing import Any
 
 from harness.config import ConfigError, build, config_hash, field, merge, to_dict
 from harness.registry import SUITES
-from harness.runner import EvalConfig, evaluate, resolve, tracking_uri
+from harness.runner import EvalConfig, evaluate, resolve, resolve_data, tracking_uri
 from harness.tracking import Tracker, process_tags
 
 DUPLICATE = "duplicate_of"
@@ -124,7 +124,7 @@ def open_storage(url: str, spec: SweepSpec, attempts: int = 5):
 
     import optuna
     from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
     for attempt in range(attempts):
         try:
             return RDBStorage(url, heartbeat_interval=spec.heartbeat_seconds, grace_period=spec.grace_seconds,
@@ -144,9 +144,14 @@ def run_sweep(base: EvalConfig, spec: SweepSpec, *, max_trials_this_worker: int 
     import warnings
 
     import optuna
-    logging.getLogger("optuna").setLevel(logging.WARNING)
+    # ERROR: Optuna would log every failed trial with its traceback; the error itself propagates (catch=())
+    # and is reported once (a user error as `error: ...`), and each trial's state is logged below
+    logging.getLogger("optuna").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    r = resolve(base)
+    from encoders.spec import build_encoder
+    r = resolve(base, data=False)
+    encoder = build_encoder(base.encoder)     # a bad spec fails here, not in every trial; trials share it
+    resolve_data(r)
     suite_cls = SUITES.get(base.suite)
     sspec = suite_cls.spec
     metric = sspec.validation
@@ -199,7 +204,7 @@ def run_sweep(base: EvalConfig, spec: SweepSpec, *, max_trials_this_worker: int 
             if trial.should_prune():
                 raise optuna.TrialPruned(f"pruned at step {step} ({metric} so far {value:.4g})")
 
-        rec = evaluate(cfg, parent_run_id=parent_id, on_intermediate=on_intermediate)
+        rec = evaluate(cfg, encoder=encoder, parent_run_id=parent_id, on_intermediate=on_intermediate)
         trial.set_user_attr("run_id", rec.run_id)
         trial.set_user_attr("reused", rec.reused)
         for k in (sspec.primary,):
