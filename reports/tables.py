@@ -354,24 +354,43 @@ def _floor_kinds(agg: pd.DataFrame, base: str, layout: Layout) -> list[str]:
     return sorted(kinds)
 
 
+def floor_description(details: dict, prefix: str) -> str:
+    """What a floor is, from the suite's result details: ``details["floors"][prefix]`` (CortexBench) or
+    ``details["floor"]["rule"]``, taking the ``prefix = ...`` part of a rule that describes several
+    (depth: "floor = train mean depth everywhere; floor_map = per-pixel train mean map")."""
+    floors = details.get("floors")
+    if isinstance(floors, dict) and isinstance(floors.get(prefix), str):
+        return floors[prefix]
+    rule = details.get("floor", {}).get("rule", "") if isinstance(details.get("floor"), dict) else ""
+    parts = [p.strip() for p in str(rule).split(";")]
+    named = {p.split("=", 1)[0].strip(): p.split("=", 1)[1].strip() for p in parts if "=" in p}
+    if named:
+        return named.get(prefix, "")
+    return str(rule) if prefix == "floor" else ""
+
+
 def _floor_label(base: str, layout: Layout, kind: str, floor_cell, samples) -> tuple[str, list[str]]:
     """``floor (<what>)`` and, when the columns' floors differ, what each column's floor is.
 
-    <what> is the floor's own description (``meta["what"]`` of its per-sample record) when every column's
-    floor has the same one; else the kind (``floor_<kind>.``), else "trivial predictor" with the
-    per-column descriptions (or metric names) returned for the table's notes."""
+    <what> is the suite's own description of the floor (result details, or ``meta["what"]`` of its
+    per-sample record) when every column's floor has the same short one; else the kind
+    (``floor_<kind>.``) or "trivial predictor", with the per-column descriptions (or metric names)
+    returned for the table's notes."""
     per_col, whats = [], []
+    prefix = f"floor_{kind}" if kind else "floor"
     for col in layout.columns:
         c = floor_cell(base, col, kind)
         if c.mean is None:
             continue
         what = ""
         if samples is not None and c.run_ids:
+            what = floor_description(samples.details(c.run_ids[0]), prefix)
             ps = samples.get(c.run_ids[0], c.metric)
-            what = "" if isinstance(ps, str) else str(ps.meta.get("what", ""))
+            if not what and not isinstance(ps, str):
+                what = str(ps.meta.get("what", ""))
         whats.append(what)
         per_col.append(f"{col.group} {col.label}".strip() + f": {what or c.metric}")
-    if whats and all(whats) and len(set(whats)) == 1:
+    if whats and all(whats) and len(set(whats)) == 1 and len(whats[0]) <= 70:
         return f"floor ({whats[0]})", []
     return (f"floor ({kind})" if kind else "floor (trivial predictor)"), per_col
 

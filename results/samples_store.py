@@ -54,6 +54,21 @@ class PerSampleStore:
                 self._dirs[run_id] = f"cannot download per_sample/ of run {run_id} ({type(e).__name__}: {e})"
         return self._dirs[run_id]
 
+    def details(self, run_id: str) -> dict:
+        """The ``details`` of the run's result.json (floor descriptions live there); {} if unreadable,
+        which only costs the floor row its description."""
+        key = (run_id, "result.json")
+        if key not in self._loaded:
+            import json
+            try:
+                dest = Path(self._tmp.name) / f"{run_id}-result"
+                dest.mkdir(exist_ok=True)
+                path = self.client.download_artifacts(run_id, "result.json", str(dest))
+                self._loaded[key] = json.loads(Path(path).read_text()).get("details") or {}
+            except Exception:  # noqa: BLE001 - a missing description is not worth failing a report for
+                self._loaded[key] = {}
+        return self._loaded[key]
+
     def get(self, run_id: str, metric: str) -> PerSample | str:
         """The run's per-sample record of ``metric``, or a sentence saying why there is none."""
         key = (run_id, metric)

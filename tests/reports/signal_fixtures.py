@@ -12,7 +12,7 @@ BOOST = "boosted:/tmp/ws/boost/1a2b3c4d5e6f7a8b/boosted"
 
 
 def log_run(tracker, encoder, suite, head, primary, directions, per_sample=None, metrics=None, seed=0,
-            tags=None):
+            tags=None, details=None):
     """One finished run: metrics = the per-sample reductions (+ ``metrics``), result.json, per_sample/."""
     per_sample = per_sample or {}
     metrics = {**{k: v.value() for k, v in per_sample.items()}, **(metrics or {})}
@@ -20,7 +20,7 @@ def log_run(tracker, encoder, suite, head, primary, directions, per_sample=None,
          "config_hash": f"{encoder}-{suite}-{head}-{seed}", "dataset": "d", "mode": "fast", **(tags or {})}
     with tracker.start(f"{suite}/{encoder}", t, {}, {}) as log:
         log.log_metrics(metrics)
-        log.log_dict({"metric_directions": directions}, "result.json")
+        log.log_dict({"metric_directions": directions, "details": details or {}}, "result.json")
         log_per_sample(log, SimpleNamespace(per_sample=per_sample, metrics=metrics))
         return log.run_id
 

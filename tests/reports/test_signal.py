@@ -31,8 +31,9 @@ def store(tmp_path_factory):
     ids = {}
     ids["base_depth"] = log_run(t, BASE, "depth.nyud", "linear", "lin.rmse", D, {
         "lin.rmse": samples(IDS, err),
-        "floor.rmse": samples(IDS, floor_err, meta={"what": "train-mean depth"}),
-        "floor_permap.rmse": samples(IDS, floor_err - 0.1)})
+        "floor.rmse": samples(IDS, floor_err),
+        "floor_permap.rmse": samples(IDS, floor_err - 0.1)},
+        details={"floor": {"rule": "floor = train-mean depth; floor_permap = per-pixel train mean"}})
     ids["random_depth"] = log_run(t, RANDOM, "depth.nyud", "linear", "lin.rmse", D,
                                   {"lin.rmse": samples(IDS, err + 1e-4 * rng.normal(size=N))},
                                   tags={"random_of": BASE})
@@ -77,7 +78,7 @@ def test_floor_and_random_rows_equal_logged_values(store):
     floor = by["floor (train-mean depth)"].cells[0]
     assert floor.mean == logged["floor.rmse"] == pytest.approx(floor_err.mean())
     assert floor.run_ids == (ids["base_depth"],) and floor.metric == "floor.rmse"
-    assert by["floor (permap)"].cells[0].mean == logged["floor_permap.rmse"]
+    assert by["floor (per-pixel train mean)"].cells[0].mean == logged["floor_permap.rmse"]
     rnd = by["random-init"].cells[0]
     assert rnd.mean == t.client.get_run(ids["random_depth"]).data.metrics["lin.rmse"]
     assert [r.kind for r in table.rows] == ["baseline", "boosted", "delta", "floor", "delta", "floor", "delta",
@@ -183,3 +184,15 @@ def test_unreadable_run_fails_naming_it_or_is_listed(tmp_path):
     load_runs(uri, "bad", allow_missing=True, skipped=skipped)
     assert sorted(s.what for s in skipped) == ["x:y on depth.nyud", "x:z on depth.nyud"]
     assert any("must map metric names to 'max'/'min'" in s.reason for s in skipped)
+
+
+def test_floor_descriptions_from_result_details():
+    from reports.tables import floor_description
+    depth = {"floor": {"rule": "floor = train mean depth everywhere; floor_map = per-pixel train mean map"}}
+    assert floor_description(depth, "floor") == "train mean depth everywhere"
+    assert floor_description(depth, "floor_map") == "per-pixel train mean map"
+    seg = {"floor": {"rule": "the majority class of the training labels predicted at every pixel"}}
+    assert floor_description(seg, "floor") == seg["floor"]["rule"] and floor_description(seg, "floor_x") == ""
+    cb = {"floors": {"floor": "mean training action", "floor_proprio": "proprioception alone"}}
+    assert floor_description(cb, "floor_proprio") == "proprioception alone"
+    assert floor_description({}, "floor") == ""
