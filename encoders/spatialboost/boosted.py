@@ -108,4 +108,18 @@ def build_boosted(target: str, opts: dict, spec: str) -> Encoder:
     enc._fingerprint = None
     enc.boosted_from = base_spec
     enc.boosted_meta = meta
+    enc.run_tags = boost_run_tags(meta)
     return enc
+
+
+def boost_run_tags(meta: dict) -> dict[str, str]:
+    """The ``boost.*`` tags of an export (``run_tags`` in boosted.json; derived from ``lm`` for older exports),
+    so every eval run of a boosted encoder says which LM trained it and whether that LM was random."""
+    from .lm import lm_is_random
+    tags = {k: str(v) for k, v in (meta.get("run_tags") or {}).items()}
+    lm = meta.get("lm", "")
+    tags.setdefault("boost.lm", lm)
+    tags.setdefault("boost.lm_random", "1" if lm_is_random(lm) else "0")
+    tags.setdefault("boost.variant", meta.get("variant", ""))
+    tags.setdefault("boost.config_hash", meta.get("config_hash", ""))
+    return tags

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from harness.config import ConfigError, build, describe, load_yaml, merge, parse_overrides
+from harness.config import build, describe, load_yaml, merge, parse_overrides
 
 EPILOG = """examples:
   spatialboost boost --encoder builtin:tiny-vit --data qa.jsonl stage1.batch_size=8 stage2.batch_size=8
@@ -48,17 +48,19 @@ def _help_text() -> str:
 
 
 def cmd_boost(args) -> int:
+    from harness.errors import UserError
     from .trainer import run_boost
     try:
         cfg = boost_config(args)
-    except ConfigError as e:
+        if args.print_config:
+            from harness.config import to_yaml
+            print(to_yaml(cfg))
+            return 0
+        # a bad --lm / --data / encoder stops here before any run folder or MLflow run exists
+        spec = run_boost(cfg, echo=lambda m: print(m, file=sys.stderr))
+    except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    if args.print_config:
-        from harness.config import to_yaml
-        print(to_yaml(cfg))
-        return 0
-    spec = run_boost(cfg, echo=lambda m: print(m, file=sys.stderr))
     if spec:
         print(spec)
     return 0
@@ -71,8 +73,9 @@ def add_boost_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("config", nargs="?", help="YAML config (optional); flags and key=value override it")
     p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. stage3.lr=1e-5 variant=lora")
     p.add_argument("--encoder", help="encoder spec to boost (default builtin:tiny-vit)")
-    p.add_argument("--data", help="LLaVA-style conversations (.json/.jsonl) for every stage "
-                                  "(per stage: stage1.data=...)")
+    p.add_argument("--data", help="LLaVA-style conversations (.json/.jsonl) for every stage without its own "
+                                  "file (per stage: stage1.data=CAPTIONS stage2.data=INSTRUCT_MVQA "
+                                  "stage3.data=COT; one file for several stages is warned about)")
     p.add_argument("--stages", help="comma-separated stages to run (default 1,2,3)")
     p.add_argument("--lm", help="language model: builtin:tiny-qwen2 (default), builtin:smollm2-135m, or a local "
                                 "AutoModelForCausalLM folder (e.g. Qwen2-7B-Instruct as in the paper)")

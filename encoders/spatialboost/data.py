@@ -35,6 +35,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from harness.errors import UserError
+
 from .lm import IMAGE_TOKEN
 
 IGNORE = -100
@@ -42,8 +44,9 @@ ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assi
 log = logging.getLogger(__name__)
 
 
-class DataError(ValueError):
-    """Bad conversation data; the message names the file and the sample."""
+
+class DataError(UserError, ValueError):
+    """Bad conversation data; the message names the file and the sample (exit status 2)."""
 
 
 @dataclass

@@ -79,7 +79,9 @@ def export_boosted(trainer, out: str | Path, *, data_ids: dict, run_ids: dict) -
              "data_ids": data_ids, "run_ids": run_ids, "config_hash": trainer.hash,
              "params_before": rep.get("params_before", rep.get("params_total")),
              "params_after": rep.get("params_after", rep.get("params_total")),
-             "increase_pct": rep.get("increase_pct", 0.0)}
+             "increase_pct": rep.get("increase_pct", 0.0),
+             # what a report says about this candidate (copied into every eval run's tags)
+             "run_tags": dict(getattr(trainer, "tags", None) or trainer.run_tags())}
     return write_boosted(out, backbone=backbone_of(trainer.vlm.encoder), variant=cfg.variant,
                          wrapper=rep.get("wrapper", {}), base_spec=trainer.base_spec,
                          base_fingerprint=trainer.base_fingerprint, base_encoder_info=trainer.base_info,

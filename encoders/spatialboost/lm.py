@@ -26,6 +26,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from harness.errors import UserError
+
 IMAGE_TOKEN = "<image>"
 CHATML_TEMPLATE = (
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
@@ -35,8 +37,43 @@ SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 log = logging.getLogger(__name__)
 
 
-class LMSpecError(ValueError):
-    pass
+
+class LMSpecError(UserError, ValueError):
+    """An LM spec that names no usable model (unknown builtin, missing folder or package); exit status 2."""
+
+
+# builtins whose weights are random (no language knowledge): a model boosted through one is labelled as such
+RANDOM_LMS = ("builtin:tiny-qwen2",)
+
+
+def lm_is_random(spec: str) -> bool:
+    return spec in RANDOM_LMS
+
+
+def check_lm_spec(spec: str) -> None:
+    """Cheap validation of an LM spec (no weights loaded), so a bad ``--lm`` stops before any folder or run
+    is created."""
+    if spec.startswith("builtin:"):
+        name = spec.split(":", 1)[1]
+        if name not in LM_BUILTINS:
+            import difflib
+            close = difflib.get_close_matches(name, LM_BUILTINS, n=1)
+            raise LMSpecError(f"lm='{spec}': unknown builtin LM '{name}'"
+                              f"{f' (did you mean builtin:{close[0]}?)' if close else ''}; builtins: "
+                              f"{', '.join('builtin:' + b for b in LM_BUILTINS)}, or a local model folder")
+        if name == "smollm2-135m":
+            from harness.workspace import current
+            folder = Path(current().models) / "smollm2-135m"
+            if not (folder / "config.json").is_file():
+                find_smollm2_gguf()
+        return
+    path = Path(spec[3:] if spec.startswith("hf:") else spec).expanduser()
+    if not path.is_dir():
+        raise LMSpecError(f"lm='{spec}': '{path}' is not a local folder (weights are never downloaded; pass a "
+                          f"folder with config.json + weights + tokenizer, or one of "
+                          f"{', '.join('builtin:' + b for b in LM_BUILTINS)})")
+    if not (path / "config.json").is_file():
+        raise LMSpecError(f"lm='{spec}': '{path}' has no config.json (not a Hugging Face model folder)")
 
 
 @dataclass

@@ -225,24 +225,30 @@ class BoostTrainer:
         self.precision = ("bf16" if self.device.type == "cuda" else "fp32") if cfg.precision == "auto" \
             else cfg.precision
         self.hash = config_hash(cfg)
-        self.run_dir = Path(cfg.run_dir) if cfg.run_dir else ws.sub("boost") / self.hash
+        self.run_dir = Path(cfg.run_dir) if cfg.run_dir else ws.root / "boost" / self.hash
+        # everything a user can get wrong (stages, LM spec, data files, encoder) is checked before the run
+        # folder, pipeline.json or an MLflow run exists
+        self.warnings: list[str] = []
+        self.check_inputs(check_lm=vlm is None)
+        if vlm is None:
+            vlm = build_vlm(cfg)
+        self.vlm = vlm.to(self.device)
+        self._data_cache: dict[str, ConversationData] = {}
+        self.image_size = cfg.image_size or self.vlm.encoder.info.image_size[0]
+        for stage in cfg.stages:            # tokenise now: malformed data stops here, before any output
+            self.data_for(stage)
         if self.dist.main:
             if not cfg.resume and self.run_dir.exists():
                 shutil.rmtree(self.run_dir)
             self.run_dir.mkdir(parents=True, exist_ok=True)
         self.dist.barrier()
-        if vlm is None:
-            vlm = build_vlm(cfg)
-        self.vlm = vlm.to(self.device)
         self.base_spec = self.vlm.encoder.info.spec
         self.base_fingerprint = self.vlm.encoder.fingerprint()
         from .export import base_info
         self.base_info = base_info(self.vlm.encoder)
-        self.image_size = cfg.image_size or self.vlm.encoder.info.image_size[0]
         self.variant_applied = False
         self.variant_report: dict = {}
         self.trained_lm = False
-        self._data_cache: dict[str, ConversationData] = {}
         self.tracker = None
         self.pipeline_path = self.run_dir / "pipeline.json"
         self.pipeline = json.loads(self.pipeline_path.read_text()) if self.pipeline_path.is_file() else {
@@ -254,6 +260,57 @@ class BoostTrainer:
         if self.device.type == "cuda" and self._grad_ckpt():
             self.vlm.lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
+    def stage_data_paths(self) -> dict[int, str]:
+        """Stage -> the conversation file it trains on (its own ``stage<k>.data``, else ``data``)."""
+        return {st: getattr(self.cfg, f"stage{st}").data or self.cfg.data for st in self.cfg.stages}
+
+    def check_inputs(self, check_lm: bool = True) -> None:
+        """Cheap checks of what a user passes; raises a UserError (ConfigError / LMSpecError / DataError)."""
+        from harness.config import ConfigError
+        from .data import DataError
+        from .lm import check_lm_spec
+        bad = [st for st in self.cfg.stages if st not in (1, 2, 3)]
+        if bad or not self.cfg.stages:
+            raise ConfigError(f"stages={list(self.cfg.stages)}: stages are 1, 2, 3")
+        if check_lm:
+            check_lm_spec(self.cfg.lm)
+        paths = self.stage_data_paths()
+        for st, path in paths.items():
+            key = f"stage{st}.data" if getattr(self.cfg, f"stage{st}").data else "data"
+            if not path:
+                raise ConfigError(f"stage {st} has no data: set data=FILE (every stage) or stage{st}.data=FILE")
+            if not Path(path).expanduser().is_file():
+                raise DataError(f"{key}='{path}': conversation data file does not exist")
+        shared: dict[str, list[int]] = {}
+        for st, path in paths.items():
+            shared.setdefault(str(Path(path).expanduser().resolve()), []).append(st)
+        for path, stages in shared.items():
+            if len(stages) > 1:
+                self.warnings.append(
+                    f"{path} serves stages {', '.join(map(str, stages))}: the paper trains stage 1 on alignment "
+                    f"captions, stage 2 on instruction data + multi-view VQA and stage 3 on the spatial "
+                    f"chain-of-thought data (set stage1.data / stage2.data / stage3.data)")
+        if self.dist.main:
+            for w in self.warnings:
+                log.warning(w)
+                self.echo(f"warning: {w}")
+
+    def run_tags(self, parent_rid: str | None = None) -> dict[str, str]:
+        """What a report needs to say about this candidate: the LM (and whether it is random), steps and
+        samples seen per stage, variant and the boost run. Copied into every eval run of the boosted encoder."""
+        from .lm import lm_is_random
+        steps, seen = [], []
+        for st in self.cfg.stages:
+            sc: StageConfig = getattr(self.cfg, f"stage{st}")
+            n = len(self._data_cache[self.stage_data_paths()[st]]) if self._data_cache else 0
+            total = sc.max_steps if sc.max_steps > 0 else max(1, math.ceil(sc.epochs * math.ceil(n / sc.batch_size)))
+            steps.append(f"{st}:{total}")
+            seen.append(f"{st}:{total * sc.batch_size}")
+        return {"boost.lm": self.cfg.lm, "boost.lm_random": "1" if lm_is_random(self.cfg.lm) else "0",
+                "boost.steps": ",".join(steps), "boost.samples": ",".join(seen), "boost.variant": self.cfg.variant,
+                "boost.run_id": parent_rid or self.pipeline["runs"].get("parent") or "",
+                "boost.config_hash": self.hash}
+
     def _grad_ckpt(self) -> bool:
         return self.cfg.grad_checkpointing == "on" or (self.cfg.grad_checkpointing == "auto"
                                                         and self.device.type == "cuda")
@@ -263,7 +320,8 @@ class BoostTrainer:
         sc: StageConfig = getattr(self.cfg, f"stage{stage}")
         path = sc.data or self.cfg.data
         if not path:
-            raise ValueError(f"stage {stage} has no data: set data=FILE (or stage{stage}.data=FILE)")
+            from harness.config import ConfigError
+            raise ConfigError(f"stage {stage} has no data: set data=FILE (or stage{stage}.data=FILE)")
         if path not in self._data_cache:
             self._data_cache[path] = ConversationData(
                 path, self.vlm.tokenizer, self.vlm.tokens_per_image(self.image_size), self.cfg.max_length,
@@ -536,19 +594,40 @@ class BoostTrainer:
         return StageResult(stage, total, losses, rid, last_ckpt, data.stats.to_dict())
 
     def run(self) -> str | None:
-        """Run the configured stages (resuming); export the boosted encoder after stage 3."""
+        """Run the configured stages (resuming); export the boosted encoder after stage 3. An exception marks
+        every run this call left RUNNING as FAILED (KILLED on Ctrl-C / SIGTERM) and is re-raised."""
+        try:
+            return self._run_stages()
+        except BaseException as e:
+            if self.tracked:
+                status = "KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED"
+                for rid in self.pipeline["runs"].values():
+                    try:
+                        if self.tracker.client.get_run(rid).info.status == "RUNNING":
+                            self.tracker.client.set_tag(rid, "error", f"{type(e).__name__}: {e}"[:500])
+                            self.tracker.client.set_terminated(rid, status)
+                    except Exception:  # noqa: BLE001 - never hide the original error
+                        log.exception("could not mark run %s %s", rid, status)
+            raise
+
+    def _run_stages(self) -> str | None:
         cfg = self.cfg
+        tags = self.run_tags()
         parent = self._run("parent", f"boost {self.base_spec}",
                            {"encoder": self.base_spec, "encoder_fingerprint": self.base_fingerprint,
-                            "lm": cfg.lm, "variant": cfg.variant, "kind": "spatialboost-boost"},
+                            "lm": cfg.lm, "variant": cfg.variant, "kind": "spatialboost-boost",
+                            **{k: v for k, v in tags.items() if k != "boost.run_id"},
+                            **({"data_warnings": " | ".join(self.warnings)[:4000]} if self.warnings else {})},
                            {"encoder": self.base_spec, "lm": cfg.lm, "stages": ",".join(map(str, cfg.stages)),
-                            "variant": cfg.variant, "config_hash": self.hash}, None)
+                            "variant": cfg.variant, "config_hash": self.hash,
+                            **{f"stage{st}.data": p for st, p in self.stage_data_paths().items()}}, None)
+        self.tags = self.run_tags(parent)
+        if parent is not None:
+            self.tracker.client.set_tag(parent, "boost.run_id", parent)
         prev_final: Path | None = None
         in_memory = True            # the model in memory holds the last finished stage's weights
         self.results: dict[int, StageResult] = {}
         for stage in cfg.stages:
-            if stage not in (1, 2, 3):
-                raise ValueError(f"unknown stage {stage}; stages are 1, 2, 3")
             if stage == 3:
                 self.apply_variant()
             ck = self.latest_checkpoint(stage) if cfg.resume else None

@@ -120,3 +120,19 @@ def test_encoder_without_attention_fails_with_module_types(qa_file, tmp_path):
     with pytest.raises(ValueError, match=r"no recognisable attention layers in Sequential; found module types: "
                                          r"Sequential, Conv2d, ReLU"):
         tr.run()
+
+
+def test_boosted_encoder_carries_run_tags(boosted_run):
+    """The eval runner copies ``encoder.run_tags`` into every run: the report can say what trained the candidate."""
+    spec, ws, _ = boosted_run
+    enc = build_encoder(spec)
+    tags = enc.run_tags
+    assert tags["boost.lm"] == "builtin:tiny-qwen2" and tags["boost.lm_random"] == "1"
+    # 6 samples: stage 1 one epoch at batch 4 (2 steps), stage 2 max_steps=1 at batch 4, stage 3 batch 2 (3 steps)
+    assert tags["boost.steps"] == "1:2,2:1,3:3" and tags["boost.samples"] == "1:8,2:4,3:6"
+    assert tags["boost.variant"] == "dual"
+    from mlflow.tracking import MlflowClient
+    c = MlflowClient(tracking_uri=f"sqlite:///{ws / 'mlflow.db'}")
+    parent = c.get_run(tags["boost.run_id"])
+    assert parent.info.run_name.startswith("boost ") and parent.info.status == "FINISHED"
+    assert {k: parent.data.tags[k] for k in tags} == tags
