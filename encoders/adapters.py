@@ -39,10 +39,12 @@ def _flag(opts: dict, key: str) -> bool:
 class TimmEncoder(Encoder):
     """Any timm ViT through ``forward_intermediates(norm=False)`` plus the model's own final ``norm``."""
 
-    def __init__(self, model: nn.Module, spec: str):
+    def __init__(self, model: nn.Module, spec: str, mean=None, std=None):
         super().__init__()
         self.model = model.eval()
-        cfg = getattr(model, "pretrained_cfg", {}) or {}
+        cfg = dict(getattr(model, "pretrained_cfg", {}) or {})
+        if mean is not None:
+            cfg.update(mean=mean, std=std)
         ps = model.patch_embed.patch_size
         size = getattr(model.patch_embed, "img_size", None) or cfg.get("input_size", (3, 224, 224))[1:]
         self.info = EncoderInfo(
@@ -58,7 +60,9 @@ class TimmEncoder(Encoder):
             images, indices=block_ids, norm=False, output_fmt="NCHW", return_prefix_tokens=True,
             intermediates_only=True)
         feats = {}
-        for i, (spatial, prefix) in zip(block_ids, outs):
+        for i, out in zip(block_ids, outs):
+            # (spatial, prefix) pairs; a bare spatial map when the model has no prefix tokens (SigLIP)
+            spatial, prefix = out if isinstance(out, (tuple, list)) else (out, None)
             spatial = spatial.permute(0, 2, 3, 1)
             cls = prefix[:, 0] if prefix is not None and prefix.shape[1] > 0 else spatial.mean((1, 2))
             feats[i] = LayerFeatures(cls=cls, patches=spatial)
@@ -66,6 +70,14 @@ class TimmEncoder(Encoder):
 
     def _norm_patches(self, x):
         return self.model.norm(x)
+
+    def _pool(self, normed_last):
+        pool = getattr(self.model, "attn_pool", None)
+        if pool is None or self.info.num_prefix_tokens:
+            return normed_last
+        # SigLIP-style attention pooling (timm's forward_head with pre_logits): the pooled embedding
+        cls = self.model.fc_norm(pool(normed_last.patches.flatten(1, 2)))
+        return LayerFeatures(cls=cls, patches=normed_last.patches)
 
 
 def build_timm(target: str, opts: dict, spec: str) -> Encoder:
@@ -253,10 +265,17 @@ def build_open_clip(target: str, opts: dict, spec: str) -> Encoder:
     except RuntimeError as e:
         raise EncoderSpecError(f"'{spec}': open_clip cannot build '{target}': {e}") from None
     visual = model.visual
-    if not hasattr(visual, "transformer"):
+    trunk = getattr(visual, "trunk", None)   # open_clip's timm towers (SigLIP, SigLIP2, ...)
+    if not hasattr(visual, "transformer") and not (trunk is not None and hasattr(trunk, "forward_intermediates")
+                                                   and hasattr(trunk, "blocks")):
         raise EncoderSpecError(f"'{spec}': only ViT visual towers are supported (got {type(visual).__name__})")
     if ckpt:
         load_into(visual, ckpt, opts.get("remap"))
+    if trunk is not None:
+        # the tower is a timm ViT: its own preprocessing (open_clip falls back to OpenAI's statistics
+        # when no pretrained tag is named, which is wrong for SigLIP's 0.5/0.5)
+        cfg = getattr(trunk, "pretrained_cfg", {}) or {}
+        return TimmEncoder(trunk, spec, mean=cfg.get("mean", CLIP_MEAN), std=cfg.get("std", CLIP_STD))
     mean = getattr(visual, "image_mean", None) or CLIP_MEAN
     std = getattr(visual, "image_std", None) or CLIP_STD
     return OpenClipEncoder(visual, spec, mean, std)

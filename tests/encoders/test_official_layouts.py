@@ -308,3 +308,80 @@ def test_clip_openai_layout_through_open_clip_timm_and_hf(tmp_path):
                      _features(f"hf:{tmp_path / 'hf-clip'}", x, norm=norm)[1])
     for enc in (oc_enc, timm_enc):
         assert enc.info.mean == pytest.approx(hf_enc.info.mean) and enc.info.std == pytest.approx(hf_enc.info.std)
+
+
+# ----------------------------------------------------------------------------------------------- SigLIP
+def _register_tiny_siglip():
+    """A timm name for a 3-block SigLIP tower, so open_clip's config (which names a timm model) can be tiny."""
+    import timm
+    from timm.models import register_model
+    name = "vit_siglip_tiny_layout_test"
+    if name not in timm.list_models(name):
+        def vit_siglip_tiny_layout_test(pretrained=False, **kw):
+            return timm.create_model("vit_base_patch16_siglip_224", pretrained=False,
+                                     **{**dict(depth=3, embed_dim=48, num_heads=3, img_size=64, patch_size=8,
+                                               act_layer="gelu_tanh"), **kw})
+        vit_siglip_tiny_layout_test.__module__ = __name__
+        register_model(vit_siglip_tiny_layout_test)
+    return name
+
+
+def _timm_siglip_to_hf(sd, depth, d, prefix="visual.trunk."):
+    """open_clip/timm SigLIP tower -> transformers SiglipModel vision names (MAP head included)."""
+    g = lambda k: sd[prefix + k]  # noqa: E731
+    v, o = "vision_model.", {}
+    o[v + "embeddings.patch_embedding.weight"] = g("patch_embed.proj.weight")
+    o[v + "embeddings.patch_embedding.bias"] = g("patch_embed.proj.bias")
+    o[v + "embeddings.position_embedding.weight"] = g("pos_embed")[0]
+    for w in ("weight", "bias"):
+        o[f"{v}post_layernorm.{w}"] = g(f"norm.{w}")
+        for i in range(depth):
+            b, t = f"{v}encoder.layers.{i}.", f"blocks.{i}."
+            for j, (q, k, vv) in enumerate([g(f"{t}attn.qkv.{w}").chunk(3)]):
+                o[b + f"self_attn.q_proj.{w}"], o[b + f"self_attn.k_proj.{w}"], o[b + f"self_attn.v_proj.{w}"] = q, k, vv
+            for hf, tm in (("self_attn.out_proj", "attn.proj"), ("layer_norm1", "norm1"), ("layer_norm2", "norm2"),
+                           ("mlp.fc1", "mlp.fc1"), ("mlp.fc2", "mlp.fc2")):
+                o[f"{b}{hf}.{w}"] = g(f"{t}{tm}.{w}")
+        h = v + "head."
+        o[f"{h}attention.in_proj_{w}"] = torch.cat([g(f"attn_pool.q.{w}"), g(f"attn_pool.kv.{w}")])
+        o[f"{h}attention.out_proj.{w}"] = g(f"attn_pool.proj.{w}")
+        o[f"{h}layernorm.{w}"] = g(f"attn_pool.norm.{w}")
+        o[f"{h}mlp.fc1.{w}"] = g(f"attn_pool.mlp.fc1.{w}")
+        o[f"{h}mlp.fc2.{w}"] = g(f"attn_pool.mlp.fc2.{w}")
+    o[h + "probe"] = g("attn_pool.latent")
+    return {k: t.clone().contiguous() for k, t in o.items()}
+
+
+def test_siglip_open_clip_layout_through_open_clip_timm_and_hf(tmp_path):
+    from safetensors.torch import save_file
+    from transformers import SiglipConfig, SiglipModel
+    name = _register_tiny_siglip()
+    cfg = {"embed_dim": 48, "init_logit_bias": -10, "custom_text": True,
+           "vision_cfg": {"image_size": 64, "timm_model_name": name, "timm_model_pretrained": False,
+                          "timm_pool": "map", "timm_proj": "none"},
+           "text_cfg": {"context_length": 16, "vocab_size": 100, "width": 48, "heads": 3, "layers": 1,
+                        "no_causal_mask": True, "proj_bias": True, "pool_type": "last", "norm_kwargs": {"eps": 1e-6}}}
+    oc = _open_clip_tiny(tmp_path, "tiny-siglip", cfg)
+    sd = {k: v.contiguous() for k, v in oc.state_dict().items()}
+    assert "visual.trunk.attn_pool.latent" in sd and "logit_bias" in sd
+    save_file(sd, tmp_path / "open_clip_model.safetensors")
+    hf = SiglipModel(SiglipConfig(
+        vision_config=dict(hidden_size=48, num_hidden_layers=3, num_attention_heads=3, intermediate_size=192,
+                           patch_size=8, image_size=64),
+        text_config=dict(hidden_size=48, num_hidden_layers=1, num_attention_heads=3, intermediate_size=96,
+                         vocab_size=100, max_position_embeddings=16)))
+    missing, _ = hf.load_state_dict(_timm_siglip_to_hf(sd, 3, 48), strict=False)
+    assert not [k for k in missing if k.startswith("vision_model.")]
+    hf.save_pretrained(tmp_path / "hf-siglip")
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    ckpt = tmp_path / "open_clip_model.safetensors"
+    oc_enc, oc_out = _features(f"open_clip:tiny-siglip?ckpt={ckpt}", x)
+    timm_enc, timm_out = _features(f"timm:{name}?ckpt={ckpt}", x)
+    hf_enc, hf_out = _features(f"hf:{tmp_path / 'hf-siglip'}", x)
+    assert oc_enc.info.num_prefix_tokens == hf_enc.info.num_prefix_tokens == 0
+    _assert_same(oc_out, hf_out)           # cls = the MAP head's pooled embedding on every route
+    _assert_same(timm_out, hf_out)
+    _assert_same(_features(f"open_clip:tiny-siglip?ckpt={ckpt}", x, norm=False)[1],
+                 _features(f"hf:{tmp_path / 'hf-siglip'}", x, norm=False)[1])
+    for enc in (oc_enc, timm_enc, hf_enc):
+        assert enc.info.mean == pytest.approx((0.5,) * 3) and enc.info.std == pytest.approx((0.5,) * 3)
