@@ -114,7 +114,15 @@ class DPTDepthHead(nn.Module):
         return (F.relu(out) + self.min_depth)[:, 0]
 
 
+# DINOv2 ``hub/depthers.py`` / DINOv3 depth configs: the 4 blocks the linear "4 layers" and DPT heads read,
+# by model depth (ViT-S/B 12, ViT-L 24, ViT-g 40 blocks); other depths fall back to even spacing.
+DINOV2_BLOCKS = {12: [2, 5, 8, 11], 24: [4, 11, 17, 23], 40: [9, 19, 29, 39]}
+
+
 def dpt_blocks(num_layers: int) -> list[int]:
-    """Four evenly spaced blocks ending at the last (12 blocks -> 2, 5, 8, 11 as DINOv2 ViT-S/B)."""
+    """The 4 blocks of DINOv2's/DINOv3's per-depth table (12 -> 2,5,8,11; 24 -> 4,11,17,23; 40 -> 9,19,29,39);
+    other depths: four evenly spaced blocks ending at the last (fewer than 4 blocks: all of them)."""
+    if num_layers in DINOV2_BLOCKS:
+        return list(DINOV2_BLOCKS[num_layers])
     return sorted({max(0, round((i + 1) * num_layers / 4) - 1) for i in range(4)}) if num_layers >= 4 else \
         list(range(num_layers))

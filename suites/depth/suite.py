@@ -95,11 +95,15 @@ def _check_common(o) -> None:
 
 @dataclass(frozen=True)
 class NYUdOptions:
-    iterations: int = field(12500, help="iterations of the linear grid and of the DPT head (paper: 12,500)")
+    iterations: int = field(12500, help="iterations of the linear grid (paper: 12,500)")
     batch_size: int = field(16, help="training batch size (DINOv2 depth: 2 per GPU x 8 GPUs = 16)")
     lrs: tuple[float, ...] = field(DEPTH_LRS, help="linear-head learning-rate grid, one head each (paper: "
                                                    "1e-4..1e-1)")
-    n_last_layers: tuple[int, ...] = field((1, 4), help="linear heads read the patch tokens of the last n blocks")
+    n_last_layers: tuple[int, ...] = field((1, 4), help="linear heads read the patch tokens of n blocks: the last "
+                                                        "n of those `linear_layers` picks")
+    linear_layers: Literal["spaced", "last"] = field("spaced", help="blocks of the n-layer linear heads: spaced = "
+                                                     "DINOv2's evenly spaced table (n=4: ViT-S/B 2,5,8,11, ViT-L "
+                                                     "4,11,17,23, ViT-g 9,19,29,39), last = the last n blocks")
     cls_concat: tuple[bool, ...] = field((False, True), help="CLS token concatenated to every patch token")
     n_bins: int = field(256, help="depth bins of the linear head")
     bins: Literal["uniform", "log"] = field("uniform", help="bin placement: uniform (DINOv2 UD) or log "
@@ -119,11 +123,15 @@ class NYUdOptions:
     head_chunk: int = field(1, hash=False, help="linear heads per forward/backward (speed/memory only; 1 is "
                                                 "fastest on CPU, larger may be faster on GPU)")
     dpt_lr: float = field(3e-4, help="DPT head AdamW learning rate (the Optuna search space)")
+    dpt_iterations: int = field(38400, help="DPT head iterations (DINOv3 NYU: 38,400)")
+    dpt_warmup: int = field(12800, help="DPT one-cycle warm-up iterations (DINOv3 NYU: 12,800)")
     dpt_weight_decay: float = field(1e-4, help="DPT head AdamW weight decay (DINOv3 NYU)")
     dpt_grad_clip: float = field(35.0, help="DPT gradient-norm clip")
     dpt_channels: int = field(256, help="DPT fusion channels (paper/DINOv2: 256)")
     dpt_post_process: tuple[int, ...] | None = field(None, help="DPT reassemble channels; None = [D/8,D/4,D/2,D]")
     dpt_layers: tuple[int, ...] | None = field(None, help="4 block indices for DPT; None = evenly spaced")
+    curve_points: int = field(0, hash=False, help="validation rmse (held-out train) this many times during "
+                                                  "training, logged as a learning curve (0 = only at the end)")
     floor_frames: int = field(2000, help="training frames (evenly spaced) read for the floor rows' mean depth "
                                          "and mean map")
 
@@ -150,7 +158,7 @@ def _spec(name: str, title: str) -> SuiteSpec:
           MetricSpec("delta1", "max", "fraction max(gt/pred, pred/gt) < 1.25"),
           MetricSpec("delta2", "max", "... < 1.25^2"), MetricSpec("delta3", "max", "... < 1.25^3"),
           MetricSpec("val.rmse", "min", "RMSE on the part of train held out for selection (Optuna objective)")]
-    return SuiteSpec(name=name, version="1", task="depth", heads=("linear", "dpt"), metrics=tuple(ms),
+    return SuiteSpec(name=name, version="2", task="depth", heads=("linear", "dpt"), metrics=tuple(ms),
                      primary="rmse", validation="val.rmse", default_head="linear,dpt", paper_table="Table 1",
                      description=f"{title}: DINOv2 linear depth grid (lr x layers {{1,4}} x CLS concat) selected on "
                                  "held-out train, or a DPT head; per-image metrics on the test split.")
@@ -224,12 +232,20 @@ class _DepthSuite(Suite):
                                       augment_id=f"crop{ch}x{cw}-flip{int(o.flip)}")
 
     def _linear_blocks(self, encoder) -> list[int]:
+        """Blocks the linear heads read; a head with ``n`` layers reads the last ``n`` of them.
+        ``linear_layers=spaced`` (DINOv2 linear depther): the 4 blocks of the per-depth table (ViT-S/B
+        2,5,8,11; ViT-L 4,11,17,23; ViT-g 9,19,29,39), so "1 layer" = the last block and "4 layers" = the
+        table; ``last``: the last ``max(n_last_layers)`` blocks."""
         n = max(self.options.n_last_layers)
         L = encoder.info.num_layers
         if n > L:
             raise DataError(f"protocol.n_last_layers asks for the last {n} blocks but encoder "
                             f"'{encoder.info.spec}' has only {L}")
-        return list(range(L - n, L))
+        if self.options.linear_layers == "last":
+            return list(range(L - n, L))
+        if n == 4:
+            return dpt_blocks(L)
+        return sorted({max(0, round((i + 1) * L / n) - 1) for i in range(n)})
 
     def _dpt_blocks(self, encoder) -> list[int]:
         L = encoder.info.num_layers
@@ -278,9 +294,10 @@ class _DepthSuite(Suite):
         """CPU sizes: the defaults are the paper's protocol (12,500 iterations at native resolution)."""
         if preset == "tiny":
             return {"iterations": 40, "batch_size": 4, "lrs": list(CPU_LRS), "short_side": 96, "dpt_channels": 32,
-                    "sig_warm_iter": 10}
+                    "sig_warm_iter": 10, "dpt_iterations": 40, "dpt_warmup": 13}
         # the heads dominate on a CPU (each writes a x4-upsampled 256-bin map): two lrs, 100 iterations
-        return {"iterations": 100, "batch_size": 4, "lrs": [1e-3, 1e-2], "short_side": 120, "dpt_channels": 64}
+        return {"iterations": 100, "batch_size": 4, "lrs": [1e-3, 1e-2], "short_side": 120, "dpt_channels": 64,
+                "dpt_iterations": 100, "dpt_warmup": 33}
 
     # -- validate -------------------------------------------------------------------------------
     def validate(self, ctx: RunContext) -> dict:
@@ -294,7 +311,7 @@ class _DepthSuite(Suite):
         report["gt_valid_pixels"] = int((depth > 0).sum())
         if "linear" in ctx.heads:
             blocks = self._linear_blocks(enc)
-            out = enc(x[None].to(ctx.device), layers=blocks)
+            out = enc(x[None].to(ctx.device), layers=blocks, norm=False)
             grid = self._grid(enc.info.embed_dim).to(ctx.device)
             pat = {b: out.layers[b].patches.float() for b in blocks}
             cl = {b: out.layers[b].cls.float() for b in blocks}
@@ -302,7 +319,7 @@ class _DepthSuite(Suite):
             report["linear"] = {"heads": grid.n_heads, "blocks": blocks, "prediction_hw": list(pred.shape[-2:])}
         if "dpt" in ctx.heads:
             blocks = self._dpt_blocks(enc)
-            out = enc(x[None].to(ctx.device), layers=blocks)
+            out = enc(x[None].to(ctx.device), layers=blocks, norm=False)
             head = self._dpt(enc.info.embed_dim).to(ctx.device)
             pred = head([out.layers[b].patches.float() for b in blocks], [out.layers[b].cls.float() for b in blocks])
             report["dpt"] = {"blocks": blocks, "prediction_hw": list(pred.shape[-2:]),
@@ -352,7 +369,7 @@ class _DepthSuite(Suite):
                                                      generator=gen, num_workers=ctx.num_workers)
                 for images, depth in loader:
                     with torch.no_grad(), autocast(ctx.device, ctx.precision):
-                        out = enc(images.to(ctx.device), layers=blocks)
+                        out = enc(images.to(ctx.device), layers=blocks, norm=False)
                     pat = {b: out.layers[b].patches.float() for b in blocks}
                     cl = {b: out.layers[b].cls.float() for b in blocks}
                     t = depth[:, 0].to(ctx.device)
@@ -360,13 +377,14 @@ class _DepthSuite(Suite):
 
     def _features(self, ctx: RunContext, ds: DepthSplit, blocks: list[int], desc: str):
         """Features of every block any head of this run reads, so ``linear,dpt`` costs one encoder pass
-        per image (the second head finds the same cache entry)."""
+        per image (the second head finds the same cache entry). Un-normed (``norm=False``), as DINOv2's
+        depthers read ``get_intermediate_layers(..., norm=False)`` for both heads."""
         wanted = set(blocks)
         if "linear" in ctx.heads:
             wanted |= set(self._linear_blocks(ctx.encoder))
         if "dpt" in ctx.heads:
             wanted |= set(self._dpt_blocks(ctx.encoder))
-        return ctx.features(ds.images_only(), sorted(wanted), ("patches", "cls"), desc=desc)
+        return ctx.features(ds.images_only(), sorted(wanted), ("patches", "cls"), desc=desc, norm=False)
 
     def _evaluate(self, predict, ds: DepthSplit, indices: np.ndarray, batch: int) -> DepthMetric:
         """``predict(sorted indices) -> [K, B, h, w]``; ground truth read at native size from ``ds``."""
@@ -423,6 +441,11 @@ class _DepthSuite(Suite):
             per_sample[m] = per_sample[f"{prefix}.{m}"]
         metrics["val.rmse"] = first["val.rmse"]
         return SuiteResult(metrics=metrics, selection=selection, details=details, per_sample=per_sample)
+
+    def _val_every(self, total: int) -> int:
+        """Steps between validation points of the learning curve (``curve_points`` along training)."""
+        n = self.options.curve_points
+        return max(1, total // n) if n else 0
 
     @staticmethod
     def _per_sample(ds: DepthSplit, metric: DepthMetric, row: int, prefix: str) -> dict[str, PerSample]:
@@ -502,22 +525,10 @@ class _DepthSuite(Suite):
         batches = self._batches(ctx, d, ftrain, fit, blocks, gen)
         total = o.iterations
         every = max(1, total // 50)
+        val_every = self._val_every(total)
         bar = self._progress(ctx, total, "linear depth heads")
         start = time.perf_counter()
-
-        def on_step(step, losses):
-            if step % every == 0 or step == total - 1:
-                finite = losses[torch.isfinite(losses)]
-                ctx.log_curve({"lin.train_loss": float(finite.mean()) if len(finite) else float("nan"),
-                               "lin.train_loss_min": float(finite.min()) if len(finite) else float("nan")}, step)
-            if bar is not None:
-                bar.update(1)
-
-        train_depth_grid(grid, batches, blocks, total, self._loss(), chunk=o.head_chunk, on_step=on_step,
-                         device=ctx.device)
-        if bar is not None:
-            bar.close()
-        details["linear_train_seconds"] = round(time.perf_counter() - start, 3)
+        val_seconds = 0.0
 
         def predictor(feats):
             def predict(sel):
@@ -528,11 +539,36 @@ class _DepthSuite(Suite):
                 return grid(pat, cl, blocks, chunk=o.head_chunk)
             return predict
 
+        def on_step(step, losses):
+            nonlocal val_seconds
+            if step % every == 0 or step == total - 1:
+                finite = losses[torch.isfinite(losses)]
+                ctx.log_curve({"lin.train_loss": float(finite.mean()) if len(finite) else float("nan"),
+                               "lin.train_loss_min": float(finite.min()) if len(finite) else float("nan")}, step)
+            if val_every and ((step + 1) % val_every == 0 and step + 1 < total):
+                t = time.perf_counter()
+                v = np.asarray(self._evaluate(predictor(ftrain), d.train, hold, o.eval_batch_size).compute()["rmse"],
+                               dtype=np.float64).reshape(-1)
+                ctx.log_curve({"lin.val_rmse_best": float(np.nanmin(v)), "lin.val_rmse_mean": float(np.nanmean(v))},
+                              step + 1)
+                val_seconds += time.perf_counter() - t
+            if bar is not None:
+                bar.update(1)
+
+        train_depth_grid(grid, batches, blocks, total, self._loss(), chunk=o.head_chunk, on_step=on_step,
+                         device=ctx.device)
+        if bar is not None:
+            bar.close()
+        details["linear_train_seconds"] = round(time.perf_counter() - start - val_seconds, 3)
+        details["linear_curve_seconds"] = round(val_seconds, 3)
+
         val = self._evaluate(predictor(ftrain), d.train, hold, o.eval_batch_size).compute()
         test_metric = self._evaluate(predictor(ftest), d.test, test_idx, o.eval_batch_size)
         test = test_metric.compute()
         names = grid.head_names()
         val_rmse = np.nan_to_num(np.asarray(val["rmse"], dtype=np.float64), nan=np.inf)
+        ctx.log_curve({"lin.val_rmse_best": float(val_rmse.min()),
+                       "lin.val_rmse_mean": float(np.nanmean(np.asarray(val["rmse"], dtype=np.float64)))}, total)
         best = int(np.argmin(val_rmse))   # first best: ties go to the smaller lr / simpler input
         for k, name in enumerate(names):
             metrics[f"{name}.val_rmse"] = float(val["rmse"][k])
@@ -559,35 +595,17 @@ class _DepthSuite(Suite):
         head = self._dpt(enc.info.embed_dim).to(ctx.device)
         loss_fn = self._loss()
         opt = torch.optim.AdamW(head.parameters(), lr=o.dpt_lr, betas=(0.9, 0.99), weight_decay=o.dpt_weight_decay)
-        total = o.iterations
+        total = o.dpt_iterations
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=o.dpt_lr, total_steps=max(2, total),
-                                                    pct_start=1 / 3, anneal_strategy="cos", div_factor=25.0,
+                                                    pct_start=min(max(o.dpt_warmup, 1), total - 1) / max(2, total),
+                                                    anneal_strategy="cos", div_factor=25.0,
                                                     final_div_factor=1000.0, cycle_momentum=False)
         batches = self._batches(ctx, d, ftrain, fit, blocks, gen)
         every = max(1, total // 50)
         bar = self._progress(ctx, total, "dpt depth head")
         start = time.perf_counter()
-        head.train()
-        for step in range(total):
-            pat, cl, target, valid = next(batches)
-            target, valid = target.to(ctx.device), valid.to(ctx.device)
-            pred = head([pat[b].to(ctx.device) for b in blocks], [cl[b].to(ctx.device) for b in blocks])
-            loss = loss_fn(resize_to(pred, tuple(target.shape[-2:])), target, valid, step)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if o.dpt_grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(head.parameters(), o.dpt_grad_clip)
-            opt.step()
-            if step < sched.total_steps - 1:   # OneCycleLR allows total_steps - 1 steps after construction
-                sched.step()
-            if step % every == 0 or step == total - 1:
-                ctx.log_curve({"dpt.train_loss": float(loss.detach())}, step)
-            if bar is not None:
-                bar.update(1)
-        if bar is not None:
-            bar.close()
-        details["dpt_train_seconds"] = round(time.perf_counter() - start, 3)
-        head.eval()
+        val_every = self._val_every(total)
+        val_seconds = 0.0
 
         def predictor(feats):
             def predict(sel):
@@ -598,17 +616,49 @@ class _DepthSuite(Suite):
                 return head(pat, cl)[None]
             return predict
 
+        head.train()
+        for step in range(total):
+            pat, cl, target, valid = next(batches)
+            target, valid = target.to(ctx.device), valid.to(ctx.device)
+            pred = head([pat[b].to(ctx.device) for b in blocks], [cl[b].to(ctx.device) for b in blocks])
+            loss = loss_fn(resize_to(pred, tuple(target.shape[-2:])), target, valid, step)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if o.dpt_grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(head.parameters(), o.dpt_grad_clip)
+            lr_now = opt.param_groups[0]["lr"]
+            opt.step()
+            if step < sched.total_steps - 1:   # OneCycleLR allows total_steps - 1 steps after construction
+                sched.step()
+            if step % every == 0 or step == total - 1:
+                ctx.log_curve({"dpt.train_loss": float(loss.detach()), "dpt.lr": lr_now}, step)
+            if val_every and ((step + 1) % val_every == 0 and step + 1 < total):
+                t = time.perf_counter()
+                head.eval()
+                v = self._evaluate(predictor(ftrain), d.train, hold, o.eval_batch_size).compute()["rmse"]
+                ctx.log_curve({"dpt.val_rmse_curve": float(np.asarray(v).reshape(-1)[0])}, step + 1)
+                head.train()
+                val_seconds += time.perf_counter() - t
+            if bar is not None:
+                bar.update(1)
+        if bar is not None:
+            bar.close()
+        details["dpt_train_seconds"] = round(time.perf_counter() - start - val_seconds, 3)
+        details["dpt_curve_seconds"] = round(val_seconds, 3)
+        head.eval()
+
         val = self._evaluate(predictor(ftrain), d.train, hold, o.eval_batch_size).compute()
         test_metric = self._evaluate(predictor(ftest), d.test, test_idx, o.eval_batch_size)
         test = test_metric.compute()
         per_sample.update(self._per_sample(d.test, test_metric, 0, "dpt"))
         out = {m: float(np.asarray(test[m]).reshape(-1)[0]) for m in METRICS}
         out["val.rmse"] = float(np.asarray(val["rmse"]).reshape(-1)[0])
+        ctx.log_curve({"dpt.val_rmse_curve": out["val.rmse"]}, total)
         for m, v in out.items():
             metrics[f"dpt.{m}" if m != "val.rmse" else "dpt.val_rmse"] = v
         details["dpt_images_without_valid_pixels"] = {"val": val["n_skipped"], "test": test["n_skipped"]}
         selection["dpt"] = {"lr": o.dpt_lr, "blocks": blocks, "channels": o.dpt_channels,
-                            "val_rmse": out["val.rmse"], "iterations": total,
+                            "val_rmse": out["val.rmse"], "iterations": total, "warmup": o.dpt_warmup,
                             "params": sum(p.numel() for p in head.parameters())}
         return out
 

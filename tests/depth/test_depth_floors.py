@@ -15,7 +15,7 @@ from suites.depth.metrics import METRICS
 from suites.depth.suite import NYUdOptions, NYUdSuite
 
 PROTOCOL = {"iterations": 6, "lrs": [0.01, 0.1], "batch_size": 4, "dpt_channels": 8, "sig_warm_iter": 2,
-            "short_side": None}
+            "short_side": None, "dpt_iterations": 6, "dpt_warmup": 2}
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ from suites.depth.suite import KittiSuite, NYUdOptions, NYUdSuite
 from suites.images import DataError
 
 PROTOCOL = {"iterations": 8, "lrs": [0.01, 0.1], "batch_size": 4, "dpt_channels": 8, "sig_warm_iter": 2,
-            "short_side": None}
+            "short_side": None, "dpt_iterations": 8, "dpt_warmup": 2}
 
 
 def _cfg(data, ws, suite="depth.nyud", **kw):
