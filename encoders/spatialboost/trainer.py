@@ -437,12 +437,15 @@ class BoostTrainer:
         rid = self.pipeline["runs"].get(key)
         if rid:
             client.update_run(rid, status="RUNNING")
+            from harness.tracking import process_tags     # this process owns it now (see reap_dead_runs)
+            for k, v in process_tags().items():
+                client.set_tag(rid, k, v)
             return rid
-        from harness.tracking import git_state, package_versions
+        from harness.tracking import git_state, package_versions, process_tags
         import harness
         sha, dirty = git_state()
         all_tags = {**{k: str(v) for k, v in tags.items()}, "git_sha": sha, "git_dirty": str(dirty),
-                    "harness_version": harness.__version__, "config_hash": self.hash}
+                    "harness_version": harness.__version__, "config_hash": self.hash, **process_tags()}
         if parent:
             all_tags["mlflow.parentRunId"] = parent
         rid = client.create_run(self.tracker.experiment_id, run_name=name, tags=all_tags).info.run_id
