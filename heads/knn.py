@@ -9,6 +9,10 @@ import torch.nn.functional as F
 def knn_predict(train: torch.Tensor, train_labels: torch.Tensor, query: torch.Tensor, n_classes: int,
                 ks=(10, 20, 100, 200), T: float = 0.07, chunk: int = 1024) -> dict[int, torch.Tensor]:
     """-> {k: class scores [Q, C]}; k larger than the bank is clipped to the bank size."""
+    if not ks or min(ks) < 1:
+        raise ValueError(f"kNN needs k >= 1, got {tuple(ks)}")
+    if train.shape[0] == 0:
+        raise ValueError("kNN needs a non-empty training bank")
     train = F.normalize(train.float(), dim=-1)
     query = F.normalize(query.float(), dim=-1)
     kmax = min(max(ks), train.shape[0])

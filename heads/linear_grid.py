@@ -107,12 +107,18 @@ def train_linear_grid(grid: LinearGrid, batches: Callable[[], Iterator[tuple[dic
 
 
 @torch.no_grad()
-def topk_correct(logits: torch.Tensor, labels: torch.Tensor, ks=(1, 5)) -> dict[int, torch.Tensor]:
-    """logits [H, B, C] -> {k: correct counts [H]}."""
+def topk_hits(logits: torch.Tensor, labels: torch.Tensor, ks=(1, 5)) -> dict[int, torch.Tensor]:
+    """logits [H, B, C] -> {k: bool [H, B]}: is the label among the top k (per sample, so runs can be paired)."""
     out = {}
     maxk = min(max(ks), logits.shape[-1])
     pred = logits.topk(maxk, dim=-1).indices          # [H, B, maxk]
     hit = pred == labels.view(1, -1, 1)
     for k in ks:
-        out[k] = hit[..., :min(k, maxk)].any(-1).sum(-1)
+        out[k] = hit[..., :min(k, maxk)].any(-1)
     return out
+
+
+@torch.no_grad()
+def topk_correct(logits: torch.Tensor, labels: torch.Tensor, ks=(1, 5)) -> dict[int, torch.Tensor]:
+    """logits [H, B, C] -> {k: correct counts [H]}."""
+    return {k: h.sum(-1) for k, h in topk_hits(logits, labels, ks).items()}
