@@ -140,20 +140,30 @@ class HFVisionEncoder(Encoder):
             self.body = getattr(model, "vision_model", model)  # transformers 5 flattened the tower
             self.norm = self.body.post_layernorm
         else:
-            self.body, self.norm = model, getattr(model, "layernorm", None) or getattr(model, "norm")
+            # DINOv2 ``layernorm``, DINOv3 ``norm``; towers without a final norm (InternViT) get none
+            norm = getattr(model, "layernorm", None) or getattr(model, "norm", None)
+            self.body, self.norm = model, norm if isinstance(norm, nn.Module) else nn.Identity()
         registers = int(getattr(cfg, "num_register_tokens", 0) or 0)
         prefix = 0 if mt.startswith("siglip") else 1 + registers
         default_mean, default_std = {
             "clip_vision_model": (CLIP_MEAN, CLIP_STD),
             "siglip_vision_model": ((0.5,) * 3, (0.5,) * 3)}.get(mt, (IMAGENET_MEAN, IMAGENET_STD))
-        size = image_size or int(cfg.image_size)
+        def first(v):   # InternVL writes [448, 448] / [14, 14]
+            return int(v[0] if isinstance(v, (list, tuple)) else v)
+        size = image_size or first(cfg.image_size)
         if mt == "dinov2" and size == 518 and image_size is None:
             size = 224  # DINOv2's config keeps the 518 position table; its eval resolution is 224
         self.info = EncoderInfo(
             spec=spec, embed_dim=int(cfg.hidden_size), num_layers=int(cfg.num_hidden_layers),
-            patch_size=int(cfg.patch_size), num_prefix_tokens=prefix, image_size=(size, size),
+            patch_size=first(cfg.patch_size), num_prefix_tokens=prefix, image_size=(size, size),
             mean=tuple(mean or default_mean), std=tuple(std or default_std), family=f"hf-{mt}")
         self._interp = mt in ("clip_vision_model", "siglip_vision_model")
+
+    def __reduce__(self):
+        if type(self.model).__module__.startswith("transformers_modules"):
+            # remote code lives in a dynamic module pickle cannot import: rebuild from the spec
+            return _rebuild_hub, (self.info.spec, self.state_dict())
+        return super().__reduce__()
 
     def _blocks(self) -> nn.ModuleList:
         """The transformer blocks: the ModuleList as long as the model is deep."""
@@ -197,6 +207,91 @@ def _read_preprocessor(path: Path) -> dict:
     return json.loads(f.read_text()) if f.is_file() else {}
 
 
+# vision-language model folders: the vision tower's attribute (= its key prefix in the checkpoint)
+VLM_TOWERS = {"internvl": "vision_tower", "llava": "vision_tower", "qwen2_vl": "visual", "qwen2_5_vl": "visual"}
+
+
+def _remote_code_check(path: Path, raw: dict, opts: dict, spec: str) -> bool:
+    """True when the folder's model needs its own code (config ``auto_map``) and the user allowed it.
+
+    Running a folder's code is running a program: refused unless ``?trust_remote_code=1`` and every
+    module it names is a file inside the folder (an ``other/repo--module.Class`` reference would be
+    fetched from the Hub and is refused outright)."""
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
+    auto_map = raw.get("auto_map") or {}
+    if not auto_map or raw.get("model_type") in CONFIG_MAPPING_NAMES:
+        return False
+    refs = [r for v in auto_map.values() for r in (v if isinstance(v, (list, tuple)) else [v]) if r]
+    remote = [r for r in refs if "--" in r]
+    files = sorted({r.rsplit(".", 1)[0] + ".py" for r in refs if "--" not in r})
+    missing = [f for f in files if not (path / f).is_file()]
+    if remote or missing:
+        raise EncoderSpecError(
+            f"'{spec}': model type '{raw.get('model_type')}' needs code that is not in '{path}' "
+            f"({', '.join(remote + missing)}); code is never downloaded. Put the modeling files beside "
+            f"config.json (as the Hub repo has them) or use a transformers-native checkpoint.")
+    if not _flag(opts, "trust_remote_code"):
+        raise EncoderSpecError(
+            f"'{spec}': model type '{raw.get('model_type')}' is not built into transformers; loading it runs "
+            f"the Python code in '{path}' ({', '.join(files)}). Pass ?trust_remote_code=1 if you trust that "
+            f"folder.")
+    return True
+
+
+def _read_tower_state(path: Path, prefixes: tuple[str, ...], spec: str) -> dict[str, torch.Tensor]:
+    """The tensors of one sub-model (a VLM's vision tower) from the folder's shards, prefix removed; only
+    those tensors are read (safetensors), so the language model never enters memory."""
+    from encoders.checkpoint import read_state_dict
+    shards = sorted(path.glob("*.safetensors")) or sorted(path.glob("pytorch_model*.bin"))
+    if not shards:
+        raise EncoderSpecError(f"'{spec}': '{path}' holds no *.safetensors or pytorch_model*.bin weights")
+    out: dict[str, torch.Tensor] = {}
+    for shard in shards:
+        if shard.suffix == ".safetensors":
+            from safetensors import safe_open
+            with safe_open(str(shard), "pt") as f:
+                for k in f.keys():
+                    p = next((p for p in prefixes if k.startswith(p)), None)
+                    if p is not None:
+                        out[k[len(p):]] = f.get_tensor(k)
+        else:
+            for k, v in read_state_dict(shard).items():
+                p = next((p for p in prefixes if k.startswith(p)), None)
+                if p is not None:
+                    out[k[len(p):]] = v
+    if not out:
+        raise EncoderSpecError(f"'{spec}': no tensor in '{path}' starts with {' or '.join(prefixes)}")
+    return out
+
+
+def _build_vlm_tower(path: Path, cfg, opts: dict, spec: str) -> Encoder:
+    from transformers import AutoModel
+    attr = VLM_TOWERS[cfg.model_type]
+    if cfg.model_type == "qwen2_vl":        # (towers that AutoModel does not map)
+        from transformers.models.qwen2_vl.modeling_qwen2_vl import Qwen2VisionTransformerPretrainedModel as cls
+    elif cfg.model_type == "qwen2_5_vl":
+        from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import Qwen2_5_VisionTransformerPretrainedModel as cls
+    else:
+        cls = None
+    tower = (cls._from_config(cfg.vision_config) if cls else AutoModel.from_config(cfg.vision_config)).eval()
+    sd = _read_tower_state(path, (f"model.{attr}.", f"{attr}."), spec)
+    own = tower.state_dict()
+    missing, unexpected = sorted(set(own) - set(sd)), sorted(set(sd) - set(own))
+    shape = sorted(k for k in set(own) & set(sd) if own[k].shape != sd[k].shape)
+    if missing or unexpected or shape:
+        raise EncoderSpecError(f"'{spec}': the {attr} weights in '{path}' do not fit {type(tower).__name__}: "
+                               f"missing {missing[:5]}, unexpected {unexpected[:5]}, mis-shaped {shape[:5]}")
+    tower.load_state_dict(sd, strict=True)
+    tower.float()
+    pre = _read_preprocessor(path)
+    size = opts.get("img_size")
+    if cfg.model_type in ("qwen2_vl", "qwen2_5_vl"):
+        return QwenVisionEncoder(tower, spec, image_size=int(size) if size else 448,
+                                 mean=pre.get("image_mean") or CLIP_MEAN, std=pre.get("image_std") or CLIP_STD)
+    return HFVisionEncoder(tower, spec, image_size=int(size) if size else None,
+                           mean=pre.get("image_mean"), std=pre.get("image_std"))
+
+
 def build_hf(target: str, opts: dict, spec: str) -> Encoder:
     from transformers import AutoConfig, AutoModel, CLIPVisionModel, SiglipVisionModel
     path = Path(target).expanduser()
@@ -208,13 +303,20 @@ def build_hf(target: str, opts: dict, spec: str) -> Encoder:
         raise EncoderSpecError(f"'{spec}': folder '{path}' has no config.json (save the model with "
                                "save_pretrained, which writes config.json beside the weights)")
     try:
-        cfg = AutoConfig.from_pretrained(path, local_files_only=True)
+        raw = json.loads((path / "config.json").read_text())
+    except ValueError as e:
+        raise EncoderSpecError(f"'{spec}': '{path / 'config.json'}' is not valid JSON: {e}") from None
+    trust = _remote_code_check(path, raw if isinstance(raw, dict) else {}, opts, spec)
+    try:
+        cfg = AutoConfig.from_pretrained(path, local_files_only=True, trust_remote_code=trust)
     except (OSError, ValueError) as e:
         raise EncoderSpecError(f"'{spec}': '{path / 'config.json'}' is not a usable model config: "
                                f"{str(e).splitlines()[0]}") from None
+    if cfg.model_type in VLM_TOWERS:
+        return _build_vlm_tower(path, cfg, opts, spec)
     loader = {"clip": CLIPVisionModel, "siglip": SiglipVisionModel}.get(cfg.model_type, AutoModel)
     try:
-        model = loader.from_pretrained(path, local_files_only=True)
+        model = loader.from_pretrained(path, local_files_only=True, trust_remote_code=trust)
     except pickle.UnpicklingError as e:   # torch.load(weights_only=True) refused code in the checkpoint
         raise EncoderSpecError(f"'{spec}': the weights in '{path}' hold Python objects that could run code "
                                f"and were refused ({str(e).splitlines()[-1][:200]}); use safetensors") from None
@@ -225,6 +327,70 @@ def build_hf(target: str, opts: dict, spec: str) -> Encoder:
     size = opts.get("img_size")
     return HFVisionEncoder(model, spec, image_size=int(size) if size else None,
                            mean=pre.get("image_mean"), std=pre.get("image_std"))
+
+
+class QwenVisionEncoder(Encoder):
+    """Qwen2-VL / Qwen2.5-VL vision towers. They take flattened patches (each image repeated over the
+    2-frame temporal patch, 2x2 patch groups contiguous, as the Qwen2-VL image processor lays them out)
+    plus ``grid_thw``; Qwen2.5-VL also reorders tokens into attention windows. Block outputs are put
+    back on the h x w patch grid; the final norm is the patch merger's ``ln_q`` (what the language
+    model's projector reads). No class token: ``cls`` is the mean patch. H and W must be multiples of
+    patch_size x spatial_merge_size (28)."""
+
+    def __init__(self, visual: nn.Module, spec: str, image_size: int = 448, mean=CLIP_MEAN, std=CLIP_STD):
+        super().__init__()
+        self.model = visual.eval()
+        cfg = visual.config
+        self._merge, self._t = int(cfg.spatial_merge_size), int(cfg.temporal_patch_size)
+        self.info = EncoderInfo(
+            spec=spec, embed_dim=int(visual.blocks[0].norm1.weight.shape[0]), num_layers=len(visual.blocks),
+            patch_size=int(cfg.patch_size), num_prefix_tokens=0, image_size=(image_size, image_size),
+            mean=tuple(mean), std=tuple(std), family=f"hf-{cfg.model_type}")
+
+    def patchify(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        b, c, h, w = images.shape
+        p, m, t = self.info.patch_size, self._merge, self._t
+        if h % (p * m) or w % (p * m):
+            raise ValueError(f"encoder '{self.info.spec}' needs H and W multiples of {p * m}, got {h}x{w}")
+        gh, gw = h // p, w // p
+        x = images.unsqueeze(1).expand(b, t, c, h, w).reshape(b, 1, t, c, gh // m, m, p, gw // m, m, p)
+        x = x.permute(0, 1, 4, 7, 5, 8, 3, 2, 6, 9).reshape(b * gh * gw, c * t * p * p)
+        grid = torch.tensor([[1, gh, gw]] * b, device=images.device)
+        return x, grid
+
+    def _window_index(self, grid):
+        if not hasattr(self.model, "fullatt_block_indexes"):
+            return None                                         # Qwen2-VL: no windows
+        from transformers.vision_utils import get_vision_window_index
+        cfg = self.model.config
+        return get_vision_window_index(grid, spatial_merge_size=self._merge, window_size=cfg.window_size,
+                                       patch_size=cfg.patch_size)[0]
+
+    def _features(self, images, block_ids):
+        x, grid = self.patchify(images)
+        captured: dict[int, torch.Tensor] = {}
+        handles = [self.model.blocks[i].register_forward_hook(
+            lambda _m, _a, out, i=i: captured.__setitem__(i, out[0] if isinstance(out, (tuple, list)) else out))
+            for i in block_ids]
+        try:
+            self.model(x.to(next(self.model.parameters()).dtype), grid_thw=grid)
+        finally:
+            for h in handles:
+                h.remove()
+        order = self._window_index(grid)
+        b, m = images.shape[0], self._merge
+        gh, gw = images.shape[-2] // self.info.patch_size, images.shape[-1] // self.info.patch_size
+        feats = {}
+        for i in block_ids:
+            tok = captured[i]
+            if order is not None:   # back from attention-window order to the processor's order
+                tok = tok.reshape(-1, m * m, tok.shape[-1])[torch.argsort(order)].reshape(-1, tok.shape[-1])
+            grid_map = tok.reshape(b, gh // m, gw // m, m, m, -1).permute(0, 1, 3, 2, 4, 5).reshape(b, gh, gw, -1)
+            feats[i] = LayerFeatures(cls=grid_map.mean((1, 2)), patches=grid_map)
+        return feats
+
+    def _norm_patches(self, x):
+        return self.model.merger.ln_q(x)
 
 
 # ------------------------------------------------------------------------------------- open_clip

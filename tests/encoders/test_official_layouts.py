@@ -14,6 +14,7 @@ import os
 import pytest
 import torch
 
+from encoders.adapters import EncoderSpecError
 from encoders.spec import build_encoder
 
 TOL = dict(rtol=1e-4, atol=1e-4)
@@ -385,3 +386,180 @@ def test_siglip_open_clip_layout_through_open_clip_timm_and_hf(tmp_path):
                  _features(f"hf:{tmp_path / 'hf-siglip'}", x, norm=False)[1])
     for enc in (oc_enc, timm_enc, hf_enc):
         assert enc.info.mean == pytest.approx((0.5,) * 3) and enc.info.std == pytest.approx((0.5,) * 3)
+
+
+# ------------------------------------------------------------------------------ InternViT and Qwen-VL towers
+_TEXT = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1,
+             intermediate_size=64, vocab_size=200)
+
+
+def test_internvl_folder_gives_its_vision_tower(tmp_path):
+    """An HF-native InternVL checkpoint (``OpenGVLab/InternVL3-*-hf`` layout): the spec reads only the
+    vision tower's tensors and matches the full model's own tower."""
+    from transformers import InternVLConfig, InternVLForConditionalGeneration
+    cfg = InternVLConfig(vision_config=dict(hidden_size=48, num_hidden_layers=3, num_attention_heads=3,
+                                            intermediate_size=96, patch_size=[8, 8], image_size=[64, 64]),
+                         text_config=dict(model_type="qwen2", **_TEXT), image_token_id=199)
+    full = _randomise(InternVLForConditionalGeneration(cfg))
+    full.save_pretrained(tmp_path / "internvl")
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    enc, out = _features(f"hf:{tmp_path / 'internvl'}", x)
+    assert enc.info.num_layers == 3 and enc.info.num_prefix_tokens == 1 and enc.info.patch_size == 8
+    assert sum(p.numel() for p in enc.parameters()) == sum(p.numel() for p in full.model.vision_tower.parameters())
+    with torch.no_grad():
+        ref = full.model.vision_tower(pixel_values=x, output_hidden_states=True)
+    torch.testing.assert_close(out.cls, ref.last_hidden_state[:, 0], **TOL)
+    torch.testing.assert_close(out.patches.flatten(1, 2), ref.last_hidden_state[:, 1:], **TOL)
+    torch.testing.assert_close(out.layers[1].patches.flatten(1, 2), ref.hidden_states[2][:, 1:], **TOL)
+
+
+@pytest.mark.parametrize("kind", ["qwen2_vl", "qwen2_5_vl"])
+def test_qwen_vl_folder_gives_its_vision_tower(kind, tmp_path):
+    """Qwen2-VL / Qwen2.5-VL folders: the tower's patches on the h x w grid; the merger applied to our
+    normed patches reproduces the tower's own merged output, and our patch layout is the processor's."""
+    import numpy as np
+    from transformers import (Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Qwen2VLConfig,
+                              Qwen2VLForConditionalGeneration, Qwen2VLImageProcessor)
+    text = dict(model_type=f"{kind}_text", rope_scaling={"type": "mrope", "mrope_section": [2, 2, 4]}, **_TEXT)
+    if kind == "qwen2_vl":
+        vision = dict(depth=3, embed_dim=48, hidden_size=32, num_heads=3, patch_size=14, spatial_merge_size=2,
+                      temporal_patch_size=2, mlp_ratio=2)
+        full = Qwen2VLForConditionalGeneration(Qwen2VLConfig(vision_config=vision, text_config=text,
+                                                             image_token_id=199, video_token_id=198))
+    else:
+        vision = dict(depth=3, hidden_size=48, out_hidden_size=32, num_heads=3, intermediate_size=96,
+                      patch_size=14, spatial_merge_size=2, temporal_patch_size=2, window_size=56,
+                      fullatt_block_indexes=[2])
+        full = Qwen2_5_VLForConditionalGeneration(Qwen2_5_VLConfig(vision_config=vision, text_config=text,
+                                                                   image_token_id=199, video_token_id=198))
+    _randomise(full)
+    full.save_pretrained(tmp_path / kind)
+    size = 112
+    enc = build_encoder(f"hf:{tmp_path / kind}?img_size={size}")
+    assert enc.info.num_layers == 3 and enc.info.patch_size == 14 and enc.info.num_prefix_tokens == 0
+    img = np.random.default_rng(0).integers(0, 256, (size, size, 3), dtype=np.uint8)
+    proc = Qwen2VLImageProcessor(do_resize=False, image_mean=list(enc.info.mean), image_std=list(enc.info.std),
+                                 patch_size=14, merge_size=2, temporal_patch_size=2)
+    ref_in = proc(images=[img], return_tensors="pt")
+    x = ((torch.from_numpy(img).permute(2, 0, 1).float() / 255 - torch.tensor(enc.info.mean)[:, None, None])
+         / torch.tensor(enc.info.std)[:, None, None])[None]
+    patches, grid = enc.patchify(x)
+    torch.testing.assert_close(patches, ref_in["pixel_values"], **TOL)
+    assert grid.tolist() == ref_in["image_grid_thw"].tolist()
+    with torch.no_grad():
+        out = enc(x, layers=[0, -1])
+        ref = full.model.visual(ref_in["pixel_values"], grid_thw=ref_in["image_grid_thw"])
+        g = size // 14
+        groups = out.patches.reshape(1, g // 2, 2, g // 2, 2, -1).permute(0, 1, 3, 2, 4, 5).reshape(-1, 4 * 48)
+        merged = full.model.visual.merger.mlp(groups)
+    torch.testing.assert_close(merged, ref.pooler_output, **TOL)
+    assert out.patches.shape == (1, g, g, 48)
+    with pytest.raises(ValueError, match="multiples of 28"):
+        enc(torch.zeros(1, 3, 42, 42))
+
+
+REMOTE_CONFIG = '''
+from transformers import PretrainedConfig
+
+class InternVisionConfig(PretrainedConfig):
+    model_type = "intern_vit_6b"
+    def __init__(self, hidden_size=48, num_hidden_layers=2, num_attention_heads=3, intermediate_size=96,
+                 patch_size=8, image_size=64, **kw):
+        super().__init__(**kw)
+        self.hidden_size, self.num_hidden_layers, self.num_attention_heads = hidden_size, num_hidden_layers, num_attention_heads
+        self.intermediate_size, self.patch_size, self.image_size = intermediate_size, patch_size, image_size
+'''
+REMOTE_MODEL = '''
+import torch
+from torch import nn
+from transformers import PreTrainedModel
+from .configuration_intern_vit import InternVisionConfig
+
+class InternVisionEmbeddings(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.class_embedding = nn.Parameter(torch.randn(1, 1, c.hidden_size))
+        self.patch_embedding = nn.Conv2d(3, c.hidden_size, c.patch_size, c.patch_size)
+        self.position_embedding = nn.Parameter(torch.randn(1, 1 + (c.image_size // c.patch_size) ** 2, c.hidden_size))
+    def forward(self, x):
+        x = self.patch_embedding(x).flatten(2).transpose(1, 2)
+        return torch.cat([self.class_embedding.expand(len(x), -1, -1), x], 1) + self.position_embedding
+
+class InternVisionEncoderLayer(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.norm1, self.norm2 = nn.LayerNorm(c.hidden_size), nn.LayerNorm(c.hidden_size)
+        self.attn = nn.MultiheadAttention(c.hidden_size, c.num_attention_heads, batch_first=True)
+        self.mlp = nn.Sequential(nn.Linear(c.hidden_size, c.intermediate_size), nn.GELU(), nn.Linear(c.intermediate_size, c.hidden_size))
+        self.ls1, self.ls2 = nn.Parameter(torch.ones(c.hidden_size)), nn.Parameter(torch.ones(c.hidden_size))
+    def forward(self, x):
+        h = self.norm1(x)
+        x = x + self.ls1 * self.attn(h, h, h)[0]
+        return x + self.ls2 * self.mlp(self.norm2(x))
+
+class InternVisionEncoder(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.layers = nn.ModuleList([InternVisionEncoderLayer(c) for _ in range(c.num_hidden_layers)])
+    def forward(self, x):
+        for layer in self.layers:
+            x = layer(x)
+        return x
+
+class InternVisionModel(PreTrainedModel):
+    config_class = InternVisionConfig
+    def __init__(self, config):
+        super().__init__(config)
+        self.embeddings, self.encoder = InternVisionEmbeddings(config), InternVisionEncoder(config)
+        self.post_init()
+    def _init_weights(self, module):
+        pass
+    def forward(self, pixel_values=None, **kw):
+        return (self.encoder(self.embeddings(pixel_values)),)
+'''
+
+
+def test_remote_code_folders_are_refused_unless_trusted_and_local(tmp_path):
+    """InternViT's original folders (``OpenGVLab/InternViT-300M-448px``) carry their own modeling code.
+    (The code written here stands in for it: a tiny model with InternViT's module names.)"""
+    import json
+    folder = tmp_path / "InternViT-tiny"
+    folder.mkdir()
+    (folder / "configuration_intern_vit.py").write_text(REMOTE_CONFIG)
+    (folder / "modeling_intern_vit.py").write_text(REMOTE_MODEL)
+    ns: dict = {}
+    exec(compile(REMOTE_CONFIG, "configuration_intern_vit", "exec"), ns)  # noqa: S102 - our own test code
+    exec(compile(REMOTE_MODEL.replace("from .configuration_intern_vit import InternVisionConfig", ""),  # noqa: S102
+                 "modeling_intern_vit", "exec"), ns)
+    torch.manual_seed(0)
+    model = ns["InternVisionModel"](ns["InternVisionConfig"]())
+    from safetensors.torch import save_file
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, folder / "model.safetensors")
+    cfg = model.config.to_dict()
+    cfg["auto_map"] = {"AutoConfig": "configuration_intern_vit.InternVisionConfig",
+                       "AutoModel": "modeling_intern_vit.InternVisionModel"}
+    cfg["architectures"] = ["InternVisionModel"]
+    (folder / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(EncoderSpecError, match=r"trust_remote_code=1") as e:
+        build_encoder(f"hf:{folder}")
+    assert "intern_vit_6b" in str(e.value) and "modeling_intern_vit.py" in str(e.value)
+    enc = build_encoder(f"hf:{folder}?trust_remote_code=1")
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        out = enc(x, layers=[0, -1])
+        ref = model(pixel_values=x)[0]
+    torch.testing.assert_close(out.cls, ref[:, 0], **TOL)         # no final norm in this tower
+    torch.testing.assert_close(out.patches.flatten(1, 2), ref[:, 1:], **TOL)
+    import pickle
+    with torch.no_grad():
+        torch.testing.assert_close(pickle.loads(pickle.dumps(enc))(x).cls, out.cls)
+    # code that would come from the Hub, or files missing from the folder: refused even when trusted
+    cfg["auto_map"]["AutoModel"] = "OpenGVLab/InternViT-300M-448px--modeling_intern_vit.InternVisionModel"
+    (folder / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(EncoderSpecError, match="code is never downloaded"):
+        build_encoder(f"hf:{folder}?trust_remote_code=1")
+    cfg["auto_map"]["AutoModel"] = "modeling_intern_vit.InternVisionModel"
+    (folder / "config.json").write_text(json.dumps(cfg))
+    (folder / "modeling_intern_vit.py").unlink()
+    with pytest.raises(EncoderSpecError, match="modeling_intern_vit.py"):
+        build_encoder(f"hf:{folder}?trust_remote_code=1")
