@@ -454,6 +454,16 @@ def test_qwen_vl_folder_gives_its_vision_tower(kind, tmp_path):
         merged = full.model.visual.merger.mlp(groups)
     torch.testing.assert_close(merged, ref.pooler_output, **TOL)
     assert out.patches.shape == (1, g, g, 48)
+    with torch.no_grad():   # norm=False: the raw block output, whose ln_q is the normed one
+        raw = enc(x, layers=[0, -1], norm=False)
+        torch.testing.assert_close(full.model.visual.merger.ln_q(raw.layers[-1].patches), out.patches, **TOL)
+        torch.testing.assert_close(full.model.visual.merger.ln_q(raw.layers[0].patches), out.layers[0].patches,
+                                   **TOL)
+    assert not torch.allclose(raw.layers[-1].patches, out.patches, atol=1e-3)
+    rnd = build_encoder(f"random:hf:{tmp_path / kind}?img_size={size}&random_seed=3")
+    assert rnd.info.mean == enc.info.mean and type(rnd) is type(enc)
+    with torch.no_grad():
+        assert not torch.allclose(rnd(x).patches, out.patches, atol=1e-3)
     with pytest.raises(ValueError, match="multiples of 28"):
         enc(torch.zeros(1, 3, 42, 42))
 
