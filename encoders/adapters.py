@@ -136,7 +136,7 @@ class HFVisionEncoder(Encoder):
         self.model = model.eval()
         cfg = model.config
         mt = cfg.model_type
-        if mt in ("clip_vision_model", "siglip_vision_model"):
+        if mt in ("clip_vision_model", "siglip_vision_model", "siglip2_vision_model"):
             self.body = getattr(model, "vision_model", model)  # transformers 5 flattened the tower
             self.norm = self.body.post_layernorm
         else:
@@ -147,10 +147,14 @@ class HFVisionEncoder(Encoder):
         prefix = 0 if mt.startswith("siglip") else 1 + registers
         default_mean, default_std = {
             "clip_vision_model": (CLIP_MEAN, CLIP_STD),
-            "siglip_vision_model": ((0.5,) * 3, (0.5,) * 3)}.get(mt, (IMAGENET_MEAN, IMAGENET_STD))
+            "siglip_vision_model": ((0.5,) * 3, (0.5,) * 3),
+            "siglip2_vision_model": ((0.5,) * 3, (0.5,) * 3)}.get(mt, (IMAGENET_MEAN, IMAGENET_STD))
         def first(v):   # InternVL writes [448, 448] / [14, 14]
             return int(v[0] if isinstance(v, (list, tuple)) else v)
-        size = image_size or first(cfg.image_size)
+        if getattr(cfg, "image_size", None) is None and getattr(cfg, "num_patches", None):
+            size = image_size or int(round(cfg.num_patches ** 0.5)) * first(cfg.patch_size)  # SigLIP2 NaFlex
+        else:
+            size = image_size or first(cfg.image_size)
         if mt == "dinov2" and size == 518 and image_size is None:
             size = 224  # DINOv2's config keeps the 518 position table; its eval resolution is 224
         self.info = EncoderInfo(
@@ -183,13 +187,24 @@ class HFVisionEncoder(Encoder):
             lambda _m, _a, out, i=i: captured.__setitem__(i, out[0] if isinstance(out, (tuple, list)) else out))
             for i in block_ids]
         try:
-            out = self.body(pixel_values=images, **kw)
+            out = self.body(**self._inputs(images), **kw)
         finally:
             for h in handles:
                 h.remove()
         del out
         h, w = images.shape[-2] // self.info.patch_size, images.shape[-1] // self.info.patch_size
         return {i: tokens_to_map(captured[i], self.info.num_prefix_tokens, (h, w)) for i in block_ids}
+
+    def _inputs(self, images: torch.Tensor) -> dict:
+        if self.info.family != "hf-siglip2_vision_model":
+            return {"pixel_values": images}
+        # SigLIP2 NaFlex: row-major patches flattened (patch_h, patch_w, channel), as its image processor
+        # writes them, every patch valid, and the grid of each image
+        b, c, h, w = images.shape
+        p = self.info.patch_size
+        x = images.reshape(b, c, h // p, p, w // p, p).permute(0, 2, 4, 3, 5, 1).reshape(b, (h // p) * (w // p), -1)
+        return {"pixel_values": x, "pixel_attention_mask": torch.ones(x.shape[:2], dtype=torch.long, device=x.device),
+                "spatial_shapes": torch.tensor([[h // p, w // p]] * b, device=x.device)}
 
     def _norm_patches(self, x):
         return self.norm(x)
@@ -314,7 +329,9 @@ def build_hf(target: str, opts: dict, spec: str) -> Encoder:
                                f"{str(e).splitlines()[0]}") from None
     if cfg.model_type in VLM_TOWERS:
         return _build_vlm_tower(path, cfg, opts, spec)
-    loader = {"clip": CLIPVisionModel, "siglip": SiglipVisionModel}.get(cfg.model_type, AutoModel)
+    from transformers import Siglip2VisionModel
+    loader = {"clip": CLIPVisionModel, "siglip": SiglipVisionModel,   # full dual-encoder folders: vision tower
+              "siglip2": Siglip2VisionModel}.get(cfg.model_type, AutoModel)
     try:
         model = loader.from_pretrained(path, local_files_only=True, trust_remote_code=trust)
     except pickle.UnpicklingError as e:   # torch.load(weights_only=True) refused code in the checkpoint

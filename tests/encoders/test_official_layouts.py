@@ -573,3 +573,30 @@ def test_remote_code_folders_are_refused_unless_trusted_and_local(tmp_path):
     (folder / "modeling_intern_vit.py").unlink()
     with pytest.raises(EncoderSpecError, match="modeling_intern_vit.py"):
         build_encoder(f"hf:{folder}?trust_remote_code=1")
+
+
+def test_siglip2_naflex_folder(tmp_path):
+    """SigLIP2 NaFlex (``google/siglip2-*-naflex``, model type ``siglip2``; the fixed-resolution SigLIP2
+    releases are ``siglip`` folders, covered above): patches as its processor writes them, pooled = MAP head."""
+    import numpy as np
+    from transformers import Siglip2Config, Siglip2ImageProcessor, Siglip2Model
+    full = _randomise(Siglip2Model(Siglip2Config(
+        vision_config=dict(hidden_size=48, num_hidden_layers=3, num_attention_heads=3, intermediate_size=96,
+                           patch_size=8, num_patches=64),
+        text_config=dict(hidden_size=48, num_hidden_layers=1, num_attention_heads=3, intermediate_size=96,
+                         vocab_size=100, max_position_embeddings=16))))
+    full.save_pretrained(tmp_path / "siglip2")
+    enc = build_encoder(f"hf:{tmp_path / 'siglip2'}")
+    assert enc.info.image_size == (64, 64) and enc.info.num_prefix_tokens == 0
+    img = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    proc = Siglip2ImageProcessor(patch_size=8, max_num_patches=64)
+    ref_in = proc(images=[img], return_tensors="pt")
+    assert ref_in["spatial_shapes"].tolist() == [[8, 8]] and bool(ref_in["pixel_attention_mask"].all())
+    x = (torch.from_numpy(img).permute(2, 0, 1).float() / 255 - 0.5) / 0.5
+    with torch.no_grad():
+        ours = enc._inputs(x[None])
+        torch.testing.assert_close(ours["pixel_values"], ref_in["pixel_values"], **TOL)
+        out = enc(x[None], layers=[0, -1])
+        ref = full.vision_model(**ref_in)
+    torch.testing.assert_close(out.cls, ref.pooler_output, **TOL)
+    torch.testing.assert_close(out.patches.flatten(1, 2), ref.last_hidden_state, **TOL)
