@@ -97,3 +97,19 @@ def test_head_asking_for_more_layers_than_the_encoder_has(nyud, workspace):
         validate(_cfg(nyud, workspace, protocol={"holdout_fraction": 1.5}))
     report = validate(_cfg(nyud, workspace, head="linear"))
     assert report["check"]["linear"]["heads"] == 8 and report["check"]["input_hw"] == [48, 64]
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("iterations", 0, r"protocol.iterations=0: must be >= 1"),
+    ("lrs", [0.01, 0.0], r"protocol.lrs\[1\]=0.0: must be > 0"),
+    ("n_last_layers", [], r"protocol.n_last_layers: must not be empty"),
+    ("holdout_fraction", 1.0, r"protocol.holdout_fraction=1.0: must be < 1"),
+    ("short_side", 4, r"protocol.short_side=4: must be >= 8"),
+    ("min_depth", 0.0, r"protocol.min_depth=0.0: must be > 0"),
+    ("dpt_warmup", 40000, r"protocol.dpt_warmup=40000: must be < dpt_iterations"),
+    ("max_depth", 1e-4, r"protocol.min_depth=0.001: need min_depth < max_depth"),
+])
+def test_out_of_range_options_are_refused_naming_the_key(key, value, message):
+    with pytest.raises(ConfigError, match=message):
+        build(NYUdOptions, {key: value}, prefix="protocol.")
+    assert build(NYUdOptions, {"short_side": None}, prefix="protocol.").short_side is None
