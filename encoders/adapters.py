@@ -14,7 +14,7 @@ from torch import nn
 
 from encoders.base import (CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD, Encoder, EncoderInfo,
                            LayerFeatures, tokens_to_map)
-from encoders.checkpoint import load_into
+from encoders.checkpoint import CheckpointError, load_into
 from harness.errors import UserError
 
 
@@ -116,9 +116,18 @@ def _timm_filter(model: nn.Module):
         return None
 
     def filtered(sd, m):
+        own = m.state_dict()
+        # timm drops DINOv3 qkv biases when the model has none (its non-"_qkvb" variants, right for the
+        # checkpoints whose biases are all zero): refuse instead of silently losing non-zero ones
+        lost = [k for k, v in sd.items() if k.endswith("attn.qkv.bias") and bool(v.any())
+                and k.replace("qkv.bias", "q_bias") not in own and k not in own]
+        if lost and "storage_tokens" in sd:
+            raise CheckpointError(
+                f"the checkpoint has non-zero attention biases ({lost[0]}, ...) but timm model "
+                f"'{type(m).__name__}' has none: use the '_qkvb' variant of the model name "
+                f"(e.g. vit_small_patch16_dinov3_qkvb)")
         # a classifier / projection head the checkpoint carries (CLIP's proj becomes head.*) has no place
         # in the headless encoder (num_classes=0)
-        own = m.state_dict()
         return {k: v for k, v in fn(sd, m).items() if k in own or not k.startswith("head.")}
     return filtered
 

@@ -83,6 +83,8 @@ def load_into(model: nn.Module, path: str | Path, remap: str | None = None, *,
         for c in candidates:
             try:
                 converted.append(filter_fn(dict(c), model))
+            except CheckpointError:   # the converter recognised the layout and found it unusable
+                raise
             except Exception:  # noqa: BLE001 - a converter that does not recognise the layout
                 continue
         candidates = converted + candidates

@@ -179,6 +179,10 @@ def test_dinov3_meta_pth_through_timm_matches_hf(tmp_path):
     assert enc.info.num_prefix_tokens == hf_enc.info.num_prefix_tokens == 5
     _assert_same(timm_out, hf_out)
     _assert_same(_features(spec, x, norm=False)[1], _features(f"hf:{tmp_path / 'hf-dinov3'}", x, norm=False)[1])
+    # timm's bias-free variant would drop the (non-zero) q/v biases: refused, naming the right variant
+    from encoders.checkpoint import CheckpointError
+    with pytest.raises(CheckpointError, match="_qkvb"):
+        build_encoder(spec.replace("vit_small_patch16_dinov3_qkvb", "vit_small_patch16_dinov3"))
 
 
 # ------------------------------------------------------------------------- the real hub repos, when present
