@@ -148,7 +148,9 @@ class FeatureCache:
             try:
                 for images, _ in loader:
                     with torch.inference_mode(), autocast(device, precision):
-                        res = encoder(images.to(device, non_blocking=True), layers=blocks, norm=norm)
+                        # norm passed only when False: plugin encoders written before the option still work
+                        res = encoder(images.to(device, non_blocking=True), layers=blocks,
+                                      **({} if norm else {"norm": False}))
                     self.stats.forwards += 1
                     b = images.shape[0]
                     for blk in blocks:
