@@ -5,6 +5,8 @@
 - ``BCPolicy``: BatchNorm1d on the input, then Linear+ReLU hidden layers (256, 256, 256) and a linear
   output (mjrl ``FCNetworkWithBatchNorm``; dropout 0). Trained with MSE, Adam 1e-3, batch 256; actions
   are the network output in eval mode (the Gaussian policy's mean).
+- ``MeanActionPolicy``: the floor of every CortexBench table (issue #12): the mean training action,
+  whatever the observation; rolled out with the same protocol, it says what a task gives for free.
 """
 from __future__ import annotations
 
@@ -38,8 +40,10 @@ def episode_features(emb: torch.Tensor, proprio: torch.Tensor | None, window: in
 
 
 class BCPolicy(nn.Module):
-    def __init__(self, in_dim: int, act_dim: int, hidden: Sequence[int] = (256, 256, 256), dropout: float = 0.0):
+    def __init__(self, in_dim: int, act_dim: int, hidden: Sequence[int] = (256, 256, 256), dropout: float = 0.0,
+                 kind: str = "bc"):
         super().__init__()
+        self.kind = kind    # what rollouts feed it: "bc" fused frame embeddings (+ proprio), "proprio" only that
         self.in_dim, self.act_dim, self.hidden = int(in_dim), int(act_dim), tuple(int(h) for h in hidden)
         self.input_bn = nn.BatchNorm1d(self.in_dim)
         sizes = (self.in_dim, *self.hidden, self.act_dim)
@@ -53,7 +57,39 @@ class BCPolicy(nn.Module):
         return self.layers[-1](x)
 
     def config(self) -> dict:
-        return {"in_dim": self.in_dim, "act_dim": self.act_dim, "hidden": list(self.hidden)}
+        return {"kind": self.kind, "in_dim": self.in_dim, "act_dim": self.act_dim, "hidden": list(self.hidden)}
+
+
+class MeanActionPolicy(nn.Module):
+    """Outputs the mean of the training actions for every input (no encoder, no observation)."""
+    kind = "mean_action"
+
+    def __init__(self, action):
+        super().__init__()
+        self.register_buffer("action", torch.as_tensor(action, dtype=torch.float32).reshape(-1).clone())
+
+    @classmethod
+    def fit(cls, actions: torch.Tensor) -> "MeanActionPolicy":
+        return cls(torch.as_tensor(actions, dtype=torch.float32).mean(0))
+
+    def forward(self, x: torch.Tensor | None = None) -> torch.Tensor:
+        n = 1 if x is None else len(x)
+        return self.action[None].expand(n, -1)
+
+    def config(self) -> dict:
+        return {"kind": self.kind, "act_dim": int(self.action.numel())}
+
+
+def policy_from_config(cfg: dict, state: dict) -> nn.Module:
+    """Rebuild a policy shipped to a rollout worker as (``config()``, ``state_dict()``); eval mode."""
+    kind = cfg.get("kind", "bc")
+    if kind == "mean_action":
+        return MeanActionPolicy(state["action"]).eval()
+    if kind not in ("bc", "proprio"):
+        raise ValueError(f"unknown policy kind '{kind}'")
+    policy = BCPolicy(cfg["in_dim"], cfg["act_dim"], cfg["hidden"], kind=kind)
+    policy.load_state_dict(state)
+    return policy.eval()
 
 
 def train_epoch(policy: BCPolicy, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor, batch_size: int,

@@ -86,29 +86,39 @@ def embed(frames: list[np.ndarray]) -> torch.Tensor:
 
 
 def rollout(policy_cfg: dict, policy_state: dict, seeds: list[int], stop_at_success: bool) -> list[dict]:
-    """Run one episode per seed; returns per-episode return, final success, length and timings."""
-    from heads.bc_policy import BCPolicy, fuse_history
+    """Run one episode per seed; returns per-episode return, success at the last step executed
+    (CortexBench's ``env_infos["success"][-1]``), whether success was ever reached (and when), length and
+    timings.
+
+    ``policy_cfg["kind"]``: ``bc`` (the BC policy on fused frame embeddings, + proprioception when the spec
+    says so), ``proprio`` (a BC policy on proprioception alone: no frame is rendered or embedded) or
+    ``mean_action`` (a constant action: the floor; no frame is rendered either)."""
+    from heads.bc_policy import policy_from_config, fuse_history
     spec: WorkerSpec = _W["spec"]
     env = _W["env"]
-    policy = BCPolicy(policy_cfg["in_dim"], policy_cfg["act_dim"], policy_cfg["hidden"])
-    policy.load_state_dict(policy_state)
-    policy.eval()
+    kind = policy_cfg.get("kind", "bc")
+    policy = policy_from_config(policy_cfg, policy_state)
     out = []
     for seed in seeds:
         t_render = t_embed = t_policy = t_sim = 0.0
         env.reset(seed)
         hist: list[torch.Tensor] = []
-        total, success, steps = 0.0, False, 0
+        total, success, steps, first = 0.0, False, 0, -1
         for _ in range(env.horizon):
-            t0 = time.perf_counter()
-            frame = env.render()
-            t1 = time.perf_counter()
-            e = embed([frame])[0]
-            t2 = time.perf_counter()
-            hist = (hist + [e])[-spec.history:] if hist else [e] * spec.history
-            feat = fuse_history(torch.stack(hist)[None])
-            if spec.use_proprio:
-                feat = torch.cat([feat, torch.from_numpy(env.proprio())[None]], 1)
+            t0 = t1 = t2 = time.perf_counter()
+            if kind == "bc":
+                frame = env.render()
+                t1 = time.perf_counter()
+                e = embed([frame])[0]
+                t2 = time.perf_counter()
+                hist = (hist + [e])[-spec.history:] if hist else [e] * spec.history
+                feat = fuse_history(torch.stack(hist)[None])
+                if spec.use_proprio:
+                    feat = torch.cat([feat, torch.from_numpy(env.proprio())[None]], 1)
+            elif kind == "proprio":
+                feat = torch.from_numpy(env.proprio())[None]
+            else:
+                feat = None
             with torch.inference_mode():
                 action = policy(feat)[0].numpy()
             t3 = time.perf_counter()
@@ -120,10 +130,13 @@ def rollout(policy_cfg: dict, policy_state: dict, seeds: list[int], stop_at_succ
             t_sim += t4 - t3
             total += r.reward
             success = r.success
+            if success and first < 0:
+                first = steps
             steps += 1
             if success and stop_at_success:
                 break
-        out.append({"seed": int(seed), "return": total, "success": bool(success), "steps": steps,
+        out.append({"seed": int(seed), "return": total, "success": bool(success), "reached": first >= 0,
+                    "first_success": first, "steps": steps, "kind": kind,
                     "t_render": t_render, "t_embed": t_embed, "t_policy": t_policy, "t_sim": t_sim})
     return out
 
@@ -137,6 +150,8 @@ class RolloutPool:
                                         initializer=init_worker, initargs=(spec,))
 
     def evaluate(self, policy, seeds: list[int], stop_at_success: bool) -> list[dict]:
+        """Roll ``policy`` (a ``BCPolicy`` or ``MeanActionPolicy``; its ``config()["kind"]`` says what it
+        reads) out once per env seed; rows sorted by seed."""
         state = {k: v.detach().cpu() for k, v in policy.state_dict().items()}
         chunks = [seeds[i::self.n] for i in range(self.n) if seeds[i::self.n]]
         futs = [self.pool.submit(rollout, policy.config(), state, c, stop_at_success) for c in chunks]

@@ -21,7 +21,8 @@ import torch
 from harness.config import field
 from harness.workspace import current as current_workspace
 from harness.suite import MetricSpec, RunContext, Suite, SuiteResult, SuiteSpec
-from heads.bc_policy import BCPolicy, episode_features, train_epoch
+from harness.samples import PerSample
+from heads.bc_policy import BCPolicy, MeanActionPolicy, episode_features, train_epoch
 from suites.cortexbench.demos import DemoFrames, demo_fingerprint, generate_metaworld, load_demos
 from suites.cortexbench.envs import (ADROIT_TASKS, DMC_TASKS, METAWORLD_CAMERA, METAWORLD_TASKS,
                                      TRIFINGER_TASKS, check_task, require)
@@ -76,27 +77,37 @@ def eval_epochs(epochs: int, every: int) -> list[int]:
 @dataclass(frozen=True)
 class CortexOptions:
     tasks: tuple[str, ...] = field((), help="tasks to run (default: the suite's CortexBench tasks)")
-    num_demos: int = field(25, help="expert demonstrations per task used for training")
-    eval_rollouts: int = field(25, help="simulator rollouts per evaluation")
-    epochs: int = field(100, help="BC training epochs")
-    eval_every: int = field(5, help="roll out after every N-th epoch (and after the last)")
-    seeds: tuple[int, ...] = field((100, 200, 300), help="training seeds (CortexBench: 100, 200, 300); the run's "
-                                                         "--seed is added to each")
-    batch_size: int = field(256, help="BC batch size")
-    lr: float = field(1e-3, help="Adam learning rate")
-    hidden: tuple[int, ...] = field((256, 256, 256), help="hidden sizes of the BatchNorm-MLP")
-    history: int = field(3, help="frames fused (deltas of consecutive embeddings + the last)")
+    num_demos: int = field(25, min=1, help="expert demonstrations per task used for training")
+    eval_rollouts: int = field(25, min=1, help="simulator rollouts per evaluation (env seeds eval_seed+i, the "
+                                               "same for every encoder and training seed)")
+    epochs: int = field(100, min=1, help="BC training epochs")
+    eval_every: int = field(5, min=1, help="roll out after every N-th epoch (and after the last)")
+    seeds: tuple[int, ...] = field((100, 200, 300), min=0, nonempty=True,
+                                   help="training seeds (CortexBench: 100, 200, 300); the run's --seed is added "
+                                        "to each")
+    batch_size: int = field(256, min=2, help="BC batch size")
+    lr: float = field(1e-3, min=0, min_open=True, help="Adam learning rate")
+    hidden: tuple[int, ...] = field((256, 256, 256), min=1, help="hidden sizes of the BatchNorm-MLP")
+    history: int = field(3, min=1, max=16, help="frames fused (deltas of consecutive embeddings + the last)")
     proprio: bool = field(True, help="append proprioception (CortexBench: MetaWorld/Adroit yes, DMC no)")
+    proprio_floor: bool = field(True, help="also train and roll out the same BC policy on proprioception "
+                                           "alone (floor_proprio.<metric>): what the image features add")
     layer: int = field(-1, help="encoder block whose [CLS] embedding is used")
-    crop_size: int | None = field(None, help="encoder input size (resize to size*256/224, centre crop); "
-                                             "None = the encoder's default (224 for the paper's encoders)")
-    horizon: int | None = field(None, help="max steps per rollout; None = the env's (MetaWorld 500)")
-    stop_at_success: bool = field(True, help="end a rollout at its first success (MetaWorld/Adroit); "
-                                             "the reference always runs the full horizon")
-    eval_seed: int = field(12345, help="env seed of the first evaluation episode (+i for the i-th); "
-                                       "demos use other seeds")
+    crop_size: int | None = field(None, min=8, max=1024,
+                                  help="encoder input size (resize to size*256/224, centre crop); "
+                                       "None = the encoder's default (224 for the paper's encoders)")
+    frame_size: int | None = field(None, min=16, max=1024,
+                                   help="rendered frame size of demos and rollouts; None = 256 (CortexBench) for "
+                                        "generated demos, the demos' own size with --data (must match if set)")
+    horizon: int | None = field(None, min=1, help="steps per rollout; None = the env's (MetaWorld 500)")
+    stop_at_success: bool = field(False, help="speed option: end a rollout at its first success; the metric is "
+                                              "then 'success_reached' (ever succeeded), not 'success' (success "
+                                              "at the last step of the full horizon, CortexBench)")
+    eval_seed: int = field(12345, min=0, help="env seed of the first evaluation episode (+i for the i-th); "
+                                              "demos use other seeds")
     fast_render: bool = field(True, help="shadows/reflections off when rendering (must match the demos)")
-    rollout_workers: int = field(2, hash=False, help="spawned rollout processes (one renderer each)")
+    rollout_workers: int = field(2, min=1, max=256, hash=False, help="spawned rollout processes (one renderer "
+                                                                     "each)")
 
 
 @dataclass(frozen=True)
@@ -106,17 +117,17 @@ class MetaWorldOptions(CortexOptions):
 
 @dataclass(frozen=True)
 class DMCOptions(CortexOptions):
-    num_demos: int = field(100, help="expert demonstrations per task used for training")
-    eval_rollouts: int = field(10, help="simulator rollouts per evaluation")
+    num_demos: int = field(100, min=1, help="expert demonstrations per task used for training")
+    eval_rollouts: int = field(10, min=1, help="simulator rollouts per evaluation")
     proprio: bool = field(False, help="append proprioception (CortexBench: none for DMC)")
     stop_at_success: bool = field(False, help="DMC has no success; episodes run the full horizon")
-    frame_skip: int | None = field(None, help="action repeat; None = 1000 // (longest demo length)")
-    camera: int = field(0, help="DMC camera id")
+    frame_skip: int | None = field(None, min=1, help="action repeat; None = 1000 // (longest demo length)")
+    camera: int = field(0, min=-1, help="DMC camera id")
 
 
 @dataclass(frozen=True)
 class AdroitOptions(CortexOptions):
-    num_demos: int = field(100, help="expert demonstrations per task used for training")
+    num_demos: int = field(100, min=1, help="expert demonstrations per task used for training")
     proprio_key: str | None = field(None, help="env_infos key of proprioception in the demo pickles; None = "
                                                "the first 24 (pen) / 30 (relocate) observation entries")
 
@@ -129,13 +140,20 @@ class TriFingerOptions(CortexOptions):
 # -- suites ---------------------------------------------------------------------------------------
 
 def _spec(name, kind, metric, desc):
-    what = ("mean final success over rollouts (%)" if metric == "success" else "return / 1000 * 100")
+    what = ("success at the last step of the full horizon, mean over rollouts (%)" if metric == "success"
+            else "return / 1000 * 100")
+    extra = ((MetricSpec("success_reached", "max", "best-epoch mean over rollouts of 'succeeded at some step' "
+                                                   "(the stop_at_success speed option reports only this)"),)
+             if metric == "success" else ())
     return SuiteSpec(
-        name=name, version="1", task="robot-bc", heads=("bc_mlp",), paper_table="Table 4",
+        name=name, version="2", task="robot-bc", heads=("bc_mlp",), paper_table="Table 4",
         metrics=(MetricSpec(metric, "max", f"best-epoch {what}, mean over seeds (paper convention)"),
                  MetricSpec(f"{metric}.std", "min", "std over seeds of the best-epoch number"),
                  MetricSpec(f"{metric}.last", "max", f"last-epoch {what}, mean over seeds"),
-                 MetricSpec(f"{metric}.last.std", "min", "std over seeds of the last-epoch number")),
+                 MetricSpec(f"{metric}.last.std", "min", "std over seeds of the last-epoch number"),
+                 MetricSpec(f"floor.{metric}", "max", "floor: the mean training action rolled out with the same "
+                                                      "protocol (no encoder)"),
+                 *extra),
         primary=metric, validation=None, description=desc)
 
 
@@ -160,6 +178,9 @@ class CortexBenchSuite(Suite):
         pdim = self.proprio_dims.get(task, 0) if o.proprio else 0
         demos = load_demos(data, self.kind, task, num if num is not None else o.num_demos, pdim,
                            getattr(o, "proprio_key", None) or ("gripper_proprio" if self.kind == "metaworld" else None))
+        if o.frame_size and demos.frame_size != o.frame_size:
+            raise DataError(f"demos in '{demos.source}' have {demos.frame_size} px frames, the protocol asks for "
+                            f"frame_size={o.frame_size}")
         if not o.proprio:
             for e in demos.episodes:
                 e.proprio = np.zeros((len(e), 0), np.float32)
@@ -176,7 +197,6 @@ class CortexBenchSuite(Suite):
     def demo_protocol(cls, preset: str) -> dict:
         return {}
 
-    # -- protocol -----------------------------------------------------------------------------
     def validate(self, ctx: RunContext) -> dict:
         require(self.kind)
         task = self.tasks()[0]
@@ -194,6 +214,41 @@ class CortexBenchSuite(Suite):
         return {"task": task, "demo_source": demos.source, "frame_size": demos.frame_size,
                 "embed_dim": int(emb.shape[1]), "policy_input": int(feats.shape[1]), "action_dim": int(act.shape[1])}
 
+    # -- per-rollout values -------------------------------------------------------------------
+    def metric_names(self) -> tuple[str, ...]:
+        """Metrics scored from the same rollouts, the primary first. MetaWorld/Adroit: ``success`` = success
+        at the last step of the full horizon (CortexBench ``env_infos["success"][-1]``) and
+        ``success_reached`` = ever succeeded; with the ``stop_at_success`` speed option only the latter."""
+        if self.metric == "score":
+            return ("score",)
+        return ("success_reached",) if self.options.stop_at_success else ("success", "success_reached")
+
+    def rollout_value(self, row: dict, name: str) -> float:
+        """One rollout's contribution in [0, 1] (x100 = the metric)."""
+        if name == "score":
+            return float(row["return"]) / 1000.0
+        return float(row["reached"] if name == "success_reached" else row["success"])
+
+    def score(self, rows: list[dict], name: str | None = None) -> float:
+        name = name or self.metric_names()[0]
+        return float(np.mean([self.rollout_value(r, name) for r in rows]) * 100)
+
+    def per_sample(self, rows_by: dict[tuple[str, int], list[dict]], name: str, policy: str) -> PerSample:
+        """Per-rollout rows (ids ``task/seed<N>/rollout<i>``: the same for every encoder, since rollout i
+        always uses env seed ``eval_seed + i``) whose mean x100 is the metric."""
+        ids, stats = [], []
+        for (task, seed), rows in rows_by.items():
+            for i, r in enumerate(rows):
+                ids.append(f"{task}/seed{seed}/rollout{i:03d}")
+                stats.append((self.rollout_value(r, name), float(r["success"]), float(r["reached"]),
+                              float(r["first_success"]), float(r["steps"]), float(r["return"]), float(r["seed"])))
+        return PerSample(ids, np.asarray(stats, np.float64).reshape(-1, 7), "mean", 100.0,
+                         columns=(name, "success_last_step", "success_reached", "first_success_step", "steps",
+                                  "return", "env_seed"),
+                         meta={"policy": policy, "horizon": self.options.horizon,
+                               "stop_at_success": self.options.stop_at_success})
+
+    # -- protocol -----------------------------------------------------------------------------
     def run(self, ctx: RunContext) -> SuiteResult:
         from suites.cortexbench.rollout import RolloutPool, WorkerSpec
         o = self.options
@@ -202,16 +257,26 @@ class CortexBenchSuite(Suite):
         tf, tf_id = eval_transform(enc.info, o.crop_size)
         epochs_eval = eval_epochs(o.epochs, o.eval_every)
         eval_seeds = [o.eval_seed + i for i in range(o.eval_rollouts)]
-        curves: dict[str, dict[int, list[tuple[int, float]]]] = {}
+        names = self.metric_names()
+        seeds = [s + ctx.seed for s in o.seeds]
+        # evals[policy][task][seed] = [(epoch, rows), ...]; policy "bc" (encoder) or "proprio" (floor)
+        evals: dict[str, dict[str, dict[int, list[tuple[int, list[dict]]]]]] = {"bc": {}, "proprio": {}}
+        floor_rows: dict[str, list[dict]] = {}
         details: dict = {"tasks": {}, "eval_epochs": epochs_eval, "eval_env_seeds": [eval_seeds[0], eval_seeds[-1]],
                          "block": blk, "transform": tf_id, "stop_at_success": o.stop_at_success,
-                         "metric": self.metric, "seeds": [s + ctx.seed for s in o.seeds]}
-        timing = {"render": 0.0, "embed": 0.0, "policy": 0.0, "sim": 0.0, "frames": 0, "train": 0.0}
+                         "metric": names[0], "metrics_from_rollouts": list(names), "seeds": seeds,
+                         "floors": {"floor": "mean training action, every step (no encoder, no observation)",
+                                    "floor_proprio": "the same BC policy and protocol on proprioception alone "
+                                                     "(no image)"}}
+        timing = {"render": 0.0, "embed": 0.0, "policy": 0.0, "sim": 0.0, "frames": 0, "train": 0.0,
+                  "features": 0.0, "pool_start": 0.0, "floors": 0.0}
         require(self.kind)
         for task in self.tasks():
             demos = self._demos(ctx.data, task)
+            t0 = time.perf_counter()
             feats = ctx.features(DemoFrames(demos, tf, tf_id), [blk], ("cls",), desc=f"{task} demo frames")
             emb = feats.tensor(f"cls.{blk}")
+            timing["features"] += time.perf_counter() - t0
             xs, ys, off = [], [], 0
             for ep in demos.episodes:
                 n = len(ep)
@@ -219,6 +284,7 @@ class CortexBenchSuite(Suite):
                 ys.append(torch.from_numpy(ep.actions))
                 off += n
             x, y = torch.cat(xs), torch.cat(ys)
+            px = torch.cat([torch.from_numpy(ep.proprio) for ep in demos.episodes])
             env_kw = self.env_kwargs(demos)
             info = {"demos": len(demos.episodes), "samples": len(x), "frame_size": demos.frame_size,
                     "demo_source": demos.source, "policy_input": int(x.shape[1]), "env": env_kw,
@@ -226,46 +292,88 @@ class CortexBenchSuite(Suite):
             spec = WorkerSpec(self.kind, task, demos.frame_size, env_kw, enc.cpu() if ctx.device.type != "cuda" else enc,
                               o.crop_size, str(ctx.device), ctx.precision, blk, o.history, x.shape[1] > o.history * emb.shape[1],
                               workspace=str(current_workspace().root))
-            curves[task] = {}
+            for k in evals:
+                evals[k][task] = {}
+            t0 = time.perf_counter()
             with RolloutPool(spec, o.rollout_workers) as pool:
-                for seed0 in o.seeds:
-                    seed = seed0 + ctx.seed
-                    gen = torch.Generator().manual_seed(seed)
-                    with torch.random.fork_rng():
-                        torch.manual_seed(seed)
-                        policy = BCPolicy(x.shape[1], y.shape[1], o.hidden)
-                    opt = torch.optim.Adam(policy.parameters(), lr=o.lr)
-                    curve = []
-                    for epoch in range(1, o.epochs + 1):
-                        t0 = time.perf_counter()
-                        loss = train_epoch(policy, opt, x, y, o.batch_size, gen)
-                        timing["train"] += time.perf_counter() - t0
-                        if epoch not in epochs_eval:
-                            continue
-                        rows = pool.evaluate(policy, eval_seeds, o.stop_at_success)
-                        value = self.score(rows)
-                        curve.append((epoch, value))
-                        for r in rows:
-                            timing["render"] += r["t_render"]
-                            timing["embed"] += r["t_embed"]
-                            timing["policy"] += r["t_policy"]
-                            timing["sim"] += r["t_sim"]
-                            timing["frames"] += r["steps"]
-                        ctx.log_curve({f"{self.metric}.{task}.seed{seed}": value,
-                                       f"bc_loss.{task}.seed{seed}": loss}, epoch)
-                    curves[task][seed] = curve
-                    info["curves"][str(seed)] = [{"epoch": e, self.metric: v} for e, v in curve]
+                timing["pool_start"] += time.perf_counter() - t0
+                t0 = time.perf_counter()
+                floor_rows[task] = pool.evaluate(MeanActionPolicy.fit(y), eval_seeds, o.stop_at_success)
+                timing["floors"] += time.perf_counter() - t0
+                info["floor"] = {n: self.score(floor_rows[task], n) for n in names}
+                info["mean_action"] = [round(float(v), 5) for v in y.mean(0)]
+                kinds = [("bc", x)] + ([("proprio", px)] if o.proprio_floor and px.shape[1] > 0 else [])
+                for seed in seeds:
+                    for kind, inputs in kinds:
+                        gen = torch.Generator().manual_seed(seed)
+                        with torch.random.fork_rng():
+                            torch.manual_seed(seed)
+                            policy = BCPolicy(inputs.shape[1], y.shape[1], o.hidden, kind=kind)
+                        opt = torch.optim.Adam(policy.parameters(), lr=o.lr)
+                        curve = []
+                        for epoch in range(1, o.epochs + 1):
+                            t0 = time.perf_counter()
+                            loss = train_epoch(policy, opt, inputs, y, o.batch_size, gen)
+                            timing["train" if kind == "bc" else "floors"] += time.perf_counter() - t0
+                            if epoch not in epochs_eval:
+                                continue
+                            t0 = time.perf_counter()
+                            rows = pool.evaluate(policy, eval_seeds, o.stop_at_success)
+                            curve.append((epoch, rows))
+                            prefix = "" if kind == "bc" else "floor_proprio."
+                            ctx.log_curve({f"{prefix}{names[0]}.{task}.seed{seed}": self.score(rows),
+                                           f"{prefix}bc_loss.{task}.seed{seed}": loss}, epoch)
+                            if kind != "bc":
+                                timing["floors"] += time.perf_counter() - t0
+                                continue
+                            for r in rows:
+                                for part in ("render", "embed", "policy", "sim"):
+                                    timing[part] += r[f"t_{part}"]
+                                timing["frames"] += r["steps"]
+                        evals[kind][task][seed] = curve
+                        if kind == "bc":
+                            info["curves"][str(seed)] = [{"epoch": e, **{n: self.score(r, n) for n in names}}
+                                                         for e, r in curve]
+                        else:
+                            info.setdefault("floor_proprio_curves", {})[str(seed)] = [
+                                {"epoch": e, **{n: self.score(r, n) for n in names}} for e, r in curve]
             details["tasks"][task] = info
-        metrics = aggregate(curves, self.metric)
+        metrics, per_sample = self._summarise(evals, floor_rows, names, details)
         busy = sum(timing[k] for k in ("render", "embed", "policy", "sim")) or 1.0
         details["rollout_timing"] = {**{k: round(v, 2) if isinstance(v, float) else v for k, v in timing.items()},
                                      **{f"share_{k}": round(timing[k] / busy, 3) for k in ("render", "embed", "policy", "sim")}}
         selection = {"bc_mlp": {"rule": "best evaluation epoch per seed (CortexBench/paper convention); "
                                         "'.last' = final epoch", "validation": "none (CortexBench has no held-out split)"}}
-        return SuiteResult(metrics=metrics, selection=selection, details=details)
+        return SuiteResult(metrics=metrics, selection=selection, details=details, per_sample=per_sample)
 
-    def score(self, rows: list[dict]) -> float:
-        return float(np.mean([r["success"] for r in rows]) * 100)
+    def _summarise(self, evals, floor_rows, names, details):
+        """Metrics (best/last epoch per seed, mean +- std over seeds) and per-rollout samples of the encoder's
+        policy and of both floors; the per-sample rows of a best-epoch metric are that epoch's rollouts."""
+        metrics: dict[str, float] = {}
+        per_sample: dict[str, PerSample] = {}
+        for kind, prefix in (("bc", ""), ("proprio", "floor_proprio.")):
+            if not any(evals[kind].values()):
+                continue
+            for n in names:
+                curves = {t: {s: [(e, self.score(r, n)) for e, r in c] for s, c in per.items()}
+                          for t, per in evals[kind].items()}
+                metrics.update(aggregate(curves, prefix + n))
+                best = {(t, s): c[int(np.argmax([self.score(r, n) for _, r in c]))][1]
+                        for t, per in evals[kind].items() for s, c in per.items()}
+                per_sample[prefix + n] = self.per_sample(best, n, kind)
+                if kind == "bc" and n == names[0]:
+                    last = {(t, s): c[-1][1] for t, per in evals[kind].items() for s, c in per.items()}
+                    per_sample[f"{n}.last"] = self.per_sample(last, n, kind)
+        # the mean-action floor is deterministic and seed-free: its rows are repeated under every training
+        # seed so that they pair with the encoder's rows id by id
+        seeds = sorted({s for per in evals["bc"].values() for s in per})
+        for n in names:
+            for t, rows in floor_rows.items():
+                metrics[f"floor.{n}.{t}"] = self.score(rows, n)
+            metrics[f"floor.{n}"] = float(np.mean([self.score(rows, n) for rows in floor_rows.values()]))
+            per_sample[f"floor.{n}"] = self.per_sample({(t, s): rows for t, rows in floor_rows.items() for s in seeds},
+                                                       n, "mean_action")
+        return metrics, per_sample
 
 
 class MetaWorldSuite(CortexBenchSuite):
@@ -296,12 +404,14 @@ class MetaWorldSuite(CortexBenchSuite):
                 "seeds": [100], "horizon": 200, "crop_size": 112}
 
     def default_data(self, workspace) -> Path:
-        """Expert demos of the protocol's tasks (as many as it uses; 256 px, corner camera), generated once
-        with MetaWorld's scripted policies and kept (and extended on demand) under
-        ``<workspace>/data/cortexbench-metaworld``."""
+        """Expert demos of the protocol's tasks (as many as it uses; ``frame_size`` px, default 256, corner
+        camera), generated once with MetaWorld's scripted policies and kept (and extended on demand) under
+        ``<workspace>/data/cortexbench-metaworld`` (``-<size>px`` for other sizes)."""
         require("metaworld")
-        return generate_metaworld(Path(workspace.data) / "cortexbench-metaworld", self.options.tasks,
-                                  self.options.num_demos, DEFAULT_DATA_SIZE)
+        size = self.options.frame_size or DEFAULT_DATA_SIZE
+        name = "cortexbench-metaworld" + ("" if size == DEFAULT_DATA_SIZE else f"-{size}px")
+        return generate_metaworld(Path(workspace.data) / name, self.options.tasks or self.TASKS,
+                                  self.options.num_demos, size)
 
 
 class DMCSuite(CortexBenchSuite):
@@ -320,9 +430,6 @@ class DMCSuite(CortexBenchSuite):
         kw["camera"] = self.options.camera
         kw.setdefault("horizon", longest)
         return kw
-
-    def score(self, rows):
-        return float(np.mean([r["return"] for r in rows]) / 1000 * 100)
 
     @classmethod
     def demo_protocol(cls, preset: str) -> dict:

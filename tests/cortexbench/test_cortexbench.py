@@ -129,25 +129,116 @@ def test_metric_aggregation_best_vs_last():
 
 # -- end to end --------------------------------------------------------------------------------------
 
+def _mean_action_reference(task, mean_action, env_seeds, horizon):
+    """Independent of the suite's rollout code: MetaWorld's own env, seeded per episode as documented
+    (fresh positions from env.np_random), the constant action for the full horizon, no rendering."""
+    from metaworld.env_dict import ALL_V3_ENVIRONMENTS_GOAL_OBSERVABLE as ENVS
+    env = ENVS[f"{task}-v3-goal-observable"](seed=0)
+    env._freeze_rand_vec, env.seeded_rand_vec = False, True
+    out = []
+    for s in env_seeds:
+        env.seed(int(s))
+        env.reset()
+        ret, info = 0.0, {}
+        for _ in range(horizon):
+            _, r, _, _, info = env.step(np.clip(mean_action, -1, 1).astype(np.float32))
+            ret += float(r)
+        out.append((float(info["success"]), ret))
+    return out
+
+
 def test_metaworld_end_to_end(mw_demos, workspace):
+    import mlflow
     from harness.config import build
     from harness.runner import EvalConfig, evaluate
+    from harness.samples import PerSample
     assert MetaWorldSuite.spec.validation is None
     proto = {"tasks": ["drawer-open"], "num_demos": 3, "eval_rollouts": 2, "epochs": 2, "eval_every": 1,
              "seeds": [100], "horizon": 40}
     cfg = build(EvalConfig, {"encoder": "builtin:tiny-vit", "suite": "cortexbench.metaworld", "data": str(mw_demos),
                              "workspace": str(workspace), "progress": False, "protocol": proto})
-    start = time.perf_counter()
     rec = evaluate(cfg)
     assert not rec.reused
+    m = rec.metrics
     for k in ("success", "success.std", "success.last", "success.last.std", "success.drawer-open",
-              "success.drawer-open.last"):
-        assert 0 <= rec.metrics[k] <= 100, k
-    assert rec.metrics["success"] >= rec.metrics["success.last"]
-    assert int(rec.tags.get("cache_forwards", 1)) >= 0
+              "success.drawer-open.last", "success_reached", "floor.success", "floor.success_reached",
+              "floor.success.drawer-open", "floor_proprio.success", "floor_proprio.success.std"):
+        assert 0 <= m[k] <= 100, k
+    assert m["success"] >= m["success.last"] and m["success_reached"] >= m["success.last"]
+    client = mlflow.MlflowClient(f"sqlite:///{workspace}/mlflow.db")
+    local = client.download_artifacts(rec.run_id, "per_sample")
+    ids = [f"drawer-open/seed100/rollout{i:03d}" for i in range(2)]
+    for name in ("success", "success.last", "success_reached", "floor.success", "floor.success_reached",
+                 "floor_proprio.success"):
+        ps = PerSample.load(f"{local}/{name}.npz")
+        assert ps.ids == ids and ps.reduce == "mean" and ps.scale == 100, name
+        assert ps.value() == pytest.approx(m[name], rel=1e-9), name
+        assert set(np.unique(ps.stats[:, 0])) <= {0.0, 1.0}
+        np.testing.assert_array_equal(ps.stats[:, 6], [12345, 12346])          # env seed of rollout i
+        if name != "success_reached" and not name.endswith("success_reached"):
+            np.testing.assert_array_equal(ps.stats[:, 0], ps.stats[:, 1])      # success at the last step
+        assert (ps.stats[:, 4] == 40).all(), name                             # full horizon, never cut short
+    # oracle: the floor equals an independent rollout of the mean training action
+    acts = np.concatenate([np.load(p)["actions"] for p in sorted((mw_demos / "drawer-open").glob("*.npz"))])
+    ref = _mean_action_reference("drawer-open", acts.mean(0), [12345, 12346], 40)
+    floor = PerSample.load(f"{local}/floor.success.npz")
+    np.testing.assert_array_equal(floor.stats[:, 1], [r[0] for r in ref])
+    np.testing.assert_allclose(floor.stats[:, 5], [r[1] for r in ref], rtol=1e-5)
+    assert m["floor.success"] == pytest.approx(100 * np.mean([r[0] for r in ref]))
     again = evaluate(cfg)
     assert again.reused and again.run_id == rec.run_id
-    assert time.perf_counter() - start < 150
+
+
+class _FakeEnv:
+    """Succeeds at steps 3 and 4 (0-based), then loses success again (like a dropped hammer)."""
+    horizon = 8
+
+    def reset(self, seed):
+        self.t = 0
+
+    def step(self, action):
+        from suites.cortexbench.envs import StepResult
+        self.t += 1
+        return StepResult(1.0, self.t in (4, 5))
+
+    def proprio(self):
+        return np.zeros(4, np.float32)
+
+
+def test_success_is_scored_at_the_last_step_of_the_full_horizon(monkeypatch):
+    from heads.bc_policy import MeanActionPolicy
+    from suites.cortexbench import rollout as ro
+    monkeypatch.setattr(ro, "_W", {"spec": None, "env": _FakeEnv()})
+    pol = MeanActionPolicy(torch.zeros(4))
+    state = {k: v for k, v in pol.state_dict().items()}
+    full = ro.rollout(pol.config(), state, [7], stop_at_success=False)[0]
+    assert full["steps"] == 8 and full["success"] is False and full["reached"] is True and full["first_success"] == 3
+    early = ro.rollout(pol.config(), state, [7], stop_at_success=True)[0]
+    assert early["steps"] == 4 and early["success"] is True and early["reached"] is True
+    suite = MetaWorldSuite(MetaWorldSuite.Options())
+    assert suite.metric_names() == ("success", "success_reached")
+    assert suite.score([full], "success") == 0.0 and suite.score([full], "success_reached") == 100.0
+    fast = MetaWorldSuite(MetaWorldSuite.Options(stop_at_success=True))
+    assert fast.metric_names() == ("success_reached",)            # the speed option never reports 'success'
+    ps = suite.per_sample({("drawer-open", 100): [full]}, "success", "bc")
+    assert ps.ids == ["drawer-open/seed100/rollout000"] and ps.value() == 0.0
+    assert ps.stats[0, 2] == 1.0 and ps.stats[0, 3] == 3.0
+
+
+def test_mean_action_policy_and_option_ranges():
+    from harness.config import ConfigError, build
+    from heads.bc_policy import MeanActionPolicy, policy_from_config
+    y = torch.tensor([[0.0, 1.0, -1.0, 0.5], [1.0, 0.0, 1.0, 0.5]])
+    pol = MeanActionPolicy.fit(y)
+    torch.testing.assert_close(pol(torch.randn(3, 9)), torch.tensor([[0.5, 0.5, 0.0, 0.5]] * 3))
+    again = policy_from_config(pol.config(), pol.state_dict())
+    torch.testing.assert_close(again(None), pol(None))
+    bc = BCPolicy(4, 4, kind="proprio")
+    assert policy_from_config(bc.config(), bc.state_dict()).kind == "proprio"
+    for key, bad in (("eval_rollouts", 0), ("seeds", []), ("lr", 0.0), ("batch_size", 1), ("crop_size", 4),
+                     ("horizon", 0), ("frame_size", 8)):
+        with pytest.raises(ConfigError, match=f"protocol.{key}"):
+            build(MetaWorldSuite.Options, {key: bad}, prefix="protocol.")   # as the runner resolves it
 
 
 DMC_WRITER = r"""
