@@ -74,6 +74,27 @@ class StackedBNLinear(nn.Module):
         return self.project_all(self.normalize(x))
 
 
+def patch_centre_labels(labels: torch.Tensor, patch: int, ignore_index: int = 255) -> torch.Tensor:
+    """[B, H, W] labels -> [B, h, w]: the label at the centre pixel of each patch of the centre-padded grid
+    the encoder sees (DINOv2 ``CenterPadding``: ceil(H/p) x ceil(W/p) patches). A loss on these is taken on
+    the feature grid itself, with no upsampled logits (``loss_resolution='patch'``); cells whose centre falls
+    in the padding are ``ignore_index``."""
+    if patch < 1:
+        raise ValueError(f"patch must be >= 1, got {patch}")
+    h, w = labels.shape[-2:]
+
+    def centres(n: int) -> torch.Tensor:
+        cells = -(-n // patch)
+        offset = (cells * patch - n) // 2
+        return torch.arange(cells) * patch + patch // 2 - offset
+
+    ys, xs = centres(h), centres(w)
+    out = labels[..., ys.clamp(0, h - 1), :][..., xs.clamp(0, w - 1)].clone()
+    outside = ~(((ys >= 0) & (ys < h))[:, None] & ((xs >= 0) & (xs < w))[None, :])
+    out[..., outside] = ignore_index
+    return out
+
+
 # ----------------------------------------------------------------------------------- schedule
 def poly_warmup_lr(base_lr: float, step: int, total: int, warmup_iters: int = 1500,
                    warmup_ratio: float = 1e-6, power: float = 1.0, min_lr: float = 0.0) -> float:

@@ -45,6 +45,13 @@ class SegIoU:
             raise ValueError("no image was processed")
         return tuple(torch.stack([r[i].double() for r in self.metric.results]).sum(0) for i in range(4))
 
+    def per_image(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per-image (intersection, union, labelled) areas, each [N, C] float64, in processing order:
+        the rows the paired bootstrap resamples (``miou`` / ``ratio`` reducers of harness.samples)."""
+        if not self.metric.results:
+            raise ValueError("no image was processed")
+        return tuple(torch.stack([r[i].double() for r in self.metric.results]).numpy() for i in (0, 1, 3))
+
     def compute(self) -> dict:
         inter, union, pred, label = self.totals()
         ret = self.metric.total_area_to_metrics(inter, union, pred, label, ["mIoU"])
@@ -119,18 +126,69 @@ def predict_image(model, img: np.ndarray, geo: HeadGeometry, info, window_batch:
     return acc.argmax(1) if acc is not None else preds
 
 
-@torch.no_grad()
-def evaluate(model, split: SegSplit, indices: Sequence[int] | None, geo: HeadGeometry, info, *,
-             window_batch: int = 16, progress: bool = False, desc: str = "eval") -> list[dict]:
-    """mIoU / aAcc / mAcc (+ per-class IoU) of every head of ``model`` on ``split`` (or a subset)."""
-    model.eval()
+def score(split: SegSplit, indices: Sequence[int] | None, predict, num_heads: int, *, progress: bool = False,
+          desc: str = "eval") -> list[dict]:
+    """Score any predictor on ``split`` (or a subset) with the suite's metric code: ``predict(results)``
+    gets mmseg's loaded results dict (``img`` BGR at its original size, ``gt_seg_map``) and returns
+    [num_heads, H, W] class maps. Each head's dict holds mIoU / aAcc / mAcc, per-class IoU, and
+    ``ids`` (image paths relative to the dataset root) + ``per_image`` (intersection, union, labelled
+    areas [N, C]) for the per-sample statistics."""
     ds = split.build(load_pipeline(split.num_classes, split.dataset), indices=indices, test_mode=True)
     names = ds.metainfo.get("classes")
-    metrics = [SegIoU(split.num_classes, names) for _ in range(model.decode_head.num_heads)]
+    metrics = [SegIoU(split.num_classes, names) for _ in range(num_heads)]
+    ids = []
     for i in tqdm(range(len(ds)), desc=desc, unit="img", disable=not progress, leave=False):
         res = ds[i]
-        preds = predict_image(model, res["img"], geo, info, window_batch)
+        ids.append(_relative_id(split, res["img_path"]))
+        preds = predict(res)
         label = torch.from_numpy(np.asarray(res["gt_seg_map"], dtype=np.int64))
         for k, m in enumerate(metrics):
             m.process(preds[k].cpu(), label)
-    return [m.compute() for m in metrics]
+    return [{**m.compute(), "ids": ids, "per_image": m.per_image()} for m in metrics]
+
+
+def _relative_id(split: SegSplit, path: str) -> str:
+    """A sample id stable across encoders and machines: the image path relative to the dataset root."""
+    from pathlib import Path
+    try:
+        return Path(path).relative_to(split.root).as_posix()
+    except ValueError:
+        return Path(path).as_posix()
+
+
+@torch.no_grad()
+def evaluate(model, split: SegSplit, indices: Sequence[int] | None, geo: HeadGeometry, info, *,
+             window_batch: int = 16, progress: bool = False, desc: str = "eval") -> list[dict]:
+    """mIoU / aAcc / mAcc (+ per-class IoU, per-image areas) of every head of ``model`` on ``split``."""
+    model.eval()
+    return score(split, indices, lambda res: predict_image(model, res["img"], geo, info, window_batch),
+                 model.decode_head.num_heads, progress=progress, desc=desc)
+
+
+def class_counts(split: SegSplit) -> np.ndarray:
+    """Labelled pixels per class over the whole split (ignore pixels and reduce_zero_label applied as in
+    training), from the label maps alone: no image is decoded, no encoder runs."""
+    from suites.segmentation.protocol import label_check
+    ds = split.build([dict(type="LoadAnnotations"), label_check(split.num_classes, split.dataset)], test_mode=True)
+    counts = np.zeros(split.num_classes, np.int64)
+    for i in range(len(ds)):
+        seg = np.asarray(ds[i]["gt_seg_map"], dtype=np.int64).ravel()
+        counts += np.bincount(seg[seg < split.num_classes], minlength=split.num_classes)
+    return counts
+
+
+@torch.no_grad()
+def majority_floor(train: SegSplit, val: SegSplit, indices: Sequence[int] | None, *,
+                   progress: bool = False) -> tuple[int, dict]:
+    """The trivial floor: the majority class of the training labels predicted at every pixel, scored on
+    ``val`` by the same code as the heads (ties: the smaller class index)."""
+    counts = class_counts(train)
+    if counts.sum() == 0:
+        raise ValueError(f"the {train.dataset} training split '{train.source}' has no labelled pixel")
+    major = int(np.argmax(counts))
+
+    def constant(res):
+        h, w = np.asarray(res["gt_seg_map"]).shape[:2]
+        return torch.full((1, h, w), major, dtype=torch.int64)
+
+    return major, score(val, indices, constant, 1, progress=progress, desc="floor")[0]

@@ -36,7 +36,9 @@ class HeadGeometry:
         return len(self.test_ratios) * (2 if self.flip else 1)
 
     def transform_id(self) -> str:
-        return f"seg-{self.name}-s{self.scale}-c{self.crop}-st{self.stride}"
+        """The windows' identity (not the head's): linear and +ms heads with the same windows share one
+        feature cache entry; the layers are part of the cache key."""
+        return f"seg-s{self.scale}-c{self.crop}-st{self.stride}"
 
 
 def label_check(num_classes: int, dataset: str) -> dict:

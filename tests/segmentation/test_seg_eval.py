@@ -47,7 +47,8 @@ def test_ade20k_linear_and_ms_fast_end_to_end(ade_root, workspace):
 
 
 def test_exact_mode_with_lr_grid_selects_on_holdout(ade_root, workspace):
-    rec = evaluate(_cfg(ade_root, workspace, mode="exact", protocol={"lr_grid": [1e-3, 3e-2], "iters": 8}))
+    rec = evaluate(_cfg(ade_root, workspace, mode="exact", protocol={"lr_grid": [1e-3, 3e-2], "iters": 8,
+                                                                 "selection": "holdout"}))
     m = rec.metrics
     assert rec.tags["mode"] == "exact" and m["linear.n_heads"] == 2
     assert {"linear.lr0.001.mIoU", "linear.lr0.03.mIoU", "linear.lr0.03.holdout_mIoU", "linear.holdout_mIoU"} <= set(m)
