@@ -180,8 +180,13 @@ def test_unreadable_run_fails_naming_it_or_is_listed(tmp_path):
     with t.start("tagged", {"encoder": "x:z", "suite": "depth.nyud", "config_hash": "h2",
                             "metric_directions": json.dumps({"lin.rmse": "up"})}, {}, {}) as log:
         log.log_metrics({"lin.rmse": 1.0})
+    with t.start("tag-only", {"encoder": "x:w", "suite": "depth.nyud", "config_hash": "h3",
+                              "metric_directions": json.dumps({"lin.rmse": "min"})}, {}, {}) as log:
+        log.log_metrics({"lin.rmse": 2.0})                     # directions from the tag, no result.json
+        tagged = log.run_id
     skipped = []
-    load_runs(uri, "bad", allow_missing=True, skipped=skipped)
+    df = load_runs(uri, "bad", allow_missing=True, skipped=skipped)
+    assert df[df["run_id"] == tagged][["metric", "value", "direction"]].values.tolist() == [["lin.rmse", 2.0, "min"]]
     assert sorted(s.what for s in skipped) == ["x:y on depth.nyud", "x:z on depth.nyud"]
     assert any("must map metric names to 'max'/'min'" in s.reason for s in skipped)
 
