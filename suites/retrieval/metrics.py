@@ -22,6 +22,7 @@ import numpy as np
 
 __all__ = [
     "compute_ap", "compute_map", "MapResult", "revisitop_protocol", "evaluate_revisitop", "PROTOCOLS",
+    "expected_random_ap", "expected_random_pk", "random_ranking_floor",
     "knn_classify", "gap", "gap_non_distractor", "accuracy_non_distractor", "evaluate_met",
     "tune_knn", "KnnTuning", "MET_K_GRID", "MET_T_GRID",
     "ranking_ap_topk", "evaluate_amstertime",
@@ -160,6 +161,75 @@ def evaluate_revisitop(ranks: np.ndarray, gnd: Sequence[Mapping[str, Iterable[in
     return out
 
 
+def _log_comb(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """log C(a, b) elementwise (-inf outside 0 <= b <= a)."""
+    from scipy.special import gammaln
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    ok = (b >= 0) & (b <= a)
+    out = np.full(np.broadcast(a, b).shape, -np.inf)
+    aa, bb = np.broadcast_arrays(a, b)
+    out[ok] = gammaln(aa[ok] + 1) - gammaln(bb[ok] + 1) - gammaln(aa[ok] - bb[ok] + 1)
+    return out
+
+
+def expected_random_ap(n: int, m: int) -> float:
+    """Exact expectation of revisitop's AP (:func:`compute_ap`) when the ``n`` ranked items (junk already
+    removed), ``m`` of them positive, come in a uniformly random order.
+
+    The j-th positive (0-based) sits at 0-based rank r with probability C(r, j) C(n-1-r, m-1-j) / C(n, m);
+    AP is linear in the per-positive terms, so E[AP] = (1/m) sum_j sum_r P(r_j = r) (p0 + p1) / 2.
+    """
+    if not 0 < m <= n:
+        raise ValueError(f"need 0 < m <= n, got n={n}, m={m}")
+    j = np.arange(m, dtype=np.float64)[:, None]
+    r = np.arange(n, dtype=np.float64)[None, :]
+    logp = _log_comb(r, j) + _log_comb(n - 1 - r, m - 1 - j) - _log_comb(np.float64(n), np.float64(m))
+    p = np.exp(logp)                                             # [m, n]; zero where impossible
+    p0 = np.divide(j, r, out=np.ones(p.shape), where=r > 0)      # r == 0 only for j == 0: precision 1
+    p1 = (j + 1.0) / (r + 1.0)
+    return float((p * (p0 + p1) / 2.0).sum() / m)
+
+
+def expected_random_pk(n: int, m: int, k: int) -> float:
+    """Exact expectation of revisitop's P@k (see :func:`compute_map`) under a uniformly random order.
+
+    With L = 1-based rank of the last positive (P(L = l) = C(l-1, m-1) / C(n, m)): P@k = m / L when
+    L < k, else (#positives in the top k) / k; E[#positives in the top k] = min(k, n) m / n.
+    """
+    if not 0 < m <= n or k < 1:
+        raise ValueError(f"need 0 < m <= n and k >= 1, got n={n}, m={m}, k={k}")
+    lo, hi = m, min(k - 1, n)
+    below = 0.0   # E[m / L ; L < k]
+    p_below = 0.0  # P(L < k)
+    if hi >= lo:
+        l = np.arange(lo, hi + 1, dtype=np.float64)
+        pl = np.exp(_log_comb(l - 1, np.float64(m - 1)) - _log_comb(np.float64(n), np.float64(m)))
+        below = float((pl * m / l).sum())
+        p_below = float(pl.sum())
+    return below + (min(k, n) * m / n - m * p_below) / k
+
+
+def random_ranking_floor(gnd: Sequence[Mapping[str, Iterable[int]]], n_db: int,
+                         kappas: Sequence[int] = (1, 5, 10)) -> tuple[np.ndarray, np.ndarray]:
+    """Per query, the exact expected AP and P@k of a uniformly random ranking of the ``n_db`` database
+    items (the trivial floor of the revisited benchmarks), with :func:`compute_map`'s junk handling:
+    junk items drop out, so the order of the remaining ``n_db - #junk`` items is uniform.
+    -> (aps [nq], pks [nq, len(kappas)]); NaN for queries without positives (skipped, as revisitop)."""
+    nq = len(gnd)
+    aps = np.full(nq, np.nan)
+    pks = np.full((nq, len(kappas)), np.nan)
+    for i, g in enumerate(gnd):
+        ok = np.unique(_as_index_array(g.get("ok"), f"gnd[{i}]['ok']"))
+        if ok.size == 0:
+            continue
+        junk = np.setdiff1d(_as_index_array(g.get("junk"), f"gnd[{i}]['junk']"), ok)
+        n = n_db - junk.size
+        aps[i] = expected_random_ap(n, ok.size)
+        pks[i] = [expected_random_pk(n, ok.size, int(k)) for k in kappas]
+    return aps, pks
+
+
 # ----------------------------------------------------------------------------------------------------
 # Met
 # ----------------------------------------------------------------------------------------------------
@@ -175,7 +245,8 @@ def knn_classify(sims: np.ndarray, neighbor_labels: np.ndarray, t: float, n_clas
     sims: [nq, K'] similarities of each query's nearest database items, sorted descending;
     neighbor_labels: [nq, K'] their class ids; k: use the first k columns (default all);
     n_classes: number of distinct classes in the database.
-    Per query, each class among the k neighbours scores its max similarity s_c; confidence of class c is
+    Per query, each class among the k neighbours scores max(0, its max similarity) = s_c (the reference
+    starts every class score at 0, so negative similarities count as 0); confidence of class c is
     exp(t s_c) / (sum_c' exp(t s_c') + (n_classes - #classes seen) * exp(0)) (classes not among the
     neighbours count with similarity 0, as the reference). Prediction = class with the highest s_c
     (exact ties: the smallest class id, as the reference's argmax over sorted unique labels);
@@ -192,6 +263,9 @@ def knn_classify(sims: np.ndarray, neighbor_labels: np.ndarray, t: float, n_clas
         raise ValueError(f"k={k} outside 1..{sims.shape[1]} available neighbours")
     if np.any(np.diff(sims[:, :k], axis=1) > 1e-6):
         raise ValueError("sims must be sorted in descending order along each row")
+    # the reference's per-class scores start at 0 (``total_sims = zeros``, then max with each neighbour's
+    # similarity), so a negative similarity counts as 0; clipping keeps the rows sorted
+    sims = np.maximum(sims, 0.0)
     nq = sims.shape[0]
     preds = np.empty(nq, dtype=labels.dtype)
     confs = np.empty(nq, dtype=np.float64)

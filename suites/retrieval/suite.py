@@ -15,12 +15,15 @@ from typing import ClassVar
 import numpy as np
 import torch
 
-from harness.config import field
+from harness.config import ConfigError, field
+from harness.samples import PerSample
 from harness.suite import MetricSpec, RunContext, Suite, SuiteResult, SuiteSpec
+from suites.images import DataError
 from suites.retrieval.datasets import (RevisitedData, load_amstertime, load_met, load_revisited,
                                        make_transform)
 from suites.retrieval.metrics import (MET_K_GRID, MET_T_GRID, compute_map, evaluate_amstertime,
-                                      evaluate_met, knn_classify, revisitop_protocol, tune_knn)
+                                      evaluate_met, knn_classify, random_ranking_floor, ranking_ap_topk,
+                                      revisitop_protocol, tune_knn)
 from suites.retrieval.search import rank_gallery
 
 
@@ -29,8 +32,16 @@ def _transform(info, image_size: int | None):
                           interpolation=info.interpolation)
 
 
-def _last_block(encoder) -> int:
-    return encoder.resolve_layers([-1])[0]
+def _block(encoder, block: int) -> int:
+    """The block whose CLS token is the descriptor (paper: the last, -1); out of range -> ConfigError."""
+    try:
+        return encoder.resolve_layers([block])[0]
+    except ValueError as e:
+        raise ConfigError(f"protocol.block={block}: {e}") from None
+
+
+_BLOCK_HELP = ("CLS token of this block (negative: from the end); the paper uses the last, -1. The demo "
+               "reads a mid-depth block: the builtin DINOv2's last block was fine-tuned for saliency")
 
 
 def _cls(ctx: RunContext, dataset, block: int, desc: str) -> np.ndarray:
@@ -41,14 +52,33 @@ def _pct(d: dict[str, float]) -> dict[str, float]:
     return {k: 100.0 * v for k, v in d.items()}
 
 
+def _unique_ids(names) -> list[str]:
+    """Sample ids for per-query records: the query's name (``#<index>`` appended to a repeated name)."""
+    seen: dict[str, int] = {}
+    for n in names:
+        seen[n] = seen.get(n, 0) + 1
+    return [n if seen[n] == 1 else f"{n}#{i}" for i, n in enumerate(names)]
+
+
+class NoDefaultData(DataError, NotImplementedError):
+    """A suite without embedded default data was run without ``--data``: a user error (exit 2), and a
+    NotImplementedError so the demo skips the suite."""
+
+
+def _needs_data(name: str, layout: str):
+    raise NoDefaultData(f"suite {name} has no embedded default data: pass --data DIR with the dataset in "
+                        f"its layout ({layout}; see suites/retrieval/README.md)")
+
+
 # ----------------------------------------------------------------------------------------------------
 # Revisited Oxford / Paris
 # ----------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class RevisitedOptions:
-    image_size: int = field(224, help="queries (cropped to bbx) and database images resized to this square")
-    kappas: tuple[int, ...] = field((1, 5, 10), help="mP@k cut-offs (revisitop: 1, 5, 10)")
-    chunk: int = field(32768, hash=False, help="gallery rows per search chunk (memory only)")
+    image_size: int = field(224, min=1, help="queries (cropped to bbx) and database images resized to this square")
+    kappas: tuple[int, ...] = field((1, 5, 10), min=1, nonempty=True, help="mP@k cut-offs (revisitop: 1, 5, 10)")
+    block: int = field(-1, help=_BLOCK_HELP)
+    chunk: int = field(32768, min=1, hash=False, help="gallery rows per search chunk (memory only)")
 
 
 def _revisited_spec(name: str, title: str) -> SuiteSpec:
@@ -56,7 +86,7 @@ def _revisited_spec(name: str, title: str) -> SuiteSpec:
     for lv, word in (("H", "hard"), ("M", "medium"), ("E", "easy")):
         ms.append(MetricSpec(f"mAP.{lv}", "max", f"{title} {word} mAP (%)"))
         ms += [MetricSpec(f"mP{k}.{lv}", "max", f"{title} {word} mean precision@{k} (%)") for k in (1, 5, 10)]
-    return SuiteSpec(name=name, version="1", task="retrieval", heads=("cosine",), metrics=tuple(ms),
+    return SuiteSpec(name=name, version="2", task="retrieval", heads=("cosine",), metrics=tuple(ms),
                      primary="mAP.H", paper_table="Table 5",
                      description=f"{title}: cropped queries vs database, cosine of CLS at 224x224; "
                                  "revisitop mAP / mP@k, easy / medium / hard.")
@@ -65,6 +95,14 @@ def _revisited_spec(name: str, title: str) -> SuiteSpec:
 class _RevisitedSuite(Suite):
     Options = RevisitedOptions
     dataset_name: ClassVar[str]
+
+    @classmethod
+    def demo_protocol(cls, preset: str) -> dict:
+        """``default``: 112 px (a quarter of 224 px's encoder cost; both revisited suites x 3 encoders stay
+        within ~20 s on 2 cores) and the CLS of block -7 (the 6th of 12: mid-depth), because the builtin
+        DINOv2's last block was fine-tuned for saliency (its last-block CLS retrieves worse than a random
+        ViT's on the world; per-block table in suites/retrieval/README.md). ``tiny``: the paper settings."""
+        return {} if preset == "tiny" else {"image_size": 112, "block": -7}
 
     def _data(self, root: Path) -> RevisitedData:
         return load_revisited(root, self.dataset_name)
@@ -84,23 +122,44 @@ class _RevisitedSuite(Suite):
 
     def run(self, ctx: RunContext) -> SuiteResult:
         d, q, db = self._sets(ctx.data, ctx.encoder.info)
-        block = _last_block(ctx.encoder)
+        block = _block(ctx.encoder, self.options.block)
         fq = _cls(ctx, q, block, "query features")
         fdb = _cls(ctx, db, block, "database features")
         ranks = rank_gallery(fq, fdb, chunk=self.options.chunk, device=ctx.device)
-        gnd = d.gnd_dicts()
+        result = self.score(ranks, d.gnd_dicts(), _unique_ids([g.name for g in d.gnd]), len(db),
+                            self.options.kappas)
+        result.selection = {"cosine": {"block": block, "feature": "cls"}}
+        result.details.update({"dataset": d.name, "n_queries": len(q), "n_database": len(db), "block": block})
+        return result
+
+    @staticmethod
+    def score(ranks: np.ndarray, gnd: list[dict], ids: list[str], n_db: int, kappas) -> SuiteResult:
+        """revisitop mAP / mP@k per setup, each with its per-query values, and the random-ranking floor
+        (``floor.mAP.H`` ...: the exact expected value under a uniformly random ranking, per query)."""
         metrics: dict[str, float] = {}
-        details: dict = {"dataset": d.name, "n_queries": len(q), "n_database": len(db), "block": block}
+        per_sample: dict[str, PerSample] = {}
+        details: dict = {"floor": "expected value under a uniformly random ranking, computed exactly per query"}
+
+        def put(name: str, values: np.ndarray, keep: np.ndarray, column: str) -> None:
+            v = values[keep]
+            metrics[name] = 100.0 * float(v.mean())
+            per_sample[name] = PerSample([ids[i] for i in np.flatnonzero(keep)], v, reduce="mean", scale=100.0,
+                                         columns=(column,))
+
         for level in ("hard", "medium", "easy"):
-            res = compute_map(ranks, revisitop_protocol(gnd, level), self.options.kappas)
+            proto = revisitop_protocol(gnd, level)
+            res = compute_map(ranks, proto, kappas)
+            f_ap, f_pk = random_ranking_floor(proto, n_db, res.kappas)
+            keep = ~np.isnan(res.aps)          # queries with positives in this setup (the same for every encoder)
             tag = level[0].upper()
-            metrics[f"mAP.{tag}"] = 100.0 * res.map
-            for k, v in zip(res.kappas, res.mpk):
-                metrics[f"mP{k}.{tag}"] = 100.0 * float(v)
+            put(f"mAP.{tag}", res.aps, keep, "AP")
+            put(f"floor.mAP.{tag}", f_ap, keep, "expected AP")
+            for c, k in enumerate(res.kappas):
+                put(f"mP{k}.{tag}", res.pks[:, c], keep, f"P@{k}")
+                put(f"floor.mP{k}.{tag}", f_pk[:, c], keep, f"expected P@{k}")
             details[f"ap.{level}"] = [None if np.isnan(a) else float(a) for a in res.aps]
-            details[f"skipped_queries.{level}"] = int(np.isnan(res.aps).sum())
-        return SuiteResult(metrics=metrics, selection={"cosine": {"block": block, "feature": "cls"}},
-                           details=details)
+            details[f"skipped_queries.{level}"] = int((~keep).sum())
+        return SuiteResult(metrics=metrics, details=details, per_sample=per_sample)
 
 
 class ROxfordSuite(_RevisitedSuite):
@@ -128,17 +187,20 @@ class RParisSuite(_RevisitedSuite):
 # ----------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class MetOptions:
-    image_size: int | None = field(None, help="None: each side to the nearest multiple of the patch size "
-                                              "(paper A.7; images are then encoded one at a time)")
+    image_size: int | None = field(None, min=1, help="None: each side to the nearest multiple of the patch size "
+                                                     "(paper A.7; images are then encoded one at a time)")
     mini: bool = field(False, help="use mini_MET_database.json")
-    k_grid: tuple[int, ...] = field(MET_K_GRID, help="kNN K values tuned on val (Met reference grid)")
-    t_grid: tuple[float, ...] = field(MET_T_GRID, help="softmax temperatures tuned on val (Met reference grid)")
-    chunk: int = field(32768, hash=False, help="gallery rows per search chunk (memory only)")
+    block: int = field(-1, help=_BLOCK_HELP)
+    k_grid: tuple[int, ...] = field(MET_K_GRID, min=1, nonempty=True,
+                                    help="kNN K values tuned on val (Met reference grid)")
+    t_grid: tuple[float, ...] = field(MET_T_GRID, min=0, min_open=True, nonempty=True,
+                                      help="softmax temperatures tuned on val (Met reference grid)")
+    chunk: int = field(32768, min=1, hash=False, help="gallery rows per search chunk (memory only)")
 
 
 class MetSuite(Suite):
     spec = SuiteSpec(
-        name="retrieval.met", version="1", task="retrieval", heads=("knn",),
+        name="retrieval.met", version="2", task="retrieval", heads=("knn",),
         metrics=(MetricSpec("GAP", "max", "test GAP with distractors (%)"),
                  MetricSpec("GAP.nodistr", "max", "test GAP without distractors (%)"),
                  MetricSpec("ACC", "max", "test accuracy on non-distractor queries (%)"),
@@ -150,6 +212,10 @@ class MetSuite(Suite):
 
     def _data(self, root: Path):
         return load_met(root, mini=self.options.mini)
+
+    @classmethod
+    def default_data(cls, workspace) -> Path:
+        _needs_data(cls.spec.name, "ROOT/ground_truth/*.json + ROOT/images/")
 
     def dataset_fingerprint(self, data: Path) -> str:
         return self._data(data).fingerprint()
@@ -172,7 +238,7 @@ class MetSuite(Suite):
         d = self._data(ctx.data)
         tf, tid = _transform(ctx.encoder.info, o.image_size)
         fctx = self._ctx(ctx)
-        block = _last_block(ctx.encoder)
+        block = _block(ctx.encoder, self.options.block)
         fdb = _cls(fctx, d.database.with_transform(tf, tid), block, "database features")
         db_labels = np.asarray(d.database.labels)
         kmax = min(max(o.k_grid), len(db_labels))
@@ -189,10 +255,20 @@ class MetSuite(Suite):
         preds, confs = knn_classify(ts, tl, tuning.t, d.n_classes, k=tuning.k)
         metrics = _pct(evaluate_met(preds, confs, ty))
         metrics["val.GAP"] = 100.0 * tuning.score
+        ids = _unique_ids([r.relpath for r in d.queries["test"].records])
+        real = ty != -1
+        right = (np.asarray(preds) == ty) & real
+        rows = np.stack([np.asarray(confs, dtype=np.float64), right, real], axis=1)
+        cols = ("confidence", "correct", "counted")
+        per_sample = {"GAP": PerSample(ids, rows, reduce="gap", scale=100.0, columns=cols),
+                      "GAP.nodistr": PerSample([i for i, r in zip(ids, real) if r], rows[real], reduce="gap",
+                                               scale=100.0, columns=cols),
+                      "ACC": PerSample([i for i, r in zip(ids, real) if r], right[real].astype(np.float64),
+                                       reduce="mean", scale=100.0, columns=("correct",))}
         details = {"n_database": len(db_labels), "n_classes": d.n_classes, "n_val": len(vy), "n_test": len(ty),
                    "test_distractors": int((ty == -1).sum()),
                    "val_grid": {f"K{k}_t{t}": 100.0 * s for (k, t), s in tuning.table.items()}}
-        return SuiteResult(metrics=metrics, details=details,
+        return SuiteResult(metrics=metrics, details=details, per_sample=per_sample,
                            selection={"knn": {"K": tuning.k, "t": tuning.t, "rule": "max GAP on val",
                                               "block": block}})
 
@@ -202,15 +278,16 @@ class MetSuite(Suite):
 # ----------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class AmsterTimeOptions:
-    image_size: int = field(224, help="images resized to this square (paper A.7)")
+    image_size: int = field(224, min=1, help="images resized to this square (paper A.7)")
+    block: int = field(-1, help=_BLOCK_HELP)
     task_file: str | None = field(None, help="optional task CSV (e.g. tasks/retrieval_test.csv, relative to the "
                                              "data root or absolute) restricting queries and galleries")
-    chunk: int = field(32768, hash=False, help="gallery rows per search chunk (memory only)")
+    chunk: int = field(32768, min=1, hash=False, help="gallery rows per search chunk (memory only)")
 
 
 class AmsterTimeSuite(Suite):
     spec = SuiteSpec(
-        name="retrieval.amstertime", version="1", task="retrieval", heads=("cosine",),
+        name="retrieval.amstertime", version="2", task="retrieval", heads=("cosine",),
         metrics=(MetricSpec("mAP", "max", "mAP over both directions, full gallery (%)"),
                  MetricSpec("top1", "max", "top-1 over both directions (%)"),
                  MetricSpec("top5", "max", "top-5 over both directions (%)"),
@@ -220,6 +297,10 @@ class AmsterTimeSuite(Suite):
         description="AmsterTime archival/street-view pairs, retrieval both ways over the full gallery (the "
                     "reference script's default k=1 would make mAP = top-1).")
     Options = AmsterTimeOptions
+
+    @classmethod
+    def default_data(cls, workspace) -> Path:
+        _needs_data(cls.spec.name, "ROOT/old/*.jpg + ROOT/new/*.png")
 
     def _data(self, root: Path):
         tf = self.options.task_file
@@ -242,11 +323,19 @@ class AmsterTimeSuite(Suite):
 
     def run(self, ctx: RunContext) -> SuiteResult:
         d, old, new = self._sets(ctx.data, ctx.encoder.info)
-        block = _last_block(ctx.encoder)
+        block = _block(ctx.encoder, self.options.block)
         fo = _cls(ctx, old, block, "archival features")
         fn = _cls(ctx, new, block, "street-view features")
         o2n = rank_gallery(fo, fn, chunk=self.options.chunk, device=ctx.device)
         n2o = rank_gallery(fn, fo, chunk=self.options.chunk, device=ctx.device)
         metrics = _pct(evaluate_amstertime(o2n, n2o, old.labels, new.labels))
+        ap_o, _, _ = ranking_ap_topk(o2n, old.labels, new.labels)
+        ap_n, _, _ = ranking_ap_topk(n2o, new.labels, old.labels)
+        ids_o = [r.relpath for r in old.records]     # old/<stem>.jpg, new/<stem>.png
+        ids_n = [r.relpath for r in new.records]
+        per_sample = {"mAP": PerSample(_unique_ids(ids_o + ids_n), np.concatenate([ap_o, ap_n]), scale=100.0,
+                                       columns=("AP",)),
+                      "mAP.old2new": PerSample(_unique_ids(ids_o), ap_o, scale=100.0, columns=("AP",)),
+                      "mAP.new2old": PerSample(_unique_ids(ids_n), ap_n, scale=100.0, columns=("AP",))}
         return SuiteResult(metrics=metrics, selection={"cosine": {"block": block, "feature": "cls"}},
-                           details={"n_old": len(old), "n_new": len(new)})
+                           details={"n_old": len(old), "n_new": len(new)}, per_sample=per_sample)

@@ -92,6 +92,8 @@ def spatial_annotations_root(workspace) -> Path:
 
 
 def rparis_root(workspace) -> Path:
-    """The same revisited-Oxford writer, under the Paris ground-truth file name."""
+    """The revisited writer under the Paris ground-truth name, with its own landmarks: the world's last
+    half of scenes are Paris's landmarks (Oxford's are the first half), the rest are distractors."""
     from suites.synthetic.writers import write_roxford
-    return _formatted(workspace, "rparis", lambda world, out: write_roxford(world, out, name="rparis6k"))
+    return _formatted(workspace, "rparis-v2",
+                      lambda world, out: write_roxford(world, out, name="rparis6k", landmarks="last"))

@@ -382,7 +382,7 @@ def write_imagefolder(world_dir, out_root, val_fraction: float = 0.25, min_pixel
 # ------------------------------------------------------------------------- Revisited Oxford/Paris
 def write_roxford(world_dir, out_root, name: str = "roxford5k", num_landmarks: int | None = None,
                   queries_per_landmark: int = 1, easy_angle: float = 60.0, junk_visibility: float = 0.25,
-                  min_query_pixels: int = 200, overwrite: bool = False) -> Path:
+                  min_query_pixels: int = 200, landmarks: str = "first", overwrite: bool = False) -> Path:
     """Revisited Oxford/Paris layout: ``ROOT/jpg/<name>.jpg`` + ``ROOT/gnd_<name>.pkl``.
 
     The pickle (protocol 4, plain lists/ints/floats) is ``{'imlist': [...], 'qimlist': [...],
@@ -394,7 +394,9 @@ def write_roxford(world_dir, out_root, name: str = "roxford5k", num_landmarks: i
     query's by <= ``easy_angle`` degrees, else ``hard``; ``junk`` when the query's objects
     keep less than ``junk_visibility`` of their query-view pixels (occluded / out of view).
     Views of the other scenes are distractors. The query box ``bbx`` covers the objects
-    visible in the query with >= 50 pixels.
+    visible in the query with >= 50 pixels. ``landmarks="last"`` takes the last
+    ``num_landmarks`` scenes instead of the first, so two datasets written from one world
+    (the Oxford and Paris defaults) have disjoint landmarks and queries.
     """
     from PIL import Image  # noqa: F401  (fail early if Pillow is missing)
 
@@ -412,7 +414,10 @@ def write_roxford(world_dir, out_root, name: str = "roxford5k", num_landmarks: i
         num_landmarks = max(1, len(ids) // 2)
     if not (1 <= num_landmarks <= len(ids)):
         raise ValueError(f"num_landmarks must be in 1..{len(ids)}, got {num_landmarks!r}")
-    for s in ids[:num_landmarks]:
+    if landmarks not in ("first", "last"):
+        raise ValueError(f"landmarks must be 'first' or 'last', got {landmarks!r}")
+    landmark_ids = ids[:num_landmarks] if landmarks == "first" else ids[len(ids) - num_landmarks:]
+    for s in landmark_ids:
         if len(scenes[s]) < queries_per_landmark + 1:
             raise ValueError(
                 f"scene {s} has {len(scenes[s])} views: need views_per_scene >= queries_per_landmark + 1 "
@@ -420,13 +425,14 @@ def write_roxford(world_dir, out_root, name: str = "roxford5k", num_landmarks: i
             )
     args = dict(name=name, num_landmarks=num_landmarks, queries_per_landmark=queries_per_landmark,
                 easy_angle=easy_angle, junk_visibility=junk_visibility, min_query_pixels=min_query_pixels)
+    if landmarks != "first":   # the stamp of existing Oxford outputs stays as it was
+        args["landmarks"] = landmarks
     with _atomic_output(world_dir, out_root, "roxford", args, overwrite) as res:
         if res is None:
             return Path(out_root)
         tmp, info = res
-        landmarks = ids[:num_landmarks]
         queries: list[tuple[int, int]] = []
-        for s in landmarks:
+        for s in landmark_ids:
             # queries = the views that show the scene's objects best (most visible object
             # pixels), taken greedily so that two queries are not neighbouring views
             vs = scenes[s]
@@ -480,7 +486,7 @@ def write_roxford(world_dir, out_root, name: str = "roxford5k", num_landmarks: i
         obj = {"imlist": [nm(s, v) for s, v in db], "qimlist": [nm(s, v) for s, v in queries], "gnd": gnd}
         with open(tmp / f"gnd_{name}.pkl", "wb") as f:
             pickle.dump(obj, f, protocol=4)
-        info.update(landmark_scenes=landmarks, num_db=len(db), num_queries=len(queries))
+        info.update(landmark_scenes=landmark_ids, num_db=len(db), num_queries=len(queries))
     return Path(out_root)
 
 
