@@ -62,7 +62,6 @@ def resolve(cfg: EvalConfig, *, data: bool = True) -> Resolved:
     if cfg.precision not in PRECISIONS:
         raise ConfigError(f"precision: '{cfg.precision}' is not one of {PRECISIONS}")
     resolve_device(cfg.device)      # a device this machine lacks fails here, before any run exists
-    ws = use_workspace(cfg.workspace)
     suite_cls = SUITES.get(cfg.suite)
     options = build(suite_cls.Options, cfg.protocol, prefix="protocol.")
     spec = suite_cls.spec
@@ -72,6 +71,7 @@ def resolve(cfg: EvalConfig, *, data: bool = True) -> Resolved:
         raise ConfigError(f"head '{bad[0]}' is not available for suite {spec.name}; "
                           f"choose from {', '.join(spec.heads)}")
     suite = suite_cls(options)
+    ws = use_workspace(cfg.workspace)   # only now: a refused config leaves no workspace folder behind
     r = Resolved(cfg, ws, suite, options, heads, None)
     return resolve_data(r) if data else r
 
