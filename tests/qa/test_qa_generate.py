@@ -442,3 +442,21 @@ def test_cli_generate_without_samples_shows_progress(qa_world, tmp_path):
     card = json.loads((tmp_path / "o" / CARD_FILE).read_text())
     assert len(lines) == card["samples"] == len(list_views(qa_world)) - sum(card["skipped"].values())
     assert f"{len(lines)} samples ->" in res.stdout
+
+
+def test_caption_task_stage1(qa_world):
+    """Stage-1 alignment data: one instruction + caption per view, naming the objects the view shows."""
+    from suites.synthetic.world import load_view
+
+    recs = list(iter_samples(qa_world, QAOptions(task="caption", samples=8)))
+    assert len(recs) == 8
+    for r in recs:
+        conv = r["conversations"]
+        assert len(conv) == 2 and conv[0]["value"].startswith("<image>\n") and isinstance(r["image"], str)
+        assert r["meta"]["task"] == "caption" and r["meta"]["turns"][0]["level"] == "caption"
+        s, v = r["meta"]["source_views"][0].split("/")
+        shown = {o.category for o in load_view(qa_world, s, int(v), arrays=False).objects if o.pixels >= 30}
+        named = {c for c in shown if c in conv[1]["value"]}
+        assert named, (conv[1]["value"], shown)
+    with pytest.raises(ValueError, match="single-view"):
+        QAOptions(task="caption", views=2)

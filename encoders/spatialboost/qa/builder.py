@@ -18,7 +18,8 @@ from . import templates as T
 from .options import QAOptions
 from .scene import SceneObject, ViewGeometry
 
-__all__ = ["SceneContext", "Skip", "TemplateCaptioner", "build_cot_sample", "build_mvqa_sample", "Turn",
+__all__ = ["SceneContext", "Skip", "TemplateCaptioner", "build_caption_sample", "build_cot_sample", "build_mvqa_sample",
+           "Turn",
            "to_llava", "ORDINALS"]
 
 ORDINALS = ("first", "second", "third", "fourth", "fifth", "sixth", "seventh", "eighth")
@@ -334,6 +335,18 @@ def build_cot_sample(ctx: SceneContext, opt: QAOptions, rng: np.random.Generator
         turns[0] = Turn(t0.level, t0.family, "The first image is the reference view; directions and depths refer to "
                         "its camera. " + t0.q, t0.a, t0.meta)
     return turns
+
+
+def build_caption_sample(ctx: SceneContext, rng: np.random.Generator, captioner=None) -> list[Turn]:
+    """Stage-1 alignment data (LLaVA-Pretrain-558K style): one turn, an instruction and a caption of the image
+    (the short object list or the detailed layout, chosen at random)."""
+    if not ctx.objects:
+        raise Skip("no object")
+    cap = captioner if captioner is not None else TemplateCaptioner()
+    pairs = cap.caption(ctx, rng)
+    k = int(rng.integers(len(pairs)))
+    q, a = pairs[k]
+    return [Turn("caption", ("caption_short", "caption_detail")[min(k, 1)], q, a)]
 
 
 # ----------------------------------------------------------------------------- multi-view VQA (stage 2)

@@ -14,8 +14,9 @@ def add_data_parser(subparsers) -> argparse.ArgumentParser:
     g = sub.add_parser("generate", help="generate multi-turn spatial QA (LLaVA JSONL + dataset card)")
     g.add_argument("--world", required=True, help="synthetic world, ScanNet-format folder (scannet_2d/) or image folder")
     g.add_argument("--out", required=True, help="output folder")
-    g.add_argument("--task", choices=["cot", "mvqa"], default="cot",
-                   help="cot = 12-turn spatial chain of thought (stage 3); mvqa = multi-view VQA (stage 2)")
+    g.add_argument("--task", choices=["cot", "mvqa", "caption"], default="cot",
+                   help="cot = 12-turn spatial chain of thought (stage 3); mvqa = multi-view VQA (stage 2); "
+                        "caption = one-turn image captions (stage 1 alignment)")
     g.add_argument("--order", choices=["forward", "reverse", "random"], default="forward")
     g.add_argument("--levels", default="pix,obj,scene", help="comma list of pix,obj,scene")
     g.add_argument("--views", type=int, choices=[1, 2, 4, 8], default=1)

@@ -18,7 +18,7 @@ from typing import Iterator
 import numpy as np
 
 from . import geometry as G
-from .builder import SceneContext, Skip, build_cot_sample, build_mvqa_sample, to_llava
+from .builder import SceneContext, Skip, build_caption_sample, build_cot_sample, build_mvqa_sample, to_llava
 from .estimators import Estimators
 from .multiview import extend_views, make_metric, select_pairs, _gray64
 from .options import QAOptions
@@ -124,7 +124,7 @@ class Generator:
     # ------------------------------------------------------------------ units
     def units(self) -> list[tuple[ViewRef, ...]]:
         opt = self.opt
-        if opt.views == 1 and opt.task == "cot":
+        if opt.views == 1 and opt.task in ("cot", "caption"):
             units = [(r,) for r in self._refs]
         else:
             units = self._pair_units()
@@ -245,6 +245,10 @@ class Generator:
             g1, g2 = self.geometry(unit[0]), self.geometry(unit[1])
             turns = build_mvqa_sample(g1, g2, sorted(self.vocabulary), rng, self.opt.min_object_pixels)
             images = [g1.image, g2.image]
+        elif self.opt.task == "caption":
+            ctx = self.context(unit)
+            turns = build_caption_sample(ctx, rng, self.est.captioner)
+            images = ctx.images
         else:
             ctx = self.context(unit)
             turns = build_cot_sample(ctx, self.opt, rng, self.est.captioner)

@@ -8,7 +8,7 @@ __all__ = ["QAOptions", "LEVELS", "ORDERS", "TASKS", "METRICS", "DEFAULT_WINDOWS
 
 LEVELS = ("pix", "obj", "scene")
 ORDERS = ("forward", "reverse", "random")
-TASKS = ("cot", "mvqa")
+TASKS = ("cot", "mvqa", "caption")
 METRICS = ("auto", "lpips", "ssim", "pose")
 # Perceptual-distance windows for picking view pairs. LPIPS: the paper's (App. C, Eq. 2).
 # ssim (= 1 - SSIM on 64x64 grey images) and pose: recalibrated on the synthetic world so that
@@ -21,7 +21,8 @@ class QAOptions:
     """What to generate.
 
     * ``task``: ``cot`` = the 12-turn multi-turn spatial reasoning data (stage 3, §3.2/App. D);
-      ``mvqa`` = multi-view VQA for stage 2 (App. C: common, multiple-choice, adversarial).
+      ``mvqa`` = multi-view VQA for stage 2 (App. C: common, multiple-choice, adversarial);
+      ``caption`` = one-turn image captions for stage 1 (the alignment data, LLaVA-Pretrain-558K format).
     * ``order``: ``forward`` pixel->object->scene (paper default), ``reverse``, ``random`` (Table 7);
       the two caption turns stay last.
     * ``levels``: subset of pix/obj/scene (Table 15); each kept level keeps its turn count (5/4/1).
@@ -72,6 +73,8 @@ class QAOptions:
             bad("views", "must be 1, 2, 4 or 8")
         if self.task == "mvqa" and self.views != 2:
             object.__setattr__(self, "views", 2)
+        if self.task == "caption" and self.views != 1:
+            bad("views", "caption samples are single-view (views=1)")
         if self.samples is not None and (isinstance(self.samples, bool) or not isinstance(self.samples, int) or self.samples < 1):
             bad("samples", "must be a positive integer or None")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
