@@ -170,7 +170,7 @@ def test_world_workers_die_with_their_parent_and_rerun_completes(tmp_path):
 # ------------------------------------------------------------------------------------ kill -9 in a sweep
 @pytest.mark.slow
 def test_kill_9_during_sweep_then_resume_logs_results(tmp_path):
-    data = make_imagefolder(tmp_path / "imf", n_classes=3, train_per_class=10)
+    data = make_imagefolder(tmp_path / "imf", n_classes=3, train_per_class=60, size=32)
     ws = tmp_path / "ws"
     cfg = tmp_path / "sweep.yaml"
     cfg.write_text(yaml.safe_dump({
@@ -184,14 +184,13 @@ def test_kill_9_during_sweep_then_resume_logs_results(tmp_path):
     killed = False
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None and not killed:
-        time.sleep(0.3)
+        time.sleep(0.1)
         try:
-            names = optuna.study.get_all_study_names(storage)
-            trials = optuna.load_study(study_name=names[0], storage=storage).get_trials() if names else []
-        except Exception:  # noqa: BLE001 - study not created yet
+            trial_running = any(r.info.status == "RUNNING" and "mlflow.parentRunId" in r.data.tags
+                                for r in _runs(ws))
+        except Exception:  # noqa: BLE001 - the store is being created
             continue
-        if any(t.state == optuna.trial.TrialState.RUNNING and t.number >= 1 for t in trials) and \
-                any(r.info.status == "RUNNING" and "mlflow.parentRunId" in r.data.tags for r in _runs(ws)):
+        if trial_running:
             os.killpg(proc.pid, signal.SIGKILL)
             killed = True
     proc.wait(timeout=30)
@@ -201,7 +200,13 @@ def test_kill_9_during_sweep_then_resume_logs_results(tmp_path):
                            timeout=600)
     assert again.returncode == 0, again.stderr
     lines = [ln for ln in again.stdout.splitlines() if ln.startswith("[sweep] trial")]
-    assert lines and all(" COMPLETE " in ln and "=-" not in ln and "{}" not in ln for ln in lines), again.stdout
+    assert any(" COMPLETE " in ln for ln in lines), again.stdout
+    assert not any(" WAITING " in ln or "{}" in ln for ln in lines), again.stdout      # issue #14's log line
+    assert all("=-" not in ln for ln in lines if " COMPLETE " in ln), again.stdout
+    names = optuna.study.get_all_study_names(storage)
+    done = [t.params for t in optuna.load_study(study_name=names[0], storage=storage).get_trials()
+            if t.state == optuna.trial.TrialState.COMPLETE]
+    assert sorted(p["protocol.holdout_fraction"] for p in done) == [0.1, 0.2, 0.3]
     _assert_clean(ws)
     statuses = sorted(r.info.status for r in _runs(ws))
     assert statuses.count("KILLED") >= 1 and "RUNNING" not in statuses, statuses
