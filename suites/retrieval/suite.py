@@ -37,7 +37,7 @@ def _block(encoder, block: int) -> int:
     try:
         return encoder.resolve_layers([block])[0]
     except ValueError as e:
-        raise ConfigError(f"protocol.block={block}: {e}") from None
+        raise ConfigError(f"protocol.layer={block}: {e}") from None
 
 
 _BLOCK_HELP = ("CLS token of this block (negative: from the end); the paper uses the last, -1. The demo "
@@ -77,7 +77,7 @@ def _needs_data(name: str, layout: str):
 class RevisitedOptions:
     image_size: int = field(224, min=1, help="queries (cropped to bbx) and database images resized to this square")
     kappas: tuple[int, ...] = field((1, 5, 10), min=1, nonempty=True, help="mP@k cut-offs (revisitop: 1, 5, 10)")
-    block: int = field(-1, help=_BLOCK_HELP)
+    layer: int = field(-1, help=_BLOCK_HELP)
     chunk: int = field(32768, min=1, hash=False, help="gallery rows per search chunk (memory only)")
 
 
@@ -99,10 +99,10 @@ class _RevisitedSuite(Suite):
     @classmethod
     def demo_protocol(cls, preset: str) -> dict:
         """``default``: 112 px (a quarter of 224 px's encoder cost; both revisited suites x 3 encoders stay
-        within ~20 s on 2 cores) and the CLS of block -7 (the 6th of 12: mid-depth), because the builtin
-        DINOv2's last block was fine-tuned for saliency (its last-block CLS retrieves worse than a random
-        ViT's on the world; per-block table in suites/retrieval/README.md). ``tiny``: the paper settings."""
-        return {} if preset == "tiny" else {"image_size": 112, "block": -7}
+        within ~20 s on 2 cores) and the CLS of ``layer`` -7 (the 6th of 12 blocks: mid-depth), because the
+        builtin DINOv2's last block was fine-tuned for saliency (its last-block CLS retrieves worse than a
+        random ViT's on the world; per-block table in suites/retrieval/README.md). ``tiny``: the paper's."""
+        return {} if preset == "tiny" else {"image_size": 112, "layer": -7}
 
     def _data(self, root: Path) -> RevisitedData:
         return load_revisited(root, self.dataset_name)
@@ -122,7 +122,7 @@ class _RevisitedSuite(Suite):
 
     def run(self, ctx: RunContext) -> SuiteResult:
         d, q, db = self._sets(ctx.data, ctx.encoder.info)
-        block = _block(ctx.encoder, self.options.block)
+        block = _block(ctx.encoder, self.options.layer)
         fq = _cls(ctx, q, block, "query features")
         fdb = _cls(ctx, db, block, "database features")
         ranks = rank_gallery(fq, fdb, chunk=self.options.chunk, device=ctx.device)
@@ -190,7 +190,7 @@ class MetOptions:
     image_size: int | None = field(None, min=1, help="None: each side to the nearest multiple of the patch size "
                                                      "(paper A.7; images are then encoded one at a time)")
     mini: bool = field(False, help="use mini_MET_database.json")
-    block: int = field(-1, help=_BLOCK_HELP)
+    layer: int = field(-1, help=_BLOCK_HELP)
     k_grid: tuple[int, ...] = field(MET_K_GRID, min=1, nonempty=True,
                                     help="kNN K values tuned on val (Met reference grid)")
     t_grid: tuple[float, ...] = field(MET_T_GRID, min=0, min_open=True, nonempty=True,
@@ -238,7 +238,7 @@ class MetSuite(Suite):
         d = self._data(ctx.data)
         tf, tid = _transform(ctx.encoder.info, o.image_size)
         fctx = self._ctx(ctx)
-        block = _block(ctx.encoder, self.options.block)
+        block = _block(ctx.encoder, self.options.layer)
         fdb = _cls(fctx, d.database.with_transform(tf, tid), block, "database features")
         db_labels = np.asarray(d.database.labels)
         kmax = min(max(o.k_grid), len(db_labels))
@@ -279,7 +279,7 @@ class MetSuite(Suite):
 @dataclass(frozen=True)
 class AmsterTimeOptions:
     image_size: int = field(224, min=1, help="images resized to this square (paper A.7)")
-    block: int = field(-1, help=_BLOCK_HELP)
+    layer: int = field(-1, help=_BLOCK_HELP)
     task_file: str | None = field(None, help="optional task CSV (e.g. tasks/retrieval_test.csv, relative to the "
                                              "data root or absolute) restricting queries and galleries")
     chunk: int = field(32768, min=1, hash=False, help="gallery rows per search chunk (memory only)")
@@ -323,7 +323,7 @@ class AmsterTimeSuite(Suite):
 
     def run(self, ctx: RunContext) -> SuiteResult:
         d, old, new = self._sets(ctx.data, ctx.encoder.info)
-        block = _block(ctx.encoder, self.options.block)
+        block = _block(ctx.encoder, self.options.layer)
         fo = _cls(ctx, old, block, "archival features")
         fn = _cls(ctx, new, block, "street-view features")
         o2n = rank_gallery(fo, fn, chunk=self.options.chunk, device=ctx.device)
