@@ -207,3 +207,20 @@ def test_demo_protocols_are_valid():
         for preset in ("tiny", "default"):
             build(cls.Options, cls.demo_protocol(preset))
         assert cls.demo_protocol("tiny") == {}                     # tiny-vit has 4 blocks: paper settings
+
+
+def test_layer_option_reads_that_block_and_refuses_out_of_range(tmp_path):
+    import torch
+    from encoders.spec import build_encoder
+    from harness.cache import FeatureCache
+    from harness.config import ConfigError
+    from harness.suite import RunContext
+    data = _small_roxford(tmp_path / "rox")
+    cls = SUITES.get("retrieval.roxford")
+    ctx = RunContext(encoder=build_encoder("builtin:tiny-vit"), data=data, heads=("cosine",), mode="fast",
+                     device=torch.device("cpu"), precision="fp32", batch_size=8, num_workers=0, seed=0,
+                     cache=FeatureCache(tmp_path / "cache"), progress=False)
+    res = cls(build(cls.Options, {"layer": -3})).run(ctx)
+    assert res.selection["cosine"]["block"] == 1                     # tiny-vit: 4 blocks, -3 -> 1
+    with pytest.raises(ConfigError, match="protocol.layer=-9"):
+        cls(build(cls.Options, {"layer": -9})).run(ctx)
