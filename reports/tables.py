@@ -11,6 +11,7 @@ from; every empty cell, and every Δ without a CI, says why.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 
 import pandas as pd
@@ -390,8 +391,10 @@ def _floor_label(base: str, layout: Layout, kind: str, floor_cell, samples) -> t
                 what = str(ps.meta.get("what", ""))
         whats.append(what)
         per_col.append(f"{col.group} {col.label}".strip() + f": {what or c.metric}")
-    if whats and all(whats) and len(set(whats)) == 1 and len(whats[0]) <= 70:
-        return f"floor ({whats[0]})", []
+    if whats and all(whats) and len(set(whats)) == 1:
+        short = re.sub(r"\s*\([^()]*\)", "", whats[0]).strip()     # the label without asides
+        if 0 < len(short) <= 70:
+            return f"floor ({short})", ([] if short == whats[0] else per_col)
     return (f"floor ({kind})" if kind else "floor (trivial predictor)"), per_col
 
 
