@@ -70,8 +70,24 @@ class StageConfig:
     data: str = field("", help="conversation file for this stage (default: the top-level data)")
 
 
-def _stage(lr, bs):
-    return lambda: StageConfig(lr=lr, batch_size=bs)
+# one class per stage so that overriding some keys of a stage (``stage1.batch_size=8``) keeps that stage's own
+# defaults for the others (built from the field types: a shared class would reset stage 1's lr to 2e-5)
+@dataclass(frozen=True)
+class Stage1Config(StageConfig):
+    lr: float = field(2e-3, help="peak learning rate (AdamW; paper: 2e-3)")
+    batch_size: int = field(256, help="global batch size (samples per optimiser step, all processes)")
+
+
+@dataclass(frozen=True)
+class Stage2Config(StageConfig):
+    lr: float = field(2e-5, help="peak learning rate (AdamW; LLaVA-1.5's value)")
+    batch_size: int = field(128, help="global batch size (samples per optimiser step, all processes)")
+
+
+@dataclass(frozen=True)
+class Stage3Config(StageConfig):
+    lr: float = field(2e-5, help="peak learning rate (AdamW; paper: 2e-5)")
+    batch_size: int = field(128, help="global batch size (samples per optimiser step, all processes)")
 
 
 @dataclass(frozen=True)
@@ -86,9 +102,9 @@ class BoostConfig:
     image_size: int = field(0, help="input resolution (0 = the encoder's default)")
     max_length: int = field(2048, help="context length in tokens (visual tokens included)")
     overflow: Literal["truncate", "skip"] = field("truncate", help="overlong samples: cut at a turn or skip")
-    stage1: StageConfig = field(default_factory=_stage(2e-3, 256), help="stage 1 (paper: lr 2e-3, batch 256)")
-    stage2: StageConfig = field(default_factory=_stage(2e-5, 128), help="stage 2 (paper: batch 128)")
-    stage3: StageConfig = field(default_factory=_stage(2e-5, 128), help="stage 3 (paper: lr 2e-5, batch 128)")
+    stage1: Stage1Config = field(default_factory=Stage1Config, help="stage 1 (paper: lr 2e-3, batch 256)")
+    stage2: Stage2Config = field(default_factory=Stage2Config, help="stage 2 (paper: batch 128)")
+    stage3: Stage3Config = field(default_factory=Stage3Config, help="stage 3 (paper: lr 2e-5, batch 128)")
     stage3_projector: bool = field(True, help="also train the projector in stage 3 (paper: yes)")
     dual_layers: str = field("auto", help="dual-channel layers: auto (blocks up to feature_layer), all, last_k, "
                                           "or comma-separated block indices")

@@ -99,3 +99,13 @@ def test_per_stage_data_and_shared_file_warning(tmp_path, capsys):
     out = capsys.readouterr()
     assert rc == 0 and "warning:" in out.err and "serves stages 1, 2, 3" in out.err
     assert out.out.strip().splitlines()[-1].startswith("boosted:")
+
+
+def test_overriding_some_stage_keys_keeps_that_stages_defaults():
+    """`stage1.batch_size=8` must not reset stage 1's lr to another stage's default (it once became 2e-5)."""
+    from encoders.spatialboost.trainer import PAPER_DEFAULTS, BoostConfig
+    cfg = build(BoostConfig, {"stage1": {"batch_size": 8}, "stage2": {"max_steps": 3}, "stage3": {"data": "x"}})
+    assert (cfg.stage1.lr, cfg.stage1.batch_size) == (PAPER_DEFAULTS[1][0], 8)
+    assert (cfg.stage2.lr, cfg.stage2.batch_size) == PAPER_DEFAULTS[2]
+    assert (cfg.stage3.lr, cfg.stage3.batch_size) == PAPER_DEFAULTS[3]
+    assert build(BoostConfig, {}).stage1 == build(BoostConfig, {"stage1": {}}).stage1
