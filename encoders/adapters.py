@@ -387,7 +387,10 @@ class QwenVisionEncoder(Encoder):
     def _window_index(self, grid):
         if not hasattr(self.model, "fullatt_block_indexes"):
             return None                                         # Qwen2-VL: no windows
-        from transformers.vision_utils import get_vision_window_index
+        try:
+            from transformers.vision_utils import get_vision_window_index
+        except ImportError:   # transformers releases before the helper moved out of the model
+            return self.model.get_window_index(grid)[0]
         cfg = self.model.config
         return get_vision_window_index(grid, spatial_merge_size=self._merge, window_size=cfg.window_size,
                                        patch_size=cfg.patch_size)[0]
