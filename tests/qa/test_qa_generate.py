@@ -460,3 +460,18 @@ def test_caption_task_stage1(qa_world):
         assert named, (conv[1]["value"], shown)
     with pytest.raises(ValueError, match="single-view"):
         QAOptions(task="caption", views=2)
+
+
+def test_demo_generates_the_right_kind_of_data_per_stage(qa_world, tmp_path):
+    """The demo trains stage 1 on captions, stage 2 on multi-view VQA, stage 3 on the chain of thought (#13.10)."""
+    from harness.demo import PRESETS, _spatial_qa
+    from harness.workspace import Workspace
+
+    files = _spatial_qa(Workspace(tmp_path), qa_world, PRESETS["tiny"], "tiny", False)
+    assert sorted(files) == [1, 2, 3] and len(set(files.values())) == 3
+    for stage, task, n_turns, n_images in ((1, "caption", 1, 1), (2, "mvqa", 3, 2), (3, "cot", 12, 1)):
+        recs = [json.loads(x) for x in files[stage].read_text().splitlines()]
+        assert len(recs) == PRESETS["tiny"].qa_samples
+        for r in recs:
+            assert r["meta"]["task"] == task and len(r["meta"]["turns"]) == n_turns
+            assert r["conversations"][0]["value"].count("<image>") == n_images
