@@ -282,3 +282,14 @@ def test_dmc_from_cortexbench_demo_pickle(tmp_path, workspace):
                                         "horizon": 12}}))
     assert 0 <= rec.metrics["score"] <= 100 and "score.last" in rec.metrics
     assert rec.metrics["score"] >= rec.metrics["score.last"]          # best epoch >= last epoch
+
+
+def test_demo_presets_build():
+    """Both presets pass the option ranges and score the full horizon; the default is not the saturated task."""
+    from harness.config import build
+    for preset in ("tiny", "default"):
+        o = build(MetaWorldSuite.Options, MetaWorldSuite.demo_protocol(preset), prefix="protocol.")
+        assert not o.stop_at_success and o.horizon and o.frame_size
+    default = MetaWorldSuite.demo_protocol("default")
+    assert "drawer-open" not in default["tasks"]                  # saturated: 100 % for every encoder
+    assert MetaWorldSuite.demo_protocol("tiny")["horizon"] <= 60    # the tests' preset stays seconds-fast
