@@ -330,13 +330,14 @@ def build_table(df: pd.DataFrame, layout: Layout, registered: set[str], samples=
 def _boosted_label(base: str, cand: str, tag) -> str:
     """``+SpatialBoost dinov2-s14-focus (boost 1a2b3c4d, smollm2-135m, 60 steps)``, "(random LM)" when the
     LM it was trained through was randomly initialised."""
-    bits = [f"boost {_boost_run(cand)}"]
+    bits = [f"boost {tag(cand, 'boost_run')[:8] or _boost_run(cand)}"]
     lm = tag(cand, "boost_lm")
     if lm:
         bits.append(short_name(lm))
     steps = tag(cand, "boost_steps")
-    if steps:
-        bits.append(f"{steps} steps")
+    if steps:          # "1:1,2:1,3:4" (steps per stage, as the trainer tags it) -> "1/1/4 steps"
+        per = [p.split(":", 1)[-1] for p in steps.split(",") if p.strip()]
+        bits.append(f"{'/'.join(per)} steps")
     label = f"+SpatialBoost {short_name(base)} ({', '.join(bits)})"
     if tag(cand, "boost_lm_random") in ("1", "true", "True"):
         label += " (random LM)"

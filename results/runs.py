@@ -23,7 +23,7 @@ os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 COLUMNS = ["experiment", "run_id", "encoder", "boosted_from", "suite", "task", "dataset", "head", "mode",
            "metric", "value", "direction", "primary", "seed", "config_hash", "start_time", "boost_samples",
-           "boost_variant", "random_of", "boost_lm", "boost_lm_random", "boost_steps", "run_std"]
+           "boost_variant", "random_of", "boost_lm", "boost_lm_random", "boost_steps", "boost_run", "run_std"]
 CELL_KEYS = ["encoder", "suite", "dataset", "head", "mode", "metric", "seed"]
 
 
@@ -85,10 +85,10 @@ def load_runs(tracking_uri: str, experiment: str, allow_missing: bool = False,
                          "value": run.data.metrics[metric], "direction": direction,
                          "primary": metric == tags.get("primary_metric"), "seed": int(tags.get("seed", 0)),
                          "config_hash": tags.get("config_hash", ""), "start_time": run.info.start_time,
-                         "boost_samples": float(tags.get("boost.samples", "nan") or "nan"),
+                         "boost_samples": boost_samples(tags.get("boost.samples", "")),
                          "boost_variant": tags.get("boost.variant", ""), "random_of": tags.get("random_of", ""),
                          "boost_lm": tags.get("boost.lm", ""), "boost_lm_random": tags.get("boost.lm_random", ""),
-                         "boost_steps": tags.get("boost.steps", ""),
+                         "boost_steps": tags.get("boost.steps", ""), "boost_run": tags.get("boost.run_id", ""),
                          "run_std": run.data.metrics.get(f"{metric}.std", float("nan"))})
     return pd.DataFrame(rows, columns=COLUMNS)
 
@@ -130,6 +130,19 @@ def _with_floors(directions: dict[str, str], metrics) -> dict[str, str]:
                     out[key] = d
                     break
     return out
+
+
+def boost_samples(tag: str) -> float:
+    """QA samples a boosted candidate was trained on: a plain number, or per stage ("1:4,2:4,3:16", as the
+    trainer tags it) the last stage's (the spatial QA data Figure 5 scales); nan when absent or unreadable."""
+    tag = (tag or "").strip()
+    try:
+        if ":" in tag:
+            stages = dict(part.split(":", 1) for part in tag.split(",") if part.strip())
+            return float(stages[max(stages, key=lambda k: int(k))])
+        return float(tag) if tag else float("nan")
+    except (ValueError, KeyError):
+        return float("nan")
 
 
 def check_conflicts(df: pd.DataFrame) -> None:

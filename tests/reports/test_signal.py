@@ -40,7 +40,8 @@ def store(tmp_path_factory):
     ids["boost_depth"] = log_run(t, BOOST, "depth.nyud", "linear", "lin.rmse", D,
                                  {"lin.rmse": samples(IDS, err - 0.3 + rng.normal(0, 0.05, N))},
                                  tags={"boosted_from": BASE, "boost.lm": "builtin:tiny-qwen2",
-                                       "boost.lm_random": "1", "boost.steps": "60"})
+                                       "boost.lm_random": "1", "boost.steps": "1:1,2:1,3:4",
+                                       "boost.samples": "1:4,2:4,3:16", "boost.run_id": "feedbeef12345678"})
     correct = (rng.random(N) < 0.6).astype(float)
     flipped = correct.copy()
     flipped[0] = 1 - flipped[0]
@@ -92,7 +93,7 @@ def test_large_delta_bold_tiny_delta_not_significant(report):
     md = report["md"]
     t1 = _rows(md, "### Table 1", "### Table 2")
     boosted = next(l for k, l in t1.items() if k.startswith("+SpatialBoost"))
-    assert "+SpatialBoost dinov2-s14-focus (boost 1a2b3c4d5e6f, tiny-qwen2, 60 steps) (random LM)" in boosted
+    assert "+SpatialBoost dinov2-s14-focus (boost feedbeef, tiny-qwen2, 1/1/4 steps) (random LM)" in boosted
     assert "/tmp/ws" not in boosted                                 # readable, not the workspace path
     assert "| **1.07** |" in boosted                                # better and significant: bold
     assert t1["Δ"].split(" | ")[1].startswith("**-0.3") and "[" in t1["Δ"]
@@ -189,6 +190,14 @@ def test_unreadable_run_fails_naming_it_or_is_listed(tmp_path):
     assert df[df["run_id"] == tagged][["metric", "value", "direction"]].values.tolist() == [["lin.rmse", 2.0, "min"]]
     assert sorted(s.what for s in skipped) == ["x:y on depth.nyud", "x:z on depth.nyud"]
     assert any("must map metric names to 'max'/'min'" in s.reason for s in skipped)
+
+
+def test_boost_samples_tag_formats(store):
+    from results.runs import boost_samples
+    assert boost_samples("1:4,2:4,3:16") == 16.0 and boost_samples("250") == 250.0
+    assert np.isnan(boost_samples("")) and np.isnan(boost_samples("a:b"))
+    df = load_runs(store[0], "sig")
+    assert set(df[df["encoder"] == BOOST]["boost_samples"].dropna()) == {16.0}
 
 
 def test_floor_descriptions_from_result_details():
