@@ -21,7 +21,8 @@ def test_tiny_demo_end_to_end_and_rerun_reuses(tmp_path):
     report = ws / "reports" / "demo-tiny.md"
     assert report.is_file() and (ws / "reports" / "demo-tiny.html").is_file()
     text = report.read_text()
-    assert "+SpatialBoost boosted:" in text and "| Δ |" in text
+    assert "+SpatialBoost tiny-vit (boost " in text and "(random LM)" in text   # tiny preset: random LM
+    assert "## Signal check" in text and "random-init" in text and "floor" in text
 
     client = mlflow.MlflowClient(f"sqlite:///{ws}/mlflow.db")
     exp = client.get_experiment_by_name("demo-tiny")
