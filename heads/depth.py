@@ -2,7 +2,7 @@
 the depth losses (SigLoss, multi-scale log-gradient loss).
 
 Linear head (DINOv2 ``BNHead`` with ``classify=True``, DINOv3 ``LinearHead``): every patch token (optionally
-with the CLS token concatenated, over the last 1 or 4 blocks) -> 1x1 conv to ``n_bins`` logits; the map is
+with the CLS token concatenated, over 1 or 4 blocks: the suite picks which, see ``suites/depth``) -> 1x1 conv to ``n_bins`` logits; the map is
 upsampled x4 bilinearly; the logits become a distribution over depth bins by the "linear" rule
 ``p = relu(l) + 0.1, p /= sum(p)`` (AdaBins); depth = sum(p * bins). DINOv2 upsamples the *features* x4
 before the 1x1 conv; we upsample the *logits* after it. Both maps are linear and bilinear weights sum to
@@ -113,8 +113,9 @@ class _UpsampledLinearBins(torch.autograd.Function):
 
 @dataclass(frozen=True)
 class DepthInput:
-    """What a linear head reads: patch tokens of the last ``n_layers`` blocks, each optionally with that
-    block's CLS token concatenated to every patch token (DINOv2 lin.1 / lin.4)."""
+    """What a linear head reads: patch tokens of the last ``n_layers`` of the blocks it is given (the suite
+    gives DINOv2's evenly spaced ones), each optionally with that block's CLS token concatenated to every
+    patch token (DINOv2 lin.1 / lin.4)."""
     n_layers: int
     cls: bool
 
