@@ -96,7 +96,7 @@ def big_data(tmp_path_factory):
 
 
 # ------------------------------------------------------------------------------------ kill -9 in extraction
-@pytest.mark.slow   # 185 s at load 16 on 2 cores (~40 s of CPU)
+@pytest.mark.slow   # 183 s at load 25 on 2 cores (~40 s of CPU)
 def test_kill_9_during_feature_extraction_then_rerun(tmp_path, big_data):
     ws = tmp_path / "ws"
     cmd = [str(BIN), "eval", "--encoder", "builtin:tiny-vit", "--suite", "cls.imagenet", "--data", str(big_data),
@@ -127,6 +127,7 @@ def test_kill_9_during_feature_extraction_then_rerun(tmp_path, big_data):
 
 
 # ----------------------------------------------------------------------------- kill -9 in world generation
+@pytest.mark.slow   # 66 s at load 25 on 2 cores
 def test_world_workers_die_with_their_parent_and_rerun_completes(tmp_path):
     """kill -9 of the command only (not its group): the render workers must not live on."""
     ws = tmp_path / "ws"
@@ -168,7 +169,7 @@ def test_world_workers_die_with_their_parent_and_rerun_completes(tmp_path):
 
 
 # ------------------------------------------------------------------------------------ kill -9 in a sweep
-@pytest.mark.slow
+@pytest.mark.slow   # 102 s at load 25 on 2 cores
 def test_kill_9_during_sweep_then_resume_logs_results(tmp_path):
     data = make_imagefolder(tmp_path / "imf", n_classes=3, train_per_class=60, size=32)
     ws = tmp_path / "ws"
@@ -213,6 +214,7 @@ def test_kill_9_during_sweep_then_resume_logs_results(tmp_path):
 
 
 # ----------------------------------------------------------------------------- two identical commands at once
+@pytest.mark.slow   # 75 s at load 25 on 2 cores
 def test_two_identical_commands_record_one_run(tmp_path):
     data = make_imagefolder(tmp_path / "imf", n_classes=2, train_per_class=8, val_per_class=3, size=32)
     ws = tmp_path / "ws"
@@ -292,7 +294,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.slow   # 105 s at load 16 (mlflow ui's start dominates)
+@pytest.mark.slow   # 90 s at load 25 (mlflow ui's start dominates)
 def test_sigterm_to_ui_stops_the_server_and_its_workers(tmp_path):
     port = _free_port()
     proc = subprocess.Popen([str(BIN), "ui", "--port", str(port), "--workspace", str(tmp_path)],
