@@ -456,6 +456,9 @@ class BoostTrainer:
             from harness.tracking import process_tags     # this process owns it now (see reap_dead_runs)
             for k, v in process_tags().items():
                 client.set_tag(rid, k, v)
+            if "error" in client.get_run(rid).data.tags:      # reaped after a kill: resumed, no longer failed
+                client.set_tag(rid, "resumed_after", client.get_run(rid).data.tags["error"][:500])
+                client.delete_tag(rid, "error")
             return rid
         from harness.tracking import git_state, package_versions, process_tags
         import harness
