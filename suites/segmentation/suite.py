@@ -113,8 +113,8 @@ class SegmentationSuite(Suite):
             return {"iters": 30, "batch_size": 8, "warmup_iters": 3, "lr": 1e-2, "crop_size": 64, "stride": 43,
                     "scale": 64, "loss_resolution": "patch", "ms_crop_size": 64, "ms_stride": 43, "ms_scale": 64,
                     "ms_test_ratios": [1.0], "ms_flip": False, "log_every": 10}
-        return {"iters": 300, "batch_size": 16, "warmup_iters": 20, "lr": 1e-2, "crop_size": 224, "stride": 149,
-                "scale": 224, "loss_resolution": "patch", "ms_crop_size": 224, "ms_stride": 149, "ms_scale": 224,
+        return {"iters": 300, "batch_size": 16, "warmup_iters": 20, "lr": 1e-2, "crop_size": 168, "stride": 112,
+                "scale": 168, "loss_resolution": "patch", "ms_crop_size": 168, "ms_stride": 112, "ms_scale": 168,
                 "ms_test_ratios": [1.0], "ms_flip": False, "log_every": 50}
 
     # -- protocol --------------------------------------------------------------------------------
@@ -479,7 +479,7 @@ def _seed_worker(worker_id: int) -> None:
 
 class ADE20KSuite(SegmentationSuite):
     spec = SuiteSpec(
-        name="seg.ade20k", version="1", task="segmentation", heads=("linear", "ms"), default_head="linear,ms",
+        name="seg.ade20k", version="2", task="segmentation", heads=("linear", "ms"), default_head="linear,ms",
         metrics=(MetricSpec("mIoU", "max", "val mean IoU over the 150 classes (%)"),
                  MetricSpec("aAcc", "max", "val pixel accuracy (%)"),
                  MetricSpec("mAcc", "max", "val mean class accuracy (%)")),
@@ -501,7 +501,7 @@ class ADE20KSuite(SegmentationSuite):
 
 class VOCSuite(SegmentationSuite):
     spec = SuiteSpec(
-        name="seg.voc", version="1", task="segmentation", heads=("linear", "ms"), default_head="linear,ms",
+        name="seg.voc", version="2", task="segmentation", heads=("linear", "ms"), default_head="linear,ms",
         metrics=(MetricSpec("mIoU", "max", "val mean IoU over the 21 classes (%)"),
                  MetricSpec("aAcc", "max", "val pixel accuracy (%)"),
                  MetricSpec("mAcc", "max", "val mean class accuracy (%)")),
