@@ -1,4 +1,4 @@
-"""kill -9 (and SIGTERM) at the worst moments, then rerun: no temp folder, no orphan process and no RUNNING
+"""kill -9 (and SIGTERM) at the worst moments (feature extraction, world generation, sweep, boost, ui), then rerun: no temp folder, no orphan process and no RUNNING
 run survives (issue #14). Also: two identical commands at once record one run; a dead process's run is
 marked KILLED with an ``error`` tag; ``spatialboost ui`` forwards SIGTERM to its server.
 """
@@ -318,3 +318,42 @@ def test_sigterm_to_ui_stops_the_server_and_its_workers(tmp_path):
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+# ------------------------------------------------------------------------------------ kill -9 in boost
+@pytest.mark.slow   # 74 s at load ~20 on 2 cores
+def test_kill_9_during_boost_then_rerun(tmp_path):
+    """kill -9 mid stage 3 of a tracked boost: the next command marks its runs KILLED; the rerun resumes
+    them to FINISHED; no RUNNING run, no orphan process."""
+    from trainer.conftest import make_dataset
+    qa = make_dataset(tmp_path / "qa")
+    ws = tmp_path / "ws"
+    cmd = [str(BIN), "boost", "--encoder", "builtin:tiny-vit", "--lm", "builtin:tiny-qwen2", "--data", str(qa),
+           "--stages", "2,3", "--workspace", str(ws), "--no-progress", "max_length=512",
+           "stage2.batch_size=4", "stage2.micro_batch_size=2", "stage2.max_steps=2", "stage3.batch_size=4",
+           "stage3.micro_batch_size=2", "stage3.max_steps=7", "checkpoint_every=2", "throttle_s=0.25"]
+    env = _env(ws, OMP_NUM_THREADS="1")
+    proc = subprocess.Popen(cmd, env=env, start_new_session=True, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    killed = False
+    while time.time() < deadline and proc.poll() is None and not killed:
+        if any(ws.glob("boost/*/stage3/ckpt-*")):
+            group = _descendants(proc.pid)
+            os.killpg(proc.pid, signal.SIGKILL)
+            killed = True
+        time.sleep(0.05)
+    proc.wait(timeout=30)
+    assert killed, "boost finished (or failed) before it could be killed"
+    assert not _wait_gone(group), "processes of the killed boost survived"
+    assert "RUNNING" in [r.info.status for r in _runs(ws)], "the kill left no RUNNING run: nothing was tested"
+
+    from harness.tracking import Tracker
+    reaper = Tracker(f"sqlite:///{ws / 'mlflow.db'}", "spatialboost-boost", ws / "artifacts")
+    assert reaper.reaped, "the next command did not mark the killed boost's runs"
+    again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.stdout.strip().splitlines()[-1].startswith("boosted:")
+    _assert_clean(ws)
+    runs = _runs(ws)
+    assert runs and all(r.info.status == "FINISHED" for r in runs), [(r.info.run_name, r.info.status) for r in runs]
