@@ -87,10 +87,14 @@ class FeatureCache:
 
     @staticmethod
     def key(encoder_fp: str, dataset_fp: str, transform_id: str, layers: Sequence[int],
-            kinds: Sequence[str], norm: bool = True) -> str:
+            kinds: Sequence[str], norm: bool = True, precision: str = "fp32") -> str:
         parts = [encoder_fp, dataset_fp, transform_id, sorted(set(layers)), sorted(set(kinds))]
-        if not norm:  # normed entries keep the key they had before the option existed
-            parts.append({"norm": False})
+        # normed fp32 entries keep the key they had before these options existed; bf16/fp16 features
+        # differ from fp32 ones, so a low-precision run never reads (or writes) an fp32 entry
+        extra = {k: v for k, v in (("norm", norm), ("precision", precision)) if v != {"norm": True,
+                                                                                      "precision": "fp32"}[k]}
+        if extra:
+            parts.append(extra)
         return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:24]
 
     def get_or_compute(self, encoder, dataset: FeatureDataset, layers: Sequence[int],
@@ -102,7 +106,8 @@ class FeatureCache:
             raise ValueError(f"unknown feature kind(s) {bad}; valid: {KINDS}")
         blocks = sorted(set(encoder.resolve_layers(layers)))
         norm = bool(norm)
-        key = self.key(encoder.fingerprint(), dataset.fingerprint(), dataset.transform_id, blocks, kinds, norm)
+        key = self.key(encoder.fingerprint(), dataset.fingerprint(), dataset.transform_id, blocks, kinds, norm,
+                       precision)
         final = self.root / key
         if (final / "meta.json").is_file():
             self.stats.hits += 1

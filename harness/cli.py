@@ -243,7 +243,7 @@ def cmd_report(args):
     try:
         paths = build_report(uri, args.experiment, Path(args.out) if args.out else ws.reports,
                              tables=args.tables.split(",") if args.tables else None,
-                             formats=formats)
+                             formats=formats, allow_missing=args.allow_missing)
     except ResultsError:
         raise
     except ValueError as e:          # report options (unknown table/format) are checked inside build_report
@@ -300,6 +300,8 @@ def main(argv=None) -> int:
     p.add_argument("--out", help="output folder (default: workspace/reports)")
     p.add_argument("--workspace")
     p.add_argument("--tracking-uri", help="default: $MLFLOW_TRACKING_URI or the workspace store")
+    p.add_argument("--allow-missing", action="store_true",
+                   help="skip runs whose results cannot be read (listed in the report) instead of failing")
     p.set_defaults(func=cmd_report)
 
     from encoders.spatialboost.cli import add_boost_parser

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import sys
 import time
@@ -175,7 +176,9 @@ def _run(cfg, r, tracker, encoder, dataset_fp, chash, parent_run_id, cache, on_i
                          "metric_directions": metric_directions(spec, result.metrics),
                          "missing_metrics": missing}, "result.json")
         log_per_sample(logger, result)
-        logger.set_tags({"cache_forwards": ctx.cache.stats.forwards})
+        directions = json.dumps(metric_directions(spec, result.metrics), separators=(",", ":"))
+        logger.set_tags({"cache_forwards": ctx.cache.stats.forwards,   # reports read directions from the tag
+                         **({"metric_directions": directions} if len(directions) <= 5000 else {})})
         run_id = logger.run_id
         metrics = dict(logger.metrics)
     return RunRecord(run_id, metrics, tags, reused=False)

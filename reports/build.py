@@ -11,7 +11,7 @@ from pathlib import Path
 from reports.plots import primary_bars, scaling_curves
 from reports.render import signal_latex, signal_markdown, to_html, to_latex, to_markdown
 from reports.tables import LAYOUTS, build_table, summary_layout
-from results.runs import check_conflicts, latest_per_config, load_runs
+from results.runs import ResultsError, check_conflicts, latest_per_config, load_runs
 from results.samples_store import PerSampleStore
 
 FORMATS = ("md", "tex", "html")
@@ -27,6 +27,9 @@ def build_report(tracking_uri: str, experiment: str, out_dir: Path, tables: list
     from harness.registry import SUITES
     skipped: list = []
     df = latest_per_config(load_runs(tracking_uri, experiment, allow_missing=allow_missing, skipped=skipped))
+    if df.empty:
+        raise ResultsError(f"experiment '{experiment}' has no finished evaluation run with metrics"
+                           + (f" ({len(skipped)} skipped as unreadable)" if skipped else ""))
     check_conflicts(df)
     unknown = [t for t in tables or [] if t not in LAYOUTS and t != "summary"]
     if unknown:

@@ -69,3 +69,13 @@ def test_batch_size_halves_on_oom(tmp_path, monkeypatch):
     f = FeatureCache(tmp_path).get_or_compute(enc, Images(n=5), [-1], batch_size=8, progress=False)
     assert f.meta["final_batch_size"] == 2 and f["cls.3"].shape == (5, 64)
     assert calls[:3] == [5, 4, 2]
+
+
+def test_precision_is_part_of_the_key():
+    """A bf16 run never reads fp32 features (or the reverse); fp32 normed keys are unchanged."""
+    from harness.cache import FeatureCache
+    args = ("enc", "data", "t", [11], ["cls"])
+    fp32 = FeatureCache.key(*args)
+    assert fp32 == FeatureCache.key(*args, norm=True, precision="fp32")
+    assert len({fp32, FeatureCache.key(*args, precision="bf16"), FeatureCache.key(*args, precision="fp16"),
+                FeatureCache.key(*args, norm=False), FeatureCache.key(*args, norm=False, precision="bf16")}) == 5
