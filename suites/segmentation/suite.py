@@ -185,6 +185,8 @@ class SegmentationSuite(Suite):
         ns = import_mmseg()
         o = self.options
         train, val = self.splits(ctx.data)
+        for head in ctx.heads:              # a head the encoder cannot serve stops before any work
+            self.geometry(head, ctx.encoder)
         lrs = self.lrs()
         policy = self.policy()
         if policy == "full" and ctx.on_intermediate is not None:
