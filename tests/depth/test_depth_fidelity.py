@@ -50,10 +50,14 @@ def test_dpt_has_its_own_schedule_with_the_reference_defaults(tmp_path, workspac
     cfg = build(EvalConfig, {"encoder": "builtin:tiny-vit", "suite": "depth.nyud", "data": str(data),
                              "workspace": str(workspace), "progress": False, "head": "dpt",
                              "protocol": {"iterations": 2, "dpt_iterations": 9, "dpt_warmup": 3, "batch_size": 4,
-                                          "dpt_channels": 8, "short_side": None, "dpt_lr": 1e-3}})
+                                          "dpt_channels": 8, "short_side": None, "dpt_lr": 1e-3,
+                                          "curve_points": 3}})
     rec = evaluate(cfg)
-    lrs = [m.value for m in sorted(mlflow.MlflowClient(f"sqlite:///{workspace}/mlflow.db")
-                                   .get_metric_history(rec.run_id, "dpt.lr"), key=lambda m: m.step)]
+    client = mlflow.MlflowClient(f"sqlite:///{workspace}/mlflow.db")
+    lrs = [m.value for m in sorted(client.get_metric_history(rec.run_id, "dpt.lr"), key=lambda m: m.step)]
+    # learning curve: held-out validation rmse every 3 steps, the last point = the reported val rmse
+    curve = sorted((m.step, m.value) for m in client.get_metric_history(rec.run_id, "dpt.val_rmse_curve"))
+    assert [s for s, _ in curve] == [3, 6, 9] and curve[-1][1] == pytest.approx(rec.metrics["dpt.val_rmse"])
     assert len(lrs) == 9                              # 9 DPT steps although the linear grid has 2
     # one-cycle: the lr rises for the 3 warm-up steps (peak at the 3rd, index 2), then decays
     assert max(range(9), key=lambda i: lrs[i]) == 2 and math.isclose(lrs[2], 1e-3, rel_tol=1e-6)

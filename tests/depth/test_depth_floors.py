@@ -15,7 +15,7 @@ from suites.depth.metrics import METRICS
 from suites.depth.suite import NYUdOptions, NYUdSuite
 
 PROTOCOL = {"iterations": 6, "lrs": [0.01, 0.1], "batch_size": 4, "dpt_channels": 8, "sig_warm_iter": 2,
-            "short_side": None, "dpt_iterations": 6, "dpt_warmup": 2}
+            "short_side": None, "dpt_iterations": 6, "dpt_warmup": 2, "curve_points": 2}
 
 
 @pytest.fixture(scope="module")
@@ -103,6 +103,8 @@ def test_run_logs_per_sample_records_that_reduce_to_the_metrics(nyud, workspace)
         assert ps.ids == test_ids, name
         assert ps.reduce == "mean"
         assert ps.value() == pytest.approx(m[name], rel=1e-9), name
+    curve = sorted((x.step, x.value) for x in client.get_metric_history(rec.run_id, "lin.val_rmse_best"))
+    assert [s for s, _ in curve] == [3, 6] and curve[-1][1] == pytest.approx(m["lin.val_rmse"])
     # the unprefixed metrics are the first head's (linear), sample by sample
     a, b = PerSample.load(f"{local}/rmse.npz"), PerSample.load(f"{local}/lin.rmse.npz")
     np.testing.assert_array_equal(a.stats, b.stats)
