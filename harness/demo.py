@@ -136,6 +136,7 @@ def run_demo(preset: str = "default", workspace=None, force: bool = False, suite
                 t = time.perf_counter()
                 cfg = build(EvalConfig, {"encoder": enc, "suite": name, "workspace": str(ws.root),
                                          "experiment": experiment, "protocol": suite_cls.demo_protocol(preset),
+                                         "head": suite_cls.demo_heads(preset),
                                          "batch_size": p.batch_size, "force": force, "progress": progress})
                 try:
                     rec = evaluate(cfg)

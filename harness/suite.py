@@ -126,6 +126,12 @@ class Suite:
         """Protocol overrides that make the demo's preset ("tiny" or "default") fit a 2-core CPU."""
         return {}
 
+    @classmethod
+    def demo_heads(cls, preset: str) -> str | None:
+        """Heads the demo's preset runs (comma list); None = the spec's default head set. A suite whose
+        head cannot converge inside the CPU budget leaves it out here rather than report an unconverged number."""
+        return None
+
     def default_data(self, workspace) -> Path:
         """The embedded default (synthetic world in this suite's native format); may use the protocol."""
         raise NotImplementedError(f"suite {self.spec.name} has no embedded default data; pass --data")

@@ -48,6 +48,8 @@ def test_search_space_and_demo_keys_are_options(name):
         demo = cls.demo_protocol(preset)
         assert set(demo) <= fields, (preset, set(demo) - fields)
         build(cls.Options, demo, prefix="protocol.")        # the demo's sizes pass the options' own checks
+        heads = cls.demo_heads(preset)
+        assert heads is None or set(heads.split(",")) <= set(cls.spec.heads), (preset, heads)
 
 
 @pytest.mark.parametrize("name", SUITES.names())
