@@ -117,6 +117,12 @@ class SegmentationSuite(Suite):
                 "scale": 168, "loss_resolution": "patch", "ms_crop_size": 168, "ms_stride": 112, "ms_scale": 168,
                 "ms_test_ratios": [1.0], "ms_flip": False, "log_every": 50}
 
+    @classmethod
+    def demo_heads(cls, preset: str) -> str:
+        """Linear only on ``default``: the primary metric is the linear mIoU, and the +ms head (~3.5x a linear
+        step, its own val pass) would add ~60 % per encoder to a budget it barely fits; both on ``tiny``."""
+        return "linear,ms" if preset == "tiny" else "linear"
+
     # -- protocol --------------------------------------------------------------------------------
     def geometry(self, head: str, encoder):
         from suites.segmentation.protocol import HeadGeometry, check_layers
