@@ -88,7 +88,8 @@ class SuiteResult:
     ``metrics`` holds flat names (the spec's metrics among them, per head: ``lin.rmse``). Reference rows
     travel in the same dict under ``floor.<metric>``: what a trivial predictor scores on the same split
     with the same metric (training-mean depth, majority class, random ranking, mean action), e.g.
-    ``floor.rmse`` beside ``lin.rmse`` / ``dpt.rmse``; more floors as ``floor_<kind>.<metric>``.
+    ``floor.rmse`` beside ``lin.rmse`` / ``dpt.rmse``; more floors as ``floor_<kind>.<metric>``; what each
+    floor is goes into ``details["floors"] = {"floor": "...", "floor_<kind>": "..."}`` (reports label rows with it).
     ``per_sample`` maps metric names (encoder metrics and floors) to the per-sample statistics they
     reduce from (:mod:`harness.samples`); the runner checks and logs them, reports bootstrap them.
     """

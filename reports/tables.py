@@ -363,7 +363,8 @@ def floor_description(details: dict, prefix: str) -> str:
     floors = details.get("floors")
     if isinstance(floors, dict) and isinstance(floors.get(prefix), str):
         return floors[prefix]
-    rule = details.get("floor", {}).get("rule", "") if isinstance(details.get("floor"), dict) else ""
+    floor = details.get("floor")
+    rule = floor.get("rule", "") if isinstance(floor, dict) else (floor if isinstance(floor, str) else "")
     parts = [p.strip() for p in str(rule).split(";")]
     named = {p.split("=", 1)[0].strip(): p.split("=", 1)[1].strip() for p in parts if "=" in p}
     if named:

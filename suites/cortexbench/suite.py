@@ -34,8 +34,9 @@ DEFAULT_DATA_SIZE = 256
 # -- metric aggregation ---------------------------------------------------------------------------
 
 def _std(x) -> float:
+    """Sample std over seeds; NaN with one seed (a table shows no ± rather than a false ± 0)."""
     x = np.asarray(x, float)
-    return float(x.std(ddof=1)) if len(x) > 1 else 0.0
+    return float(x.std(ddof=1)) if len(x) > 1 else float("nan")
 
 
 def aggregate(curves: dict[str, dict[int, list[tuple[int, float]]]], metric: str) -> dict[str, float]:

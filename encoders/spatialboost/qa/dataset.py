@@ -67,6 +67,9 @@ class Generator:
         self._ctx: OrderedDict = OrderedDict()
         self._cache_size = cache_size
         self._refs = self.source.refs()
+        if not self._refs:   # nothing to ask about: refuse before any output file exists
+            raise ViewError(f"'{source}': no views found ({type(self.source).__name__}: expected a synthetic world "
+                            "(world.json), a ScanNet-format folder (scannet_2d/) or a folder of images)", "no views")
         self._by_group: dict[str, list[ViewRef]] = defaultdict(list)
         for r in self._refs:
             self._by_group[r.group].append(r)
