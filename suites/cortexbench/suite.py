@@ -406,9 +406,12 @@ class MetaWorldSuite(CortexBenchSuite):
         # 59-75; BC policies first succeed at steps 55-87), 84 px encoder input from 128 px frames (render and
         # encoder cost per frame are the levers on a CPU; README "Expected runtime"). Block 8 [CLS]: the
         # builtin DINOv2's last block is fine-tuned for saliency (its block-11 [CLS] scored 42 % here, block 8
-        # 83 %); the paper protocol (layer=-1) stays the Options default.
+        # 83 %); the paper protocol (layer=-1) stays the Options default. The paper's three seeds
+        # (100, 200, 300): with one seed (12 rollouts) DINOv2 vs random-init was +16.7 [0, 41.7], not
+        # separable; with three (36 paired rollouts) +11.1 [2.8, 22.2].
         return {"tasks": ["button-press-topdown"], "num_demos": 10, "eval_rollouts": 12, "epochs": 20,
-                "eval_every": 20, "seeds": [100], "horizon": 100, "crop_size": 84, "frame_size": 128, "layer": 8}
+                "eval_every": 20, "seeds": [100, 200, 300], "horizon": 100, "crop_size": 84, "frame_size": 128,
+                "layer": 8}
 
     def default_data(self, workspace) -> Path:
         """Expert demos of the protocol's tasks (as many as it uses; ``frame_size`` px, default 256, corner
