@@ -25,15 +25,15 @@ def build_report(tracking_uri: str, experiment: str, out_dir: Path, tables: list
     """Write the report; ``allow_missing`` skips runs whose results cannot be read (listed in the notes)
     instead of failing; ``resamples=0`` leaves the Δ rows without CIs (and downloads no per-sample data)."""
     from harness.registry import SUITES
+    unknown = [t for t in tables or [] if t not in LAYOUTS and t != "summary"]
+    if unknown:
+        raise ValueError(f"unknown table '{unknown[0]}'; tables: summary, {', '.join(LAYOUTS)}")
     skipped: list = []
     df = latest_per_config(load_runs(tracking_uri, experiment, allow_missing=allow_missing, skipped=skipped))
     if df.empty:
         raise ResultsError(f"experiment '{experiment}' has no finished evaluation run with metrics"
                            + (f" ({len(skipped)} skipped as unreadable)" if skipped else ""))
     check_conflicts(df)
-    unknown = [t for t in tables or [] if t not in LAYOUTS and t != "summary"]
-    if unknown:
-        raise ValueError(f"unknown table '{unknown[0]}'; tables: summary, {', '.join(LAYOUTS)}")
     keys = tables or ["summary", *LAYOUTS]
     registered = set(SUITES.names())
     with PerSampleStore(tracking_uri) as store:
