@@ -119,7 +119,8 @@ class SweepResult:
 
 def open_storage(url: str, spec: SweepSpec, attempts: int = 5):
     """RDB storage with heartbeats. Workers that start together on a fresh database race to create
-    Optuna's tables; the loser sees an IntegrityError and simply tries again."""
+    Optuna's tables; the loser sees an IntegrityError (duplicate type) or a ProgrammingError (relation
+    already exists) from PostgreSQL and simply tries again."""
     import random
 
     import optuna
@@ -131,7 +132,7 @@ def open_storage(url: str, spec: SweepSpec, attempts: int = 5):
                               heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3),
                               engine_kwargs={"pool_pre_ping": True})
         except Exception as e:  # noqa: BLE001 - sqlalchemy raises many types for a bad URL
-            if type(e).__name__ == "IntegrityError" and attempt < attempts - 1:
+            if type(e).__name__ in ("IntegrityError", "ProgrammingError") and attempt < attempts - 1:
                 time.sleep(0.5 + random.random())
                 continue
             raise ConfigError(f"Optuna storage '{url}' is unreachable or invalid: {type(e).__name__}: "
