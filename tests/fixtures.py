@@ -35,3 +35,21 @@ def make_imagefolder(root: Path, n_classes: int = 3, train_per_class: int = 10, 
             for i in range(n):
                 class_image(c, rng, size).save(d / f"{split}_{c}_{i}{ext}", quality=95)
     return root
+
+
+def reference_met_knn(sims, labels, t, n_classes):
+    """nikosips/met KNN_Classifier.predict, one query at a time: unique labels of the neighbours, class
+    score = max similarity starting at 0 (negative similarities count as 0), exp(t * score), normalised
+    with the classes that no neighbour has (exp(0) each). Returns (predictions, confidences)."""
+    preds, confs = [], []
+    for s_row, l_row in zip(sims, labels):
+        uniq = np.unique(l_row)
+        total = np.zeros(len(uniq))
+        for s, lab in zip(s_row, l_row):
+            i = np.where(uniq == lab)[0]
+            total[i] = max(total[i], s)
+        total = np.exp(t * total)
+        total /= total.sum() + (n_classes - len(uniq)) * np.exp(0)
+        preds.append(uniq[total.argmax()])
+        confs.append(total.max())
+    return np.array(preds), np.array(confs)

@@ -3,6 +3,7 @@ import math
 
 import numpy as np
 import pytest
+from fixtures import reference_met_knn
 
 from suites.retrieval import metrics as M
 
@@ -195,22 +196,6 @@ def test_knn_classify_by_hand():
         M.knn_classify(np.array([[0.1, 0.9]]), np.array([[1, 2]]), t=1.0, n_classes=2)
 
 
-def _slow_knn(sims, labels, t, n):
-    """The reference loop (per query: unique labels, per-class max, exp, normalise)."""
-    preds, confs = [], []
-    for s, lab in zip(sims, labels):
-        uniq = np.unique(lab)
-        tot = np.zeros(len(uniq))
-        for sj, lj in zip(s, lab):
-            ix = np.where(uniq == lj)[0]
-            tot[ix] = max(tot[ix], sj)
-        tot = np.exp(t * tot)
-        tot /= tot.sum() + (n - tot.shape[0]) * np.exp(0)
-        preds.append(uniq[tot.argmax()])
-        confs.append(tot.max())
-    return np.array(preds), np.array(confs)
-
-
 @pytest.mark.parametrize("t", [0.01, 1.0, 25.0, 500.0])
 def test_knn_classify_matches_reference_loop(t):
     rng = np.random.default_rng(3)
@@ -218,7 +203,7 @@ def test_knn_classify_matches_reference_loop(t):
     sims = -np.sort(-rng.uniform(0.05, 1.0, (nq, k)), axis=1)   # positive sims, as the reference's init of 0 assumes
     labels = rng.integers(0, n, (nq, k))
     p, c = M.knn_classify(sims, labels, t, n)
-    rp, rc = _slow_knn(sims, labels, t, n)
+    rp, rc = reference_met_knn(sims, labels, t, n)
     np.testing.assert_array_equal(p, rp)
     np.testing.assert_allclose(c, rc, rtol=1e-9)
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fixtures import reference_met_knn
 
 from harness.cli import main
 from harness.config import build
@@ -150,29 +151,13 @@ def test_revisited_run_reports_floor_and_per_query_ap(tmp_path):
     assert {"mAP.H.npz", "floor.mAP.H.npz", "mAP.E.npz", "mP10.M.npz"} <= names
 
 
-def _reference_met_knn(sims, labels, t, n_classes):
-    """nikosips/met KNN_Classifier.predict, per query: class scores start at 0 and take the max similarity."""
-    preds, confs = [], []
-    for s_row, l_row in zip(sims, labels):
-        uniq = np.unique(l_row)
-        total = np.zeros(len(uniq))
-        for s, lab in zip(s_row, l_row):
-            i = np.where(uniq == lab)[0]
-            total[i] = max(total[i], s)
-        total = np.exp(t * total)
-        total /= total.sum() + (n_classes - len(uniq)) * np.exp(0)
-        preds.append(uniq[total.argmax()])
-        confs.append(total.max())
-    return np.array(preds), np.array(confs)
-
-
 def test_met_knn_scores_start_at_zero_as_the_reference():
     rng = np.random.default_rng(3)
     sims = np.sort(rng.uniform(-0.6, 0.5, size=(200, 7)), axis=1)[:, ::-1]     # mixed signs, descending
     labels = rng.integers(0, 5, size=(200, 7))
     for t in (1.0, 20.0):
         p, c = knn_classify(sims, labels, t, n_classes=9)
-        rp, rc = _reference_met_knn(sims, labels, t, 9)
+        rp, rc = reference_met_knn(sims, labels, t, 9)
         np.testing.assert_array_equal(p, rp)
         np.testing.assert_allclose(c, rc, rtol=1e-9)
     # all similarities negative: every seen class scores 0, the smallest label wins
