@@ -176,6 +176,8 @@ def _run(cfg, r, tracker, encoder, dataset_fp, chash, parent_run_id, cache, on_i
                          "metric_directions": metric_directions(spec, result.metrics),
                          "missing_metrics": missing}, "result.json")
         log_per_sample(logger, result)
+        for fig_name, fig in result.figures.items():
+            logger.log_figure(fig, fig_name)
         directions = json.dumps(metric_directions(spec, result.metrics), separators=(",", ":"))
         logger.set_tags({"cache_forwards": ctx.cache.stats.forwards,   # reports read directions from the tag
                          **({"metric_directions": directions} if len(directions) <= 5000 else {})})

@@ -97,6 +97,9 @@ class SuiteResult:
     selection: dict[str, Any] = field(default_factory=dict)  # which head/hparams were chosen, on what
     details: dict[str, Any] = field(default_factory=dict)    # logged as an artifact
     per_sample: dict[str, PerSample] = field(default_factory=dict)
+    # What a user looks at in the MLflow UI: name -> matplotlib Figure (per-class IoU bars, depth error
+    # maps, retrieval top-k strips, rollout frames), logged by the runner as ``figures/<name>.png``.
+    figures: dict[str, Any] = field(default_factory=dict)
 
 
 class Suite:

@@ -290,6 +290,14 @@ class RunLogger:
     def log_text(self, text: str, name: str) -> None:
         self.client.log_text(self.run_id, text, name)
 
+    def log_figure(self, figure: Any, name: str) -> None:
+        """A matplotlib figure as an image artifact (``figures/<name>.png``), closed afterwards."""
+        import matplotlib.pyplot as plt
+        try:
+            self.client.log_figure(self.run_id, figure, f"figures/{name}.png")
+        finally:
+            plt.close(figure)
+
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         """One file, or every file of a folder, under ``artifact_path``."""
         if Path(path).is_dir():
