@@ -80,7 +80,7 @@ class TimmEncoder(Encoder):
         return LayerFeatures(cls=cls, patches=normed_last.patches)
 
 
-def build_timm(target: str, opts: dict, spec: str) -> Encoder:
+def build_timm(target: str, opts: dict, spec: str, workspace=None) -> Encoder:
     import timm
     # any other option is an architecture keyword for timm.create_model (depth=6, img_size=518, ...)
     kwargs = {k: _literal(v) for k, v in opts.items() if k not in ("ckpt", "remap", "random")}
@@ -316,7 +316,7 @@ def _build_vlm_tower(path: Path, cfg, opts: dict, spec: str) -> Encoder:
                            mean=pre.get("image_mean"), std=pre.get("image_std"))
 
 
-def build_hf(target: str, opts: dict, spec: str) -> Encoder:
+def build_hf(target: str, opts: dict, spec: str, workspace=None) -> Encoder:
     from transformers import AutoConfig, AutoModel, CLIPVisionModel, SiglipVisionModel
     path = Path(target).expanduser()
     if not path.is_dir():
@@ -449,7 +449,7 @@ class OpenClipEncoder(Encoder):
         return self.model.ln_post(x)
 
 
-def build_open_clip(target: str, opts: dict, spec: str) -> Encoder:
+def build_open_clip(target: str, opts: dict, spec: str, workspace=None) -> Encoder:
     import open_clip
     ckpt = opts.get("ckpt")
     if not ckpt and not _flag(opts, "random"):
@@ -517,7 +517,7 @@ def _rebuild_hub(spec: str, state: dict) -> "HubEncoder":
     return enc
 
 
-def build_torchhub(target: str, opts: dict, spec: str) -> Encoder:
+def build_torchhub(target: str, opts: dict, spec: str, workspace=None) -> Encoder:
     repo, _, entry = target.rpartition(":")
     if not repo or not entry:
         raise EncoderSpecError(f"'{spec}': expected torchhub:REPO_DIR:ENTRY (e.g. torchhub:~/dinov2:dinov2_vits14)")

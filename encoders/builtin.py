@@ -15,7 +15,7 @@ from encoders.base import Encoder
 BUILTINS = ("tiny-vit", "dinov2-s14-focus")
 
 
-def build_builtin(target: str, opts: dict, spec: str) -> Encoder:
+def build_builtin(target: str, opts: dict, spec: str, workspace) -> Encoder:
     if target == "tiny-vit":
         from timm.models.vision_transformer import VisionTransformer
         gen_state = torch.random.get_rng_state()
@@ -26,7 +26,6 @@ def build_builtin(target: str, opts: dict, spec: str) -> Encoder:
         return TimmEncoder(model, spec)
     if target == "dinov2-s14-focus":
         from encoders.focus import load_focus_dinov2
-        from harness.workspace import current
-        model = load_focus_dinov2(current().models / "dinov2-s14-focus")
+        model = load_focus_dinov2(workspace.models / "dinov2-s14-focus")
         return HFVisionEncoder(model, spec, image_size=int(opts.get("img_size", 224)))
     raise EncoderSpecError(f"unknown builtin encoder '{target}'; builtins: {', '.join(BUILTINS)}")

@@ -59,12 +59,12 @@ def reinit_(model: nn.Module, seed: int = 0) -> nn.Module:
     return model
 
 
-def build_random(target: str, opts: dict, spec: str) -> Encoder:
-    from encoders.spec import build_encoder
+def build_random(target: str, opts: dict, spec: str, workspace) -> Encoder:
+    from harness.registry import build_encoder
     opts = dict(opts)
     seed = int(opts.pop("random_seed", 0))
     inner = target + ("?" + urlencode(opts, safe="/:~,") if opts else "")  # paths stay readable
-    enc = build_encoder(inner)
+    enc = build_encoder(inner, workspace)
     reinit_(enc, seed)
     for p in enc.parameters():
         p.requires_grad_(False)

@@ -87,7 +87,7 @@ class Registry(Generic[T]):
         return entry
 
 
-ENCODERS: Registry = Registry("encoders")   # spec scheme -> factory(spec) -> Encoder
+ENCODERS: Registry = Registry("encoders")   # spec scheme -> factory(target, opts, spec, workspace) -> Encoder
 SUITES: Registry = Registry("suites")       # suite name -> Suite class
 HEADS: Registry = Registry("heads")         # head name -> head factory
 METRICS: Registry = Registry("metrics")     # metric name -> Metric class
@@ -120,5 +120,34 @@ for _suite, _target in {
     "cortexbench.trifinger": "suites.cortexbench.suite:TriFingerSuite",
 }.items():
     SUITES.register(_suite, _target)
+
+
+def parse_encoder_spec(spec: str) -> tuple[str, str, dict[str, str]]:
+    """``scheme:target?key=value&...`` -> (scheme, target, options)."""
+    from urllib.parse import parse_qsl
+    if ":" not in spec:
+        raise RegistryError(f"encoder spec '{spec}' has no scheme; expected one of "
+                            f"{', '.join(s + ':...' for s in ENCODERS.names())}")
+    scheme, rest = spec.split(":", 1)
+    target, _, query = rest.partition("?")
+    opts = dict(parse_qsl(query, keep_blank_values=True)) if query else {}
+    return scheme, target, opts
+
+
+def build_encoder(spec: str, workspace=None):
+    """The frozen, eval-mode encoder of ``spec``; ``workspace`` (a :class:`harness.workspace.Workspace`;
+    default: the one ``$SPATIALBOOST_HOME`` names) holds converted weights (models/) and the tracking store
+    that ``boosted:runs:/...`` resolves against."""
+    if workspace is None:
+        from harness.workspace import open_workspace
+        workspace = open_workspace()
+    scheme, target, opts = parse_encoder_spec(spec)
+    factory = ENCODERS.get(scheme)
+    enc = factory(target, opts, spec, workspace)
+    for p in enc.parameters():
+        p.requires_grad_(False)
+    return enc.eval()
+
+
 for _head, _target in {"linear": "heads.linear_grid:LinearGrid", "knn": "heads.knn:knn_predict"}.items():
     HEADS.register(_head, _target)

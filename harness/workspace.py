@@ -2,6 +2,9 @@
 
 ``SPATIALBOOST_HOME`` (default ``./workspace``) holds mlflow.db, artifacts/, optuna.db, cache/ (features),
 data/ (synthetic datasets), models/ (converted weights) and reports/.
+
+A :class:`Workspace` travels explicitly (``RunContext.workspace``, factory arguments): there is no
+process-wide "current" workspace, so two workspaces can be used side by side in one process.
 """
 from __future__ import annotations
 
@@ -9,12 +12,15 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-_current: "Workspace | None" = None
+WORLD_ENV = "SPATIALBOOST_WORLD_PRESET"
 
 
 @dataclass(frozen=True)
 class Workspace:
+    """Where runtime data lives, and which preset of the embedded synthetic world (``world``) supplies the
+    default data of suites run without ``--data`` (``data/world-<preset>`` and its written formats)."""
     root: Path
+    world: str = "default"
 
     def sub(self, name: str) -> Path:
         p = self.root / name
@@ -54,14 +60,13 @@ def default_root() -> Path:
     return Path(os.environ.get("SPATIALBOOST_HOME", "workspace")).expanduser().resolve()
 
 
-def use_workspace(root: str | Path | None = None) -> Workspace:
-    """Select (and create) the workspace for this process."""
-    global _current
-    ws = Workspace(Path(root).expanduser().resolve() if root else default_root())
+def default_world() -> str:
+    return os.environ.get(WORLD_ENV) or "default"
+
+
+def open_workspace(root: str | Path | None = None, world: str | None = None) -> Workspace:
+    """The workspace at ``root`` (default ``$SPATIALBOOST_HOME`` or ``./workspace``), created if missing;
+    ``world`` defaults to ``$SPATIALBOOST_WORLD_PRESET`` or ``default``."""
+    ws = Workspace(Path(root).expanduser().resolve() if root else default_root(), world or default_world())
     ws.root.mkdir(parents=True, exist_ok=True)
-    _current = ws
     return ws
-
-
-def current() -> Workspace:
-    return _current or use_workspace()

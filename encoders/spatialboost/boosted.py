@@ -27,14 +27,13 @@ class BoostedEncoderError(EncoderSpecError):
     pass
 
 
-def _resolve(target: str, spec: str) -> Path:
+def _resolve(target: str, spec: str, workspace) -> Path:
     if target.startswith("runs:/"):
         import mlflow
-        from harness.workspace import current
         import os
-        uri = os.environ.get("MLFLOW_TRACKING_URI") or current().tracking_uri
+        uri = os.environ.get("MLFLOW_TRACKING_URI") or workspace.tracking_uri
         run_id = target[len("runs:/"):].split("/", 1)[0]
-        dest = current().sub("cache") / "boosted" / run_id
+        dest = workspace.cache / "boosted" / run_id
         if not (dest / "encoder" / "boosted.json").is_file():
             dest.mkdir(parents=True, exist_ok=True)
             try:
@@ -59,19 +58,19 @@ def _differences(rec: dict, now: dict) -> str:
     return "; ".join(diffs) if diffs else "same architecture and preprocessing, so the weights differ"
 
 
-def build_boosted(target: str, opts: dict, spec: str) -> Encoder:
-    from encoders.spec import build_encoder
+def build_boosted(target: str, opts: dict, spec: str, workspace) -> Encoder:
+    from harness.registry import build_encoder
     from safetensors.torch import load_file
     from .dual_attention import DualChannelConfig, apply_lora, named_dual_channel_parameters, wrap_dual_channel
     from .vlm import backbone_of
 
-    path = _resolve(target, spec)
+    path = _resolve(target, spec, workspace)
     meta = json.loads((path / "boosted.json").read_text())
     if meta.get("format") != FORMAT:
         raise BoostedEncoderError(f"'{spec}': {path}/boosted.json has format {meta.get('format')!r}, "
                                   f"expected {FORMAT!r}")
     base_spec = meta["base_spec"]
-    enc = build_encoder(base_spec)
+    enc = build_encoder(base_spec, workspace)
     fp = enc.fingerprint()
     if fp != meta["base_fingerprint"]:
         raise BoostedEncoderError(

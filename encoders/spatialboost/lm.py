@@ -50,7 +50,7 @@ def lm_is_random(spec: str) -> bool:
     return spec in RANDOM_LMS
 
 
-def check_lm_spec(spec: str) -> None:
+def check_lm_spec(spec: str, models_dir: Path) -> None:
     """Cheap validation of an LM spec (no weights loaded), so a bad ``--lm`` stops before any folder or run
     is created."""
     if spec.startswith("builtin:"):
@@ -62,8 +62,7 @@ def check_lm_spec(spec: str) -> None:
                               f"{f' (did you mean builtin:{close[0]}?)' if close else ''}; builtins: "
                               f"{', '.join('builtin:' + b for b in LM_BUILTINS)}, or a local model folder")
         if name == "smollm2-135m":
-            from harness.workspace import current
-            folder = Path(current().models) / "smollm2-135m"
+            folder = Path(models_dir) / "smollm2-135m"
             if not (folder / "config.json").is_file():
                 find_smollm2_gguf()
         return
@@ -135,11 +134,8 @@ def find_smollm2_gguf() -> Path:
     return path
 
 
-def smollm2_folder(models_dir: Path | None = None) -> Path:
-    """The converted SmolLM2 folder in the workspace, converting the GGUF once if needed."""
-    if models_dir is None:
-        from harness.workspace import current
-        models_dir = current().models
+def smollm2_folder(models_dir: Path) -> Path:
+    """The converted SmolLM2 folder in the workspace's models/, converting the GGUF once if needed."""
     out = Path(models_dir) / "smollm2-135m"
     if (out / "config.json").is_file() and (out / "model.safetensors").is_file():
         return out
@@ -191,14 +187,17 @@ def _prepare(lm: LanguageModel) -> LanguageModel:
     return lm
 
 
-def load_lm(spec: str, seed: int = 0) -> LanguageModel:
-    """``builtin:tiny-qwen2`` | ``builtin:smollm2-135m`` | ``[hf:]PATH`` -> LanguageModel (float32, train-ready)."""
+def load_lm(spec: str, seed: int = 0, models_dir: Path | None = None) -> LanguageModel:
+    """``builtin:tiny-qwen2`` | ``builtin:smollm2-135m`` | ``[hf:]PATH`` -> LanguageModel (float32, train-ready).
+    ``models_dir`` (the workspace's models/) holds the converted SmolLM2; only that builtin needs it."""
     if spec.startswith("builtin:"):
         name = spec.split(":", 1)[1]
         if name == "tiny-qwen2":
             return _prepare(tiny_qwen2(seed))
         if name == "smollm2-135m":
-            return _prepare(_load_folder(smollm2_folder(), spec))
+            if models_dir is None:
+                raise LMSpecError("builtin:smollm2-135m needs a models folder to convert into (models_dir)")
+            return _prepare(_load_folder(smollm2_folder(models_dir), spec))
         raise LMSpecError(f"unknown builtin LM '{name}'; builtins: {', '.join(LM_BUILTINS)}")
     path = Path(spec[3:] if spec.startswith("hf:") else spec).expanduser()
     return _prepare(_load_folder(path, spec))

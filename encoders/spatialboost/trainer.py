@@ -228,10 +228,10 @@ class BoostTrainer:
 
     def __init__(self, cfg: BoostConfig, *, vlm: SpatialVLM | None = None, echo: Callable[[str], None] = print):
         from harness.device import resolve_device
-        from harness.workspace import current, use_workspace
+        from harness.workspace import open_workspace
         self.cfg = cfg
         self.echo = echo
-        ws = use_workspace(cfg.workspace) if cfg.workspace else current()
+        ws = open_workspace(cfg.workspace)
         self.ws = ws
         self.device = resolve_device(cfg.device)
         self.dist = init_distributed(self.device)
@@ -247,7 +247,7 @@ class BoostTrainer:
         self.warnings: list[str] = []
         self.check_inputs(check_lm=vlm is None)
         if vlm is None:
-            vlm = build_vlm(cfg)
+            vlm = build_vlm(cfg, ws)
         self.vlm = vlm.to(self.device)
         self._data_cache: dict[str, ConversationData] = {}
         self.image_size = cfg.image_size or self.vlm.encoder.info.image_size[0]
@@ -289,7 +289,7 @@ class BoostTrainer:
         if bad or not self.cfg.stages:
             raise ConfigError(f"stages={list(self.cfg.stages)}: stages are 1, 2, 3")
         if check_lm:
-            check_lm_spec(self.cfg.lm)
+            check_lm_spec(self.cfg.lm, self.ws.models)
         paths = self.stage_data_paths()
         for st, path in paths.items():
             key = f"stage{st}.data" if getattr(self.cfg, f"stage{st}").data else "data"
@@ -692,11 +692,11 @@ class BoostTrainer:
         return spec
 
 
-def build_vlm(cfg: BoostConfig) -> SpatialVLM:
-    from encoders.spec import build_encoder
+def build_vlm(cfg: BoostConfig, workspace) -> SpatialVLM:
+    from harness.registry import build_encoder
     from .lm import load_lm
-    enc = build_encoder(cfg.encoder)
-    lm = load_lm(cfg.lm, seed=cfg.seed)
+    enc = build_encoder(cfg.encoder, workspace)
+    lm = load_lm(cfg.lm, seed=cfg.seed, models_dir=workspace.models)
     return SpatialVLM(enc, lm, feature_layer=cfg.feature_layer, seed=cfg.seed)
 
 

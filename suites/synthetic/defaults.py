@@ -1,13 +1,11 @@
 """The embedded default: the synthetic world, generated once per preset and written lazily into each
 benchmark's native layout inside the workspace, so suites read it with their real readers.
 
-``spatialboost eval --suite X`` without ``--data`` uses the ``default`` preset; the demo selects its
-preset with :func:`use_preset`.
+``spatialboost eval --suite X`` without ``--data`` uses the preset the workspace names
+(``Workspace.world``: ``--world``, ``$SPATIALBOOST_WORLD_PRESET`` or ``default``).
 """
 from __future__ import annotations
 
-import contextlib
-import os
 from pathlib import Path
 from typing import Callable
 
@@ -20,32 +18,28 @@ PRESETS: dict[str, WorldConfig] = {
     # `spatialboost demo`: a few minutes on 2 cores
     "default": WorldConfig(seed=0, num_scenes=24, views_per_scene=6, image_size=(240, 320), shadows=True),
 }
-_preset = os.environ.get("SPATIALBOOST_WORLD_PRESET", "default")
 
 
-@contextlib.contextmanager
-def use_preset(name: str):
-    global _preset
+def preset_config(name: str) -> WorldConfig:
     if name not in PRESETS:
-        raise ValueError(f"unknown world preset '{name}'; presets: {', '.join(PRESETS)}")
-    old, _preset = _preset, name
-    try:
-        yield PRESETS[name]
-    finally:
-        _preset = old
+        from harness.errors import UserError
+        raise UserError(f"unknown world preset '{name}'; presets: {', '.join(PRESETS)}")
+    return PRESETS[name]
 
 
 def world_dir(workspace, preset: str | None = None, progress: bool = True) -> Path:
-    """Generate (or resume) the preset's world in ``workspace/data/world-<preset>``."""
-    name = preset or _preset
+    """Generate (or resume) the world of ``preset`` (default: the workspace's) in
+    ``workspace/data/world-<preset>``."""
+    name = preset or workspace.world
+    cfg = preset_config(name)
     out = Path(workspace.data) / f"world-{name}"
     # always render in worker processes: a process that rendered with EGL and later imports torch._dynamo
     # (roma, the trainer) can crash, and workers keep the GL contexts out of the harness process
-    return Path(generate_world(PRESETS[name], out, workers=2, progress=progress))
+    return Path(generate_world(cfg, out, workers=2, progress=progress))
 
 
 def _formatted(workspace, fmt: str, write: Callable[[Path, Path], Path]) -> Path:
-    out = Path(workspace.data) / f"{fmt}-{_preset}"
+    out = Path(workspace.data) / f"{fmt}-{workspace.world}"
     if not out.exists():
         write(world_dir(workspace), out)
     return out
