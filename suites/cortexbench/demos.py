@@ -13,18 +13,18 @@ Our format (written by the MetaWorld expert generator), one folder per task unde
                                       success bool    [T]           (after the action)
 
 Plain ``np.load(allow_pickle=False)`` reads it; nothing executes code. A task folder is written under a
-temporary name and renamed when complete, so a half-written set is never read.
+temporary name and renamed when complete (``harness.atomic.atomic_dir``), so a half-written set is never
+read.
 
 CortexBench's files: ``<root>/<env_name>.pickle`` (e.g. ``assembly-v2-goal-observable.pickle``,
 ``dmc_walker_stand-v1.pickle``, ``pen-v0.pickle``): a list of paths, each a dict with ``observations``,
 ``actions``, ``rewards``, ``images`` [T, H, W, 3] and ``env_infos``. They are loaded with
-``suites.retrieval.safe_pickle`` (plain containers and numpy arrays only).
+``harness.safe_pickle`` (plain containers and numpy arrays only).
 """
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import time
 import zipfile
@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from harness.atomic import atomic_dir, is_stale_temp
 from suites.cortexbench.envs import CORTEXBENCH_ENV_NAMES, METAWORLD_CAMERA
 from suites.images import DataError
 
@@ -164,7 +165,7 @@ def read_npz_task(folder: Path, task: str, num_demos: int | None) -> DemoSet:
 
 def read_pickle_task(path: Path, task: str, num_demos: int | None, proprio_dim: int,
                      proprio_key: str | None) -> DemoSet:
-    from suites.retrieval.safe_pickle import UnsafePickleError, safe_load_pickle
+    from harness.safe_pickle import UnsafePickleError, safe_load_pickle
     try:
         paths = safe_load_pickle(path)
     except UnsafePickleError as e:
@@ -290,6 +291,9 @@ def generate_metaworld(root: Path, tasks, num_demos: int = 25, size: int = 256, 
     from suites.cortexbench.rollout import spawn_pool
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
+    for leftover in root.iterdir():          # task folders of a generator that was killed mid-way
+        if is_stale_temp(leftover):
+            shutil.rmtree(leftover, ignore_errors=True)
     for task in tasks:
         folder = root / task
         idx = folder / "index.json"
@@ -297,15 +301,12 @@ def generate_metaworld(root: Path, tasks, num_demos: int = 25, size: int = 256, 
             old = json.loads(idx.read_text())
             if old.get("image_size") == size and len(old.get("episodes", [])) >= num_demos:
                 continue
-            shutil.rmtree(folder)
-        tmp = root / f".{task}.tmp-{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
         start = time.perf_counter()
         seeds = list(range(seed0, seed0 + num_demos))
         n = max(1, min(workers, len(seeds)))
         chunks = [seeds[i::n] for i in range(n)]
-        try:
+        # replace=True: an incomplete or smaller set found above is swapped out only once the new one is whole
+        with atomic_dir(folder, replace=True) as tmp:
             with spawn_pool(n) as pool:
                 futs = [pool.submit(_generate_episodes, task, c, size, horizon, fast_render, extra_steps, str(tmp))
                         for c in chunks]
@@ -319,10 +320,6 @@ def generate_metaworld(root: Path, tasks, num_demos: int = 25, size: int = 256, 
                      "expert": "metaworld.policies (scripted)", "episodes": rows,
                      "seconds": round(time.perf_counter() - start, 1)}
             (tmp / "index.json").write_text(json.dumps(index, indent=1))
-            os.rename(tmp, folder)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
         if progress:
             print(f"cortexbench: {task}: {len(rows)} expert demos at {size}px in {index['seconds']} s")
     return root

@@ -12,7 +12,7 @@ from PIL import Image
 from suites.retrieval.datasets import (DatasetFormatError, load_amstertime, load_met, load_revisited,
                                        make_transform, patch_multiple_size)
 from suites.retrieval.metrics import evaluate_revisitop
-from suites.retrieval.safe_pickle import UnsafePickleError
+from harness.safe_pickle import UnsafePickleError
 from suites.retrieval.search import rank_gallery
 
 

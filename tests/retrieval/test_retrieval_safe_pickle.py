@@ -5,7 +5,7 @@ import pickle
 import numpy as np
 import pytest
 
-from suites.retrieval.safe_pickle import UnsafePickleError, safe_load_pickle, safe_loads_pickle
+from harness.safe_pickle import UnsafePickleError, safe_load_pickle, safe_loads_pickle
 
 
 def _gnd_like():

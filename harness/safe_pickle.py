@@ -1,7 +1,7 @@
-"""A restricted unpickler for ground-truth files (revisitop's ``gnd_*.pkl``).
+"""A restricted unpickler for data files that come as pickles (revisitop's ``gnd_*.pkl``, CortexBench's
+demonstration ``*.pickle``, any other suite's).
 
-``pickle.load`` runs whatever callable a file names, so a downloaded ground-truth pickle could execute
-code. This loader resolves only an explicit allow-list of globals; everything else is refused with an
+``pickle.load`` runs whatever callable a file names, so a downloaded pickle could execute code. This loader resolves only an explicit allow-list of globals; everything else is refused with an
 error naming the file and the refused global, *before* anything is called.
 
 Allowed:
@@ -28,11 +28,14 @@ from typing import Any
 
 import numpy as np
 
+from harness.errors import UserError
+
 __all__ = ["UnsafePickleError", "safe_load_pickle", "safe_loads_pickle"]
 
 
-class UnsafePickleError(pickle.UnpicklingError):
-    """The pickle names a global outside the allow-list, holds a disallowed type, or is unreadable."""
+class UnsafePickleError(UserError, pickle.UnpicklingError):
+    """The pickle names a global outside the allow-list, holds a disallowed type, or is unreadable (bad
+    input: a :class:`UserError`; callers may re-raise it as their own data error)."""
 
 
 def _np_multiarray():
@@ -88,7 +91,7 @@ class _RestrictedUnpickler(pickle.Unpickler):
         except KeyError:
             raise UnsafePickleError(
                 f"{self._source}: refused global '{module}.{name}': only plain containers, numbers, strings "
-                f"and numpy arrays may appear in this file (see suites/retrieval/safe_pickle.py)") from None
+                f"and numpy arrays may appear in this file (see harness/safe_pickle.py)") from None
 
     def persistent_load(self, pid: Any) -> Any:
         raise UnsafePickleError(f"{self._source}: persistent ids are not allowed")
