@@ -89,9 +89,9 @@ def populate(uri: str, art: Path, full: bool, seed: int = 0) -> int:
 
 def suite_seconds(spec: str) -> float:
     import mlflow
-    from harness.workspace import use_workspace
+    from harness.workspace import open_workspace
     ws_path, experiment = spec.rsplit(":", 1)
-    ws = use_workspace(Path(ws_path))
+    ws = open_workspace(Path(ws_path))
     client = mlflow.MlflowClient(tracking_uri=ws.tracking_uri)
     exp = client.get_experiment_by_name(experiment)
     runs = client.search_runs([exp.experiment_id], filter_string="attributes.status = 'FINISHED'")

@@ -43,9 +43,9 @@ def main(argv=None):
     proprio = 4 if a.suite == "metaworld" else 0
     act = 4 if a.suite == "metaworld" else 6
     kw = {"fast_render": not a.slow_render, "horizon": a.steps}
-    from harness.workspace import current
+    from harness.workspace import open_workspace
     spec = WorkerSpec(a.suite, task, a.size, kw, enc, a.crop, "cpu", "fp32", blk, 3, proprio > 0,
-                      workspace=str(current().root))
+                      workspace=str(open_workspace().root))
     torch.manual_seed(0)
     policy = BCPolicy(3 * enc.info.embed_dim + proprio, act).eval()
     seeds = list(range(1000, 1000 + a.episodes))

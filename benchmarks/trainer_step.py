@@ -50,8 +50,6 @@ def child(preset: str, variant: str, steps: int, batch: int, device: str) -> dic
     from encoders.spatialboost.data import ImageLoader, collate
     from encoders.spatialboost.trainer import BoostConfig, BoostTrainer
     from harness.device import autocast
-    from harness.workspace import use_workspace
-    use_workspace(os.environ.get("SPATIALBOOST_HOME") or ROOT / "workspace")
     enc, lm = PRESETS[preset]
     with tempfile.TemporaryDirectory() as tmp:
         data = make_data(Path(tmp), batch)

@@ -13,10 +13,10 @@ from typing import Any, Literal
 from harness.cache import FeatureCache
 from harness.config import ConfigError, build, config_hash, field, to_dict
 from harness.device import PRECISIONS, resolve_device
-from harness.registry import SUITES
+from harness.registry import SUITES, build_encoder
 from harness.suite import RunContext, Suite
 from harness.tracking import RunRecord, Tracker
-from harness.workspace import Workspace, use_workspace
+from harness.workspace import Workspace, default_world, open_workspace
 
 
 @dataclass(frozen=True)
@@ -43,6 +43,11 @@ class EvalConfig:
                                                            "the workspace sqlite store")
     workspace: Path | None = field(None, hash=False, help="runtime data folder (default $SPATIALBOOST_HOME "
                                                          "or ./workspace)")
+    # which embedded world supplies the data when `data` is not given; the dataset fingerprint (hashed)
+    # already tells worlds apart, so the preset name itself is not part of a run's identity
+    world: str = field(default_factory=default_world, hash=False, nonempty=True,
+                       help="preset of the embedded synthetic world used without --data (default "
+                            "$SPATIALBOOST_WORLD_PRESET or 'default')")
     force: bool = field(False, hash=False, help="recompute even if a finished run with this config exists")
     progress: bool = field(True, hash=False, help="show progress bars")
 
@@ -72,7 +77,7 @@ def resolve(cfg: EvalConfig, *, data: bool = True) -> Resolved:
         raise ConfigError(f"head '{bad[0]}' is not available for suite {spec.name}; "
                           f"choose from {', '.join(spec.heads)}")
     suite = suite_cls(options)
-    ws = use_workspace(cfg.workspace)   # only now: a refused config leaves no workspace folder behind
+    ws = open_workspace(cfg.workspace, cfg.world)   # only now: a refused config leaves no workspace folder behind
     r = Resolved(cfg, ws, suite, options, heads, None)
     return resolve_data(r) if data else r
 
@@ -94,7 +99,7 @@ def _context(r: Resolved, encoder, logger=None) -> RunContext:
     return RunContext(encoder=encoder, data=r.data, heads=r.heads, mode=cfg.mode,
                       device=resolve_device(cfg.device), precision=cfg.precision, batch_size=cfg.batch_size,
                       num_workers=cfg.num_workers, seed=cfg.seed, cache=FeatureCache(r.workspace.cache),
-                      progress=cfg.progress, logger=logger)
+                      workspace=r.workspace, progress=cfg.progress, logger=logger)
 
 
 def run_hash(r: Resolved, encoder, dataset_fp: str) -> str:
@@ -106,9 +111,8 @@ def run_hash(r: Resolved, encoder, dataset_fp: str) -> str:
 def evaluate(cfg: EvalConfig, *, encoder=None, parent_run_id: str | None = None,
              cache: FeatureCache | None = None, on_intermediate=None) -> RunRecord:
     """Run (or reuse) one evaluation and return its MLflow record."""
-    from encoders.spec import build_encoder
     r = resolve(cfg, data=False)
-    encoder = encoder if encoder is not None else build_encoder(cfg.encoder)   # a bad spec fails before any data
+    encoder = encoder if encoder is not None else build_encoder(cfg.encoder, r.workspace)   # a bad spec fails before any data
     resolve_data(r)
     tracker = Tracker(tracking_uri(cfg, r.workspace), cfg.experiment, r.workspace.artifacts)
     dataset_fp = r.suite.dataset_fingerprint(r.data)
@@ -214,11 +218,10 @@ def metric_directions(spec, metrics) -> dict[str, str]:
 
 def validate(cfg: EvalConfig) -> dict:
     """Resolve everything and push one batch through encoder and heads, without training or logging."""
-    from encoders.spec import build_encoder
     r = resolve(cfg, data=False)
     from harness.tracking import check_reachable
     check_reachable(tracking_uri(cfg, r.workspace))
-    encoder = build_encoder(cfg.encoder)
+    encoder = build_encoder(cfg.encoder, r.workspace)
     resolve_data(r)
     ctx = _context(r, encoder)
     ctx.encoder = encoder.to(ctx.device)

@@ -57,6 +57,7 @@ class RunContext:
     num_workers: int
     seed: int
     cache: FeatureCache
+    workspace: Any = None           # harness.workspace.Workspace: models/, data/, cache/ of this run
     progress: bool = True
     logger: Any = None              # harness.tracking.RunLogger or None (validate)
     on_intermediate: Any = None     # sweeps: callback(value, step) that may stop the run (pruning)

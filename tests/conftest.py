@@ -16,6 +16,6 @@ def workspace(tmp_path, monkeypatch):
     ws = tmp_path / "ws"
     monkeypatch.setenv("SPATIALBOOST_HOME", str(ws))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    from harness.workspace import use_workspace
-    use_workspace(ws)
+    from harness.workspace import open_workspace
+    open_workspace(ws)
     return ws

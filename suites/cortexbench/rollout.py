@@ -37,7 +37,7 @@ class WorkerSpec:
     history: int
     use_proprio: bool
     threads: int = 1
-    workspace: str | None = None   # so a rebuilt encoder finds converted weights where the run keeps them
+    workspace: object = None       # harness.workspace.Workspace: a rebuilt encoder finds the run's converted weights
 
 
 def _worker_encoder(spec: WorkerSpec):
@@ -49,11 +49,9 @@ def _worker_encoder(spec: WorkerSpec):
     name = getattr(getattr(enc, "info", None), "spec", None)
     if name:
         try:
-            if spec.workspace:
-                from harness.workspace import use_workspace
-                use_workspace(spec.workspace)
-            from encoders.spec import build_encoder
-            fresh = build_encoder(name)
+            from harness.registry import build_encoder
+            from harness.workspace import open_workspace
+            fresh = build_encoder(name, open_workspace(spec.workspace))
             fresh.load_state_dict(enc.state_dict())
             fresh._fingerprint = None
             if fresh.fingerprint() == enc.fingerprint():

@@ -19,7 +19,6 @@ import numpy as np
 import torch
 
 from harness.config import field
-from harness.workspace import current as current_workspace
 from harness.suite import MetricSpec, RunContext, Suite, SuiteResult, SuiteSpec
 from harness.samples import PerSample
 from heads.bc_policy import BCPolicy, MeanActionPolicy, episode_features, train_epoch
@@ -292,7 +291,7 @@ class CortexBenchSuite(Suite):
                     **{k: v for k, v in demos.info.items() if v is not None}, "curves": {}}
             spec = WorkerSpec(self.kind, task, demos.frame_size, env_kw, enc.cpu() if ctx.device.type != "cuda" else enc,
                               o.crop_size, str(ctx.device), ctx.precision, blk, o.history, x.shape[1] > o.history * emb.shape[1],
-                              workspace=str(current_workspace().root))
+                              workspace=str(ctx.workspace.root) if ctx.workspace else None)
             for k in evals:
                 evals[k][task] = {}
             t0 = time.perf_counter()

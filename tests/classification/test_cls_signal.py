@@ -10,7 +10,7 @@ import yaml
 
 from fixtures import make_imagefolder
 from harness.cache import Features, FeatureCache
-from harness.cli import main
+from harness.commands.cli import main
 from harness.config import ConfigError, build
 from harness.registry import SUITES
 from harness.runner import EvalConfig, evaluate

@@ -3,7 +3,7 @@ import mlflow
 import pytest
 
 from fixtures import make_imagefolder
-from harness.cli import main
+from harness.commands.cli import main
 from harness.config import build
 from harness.runner import EvalConfig, evaluate
 

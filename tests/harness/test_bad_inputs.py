@@ -2,7 +2,7 @@
 no traceback, and leaves nothing behind: no RUNNING run, no FAILED run without an ``error`` tag, and (for
 inputs refused before any work) no new MLflow run, no feature-cache temp folder, no boost run folder.
 
-The commands run in-process through ``harness.cli.main`` (one import for the whole file); two cases also
+The commands run in-process through ``harness.commands.cli.main`` (one import for the whole file); two cases also
 run as real processes to check the exit status and stderr end to end.
 """
 from __future__ import annotations
@@ -91,7 +91,7 @@ def _debris(ws: Path) -> list[str]:
 
 
 def run_cli(argv: list[str], capsys) -> tuple[int, str]:
-    from harness.cli import main
+    from harness.commands.cli import main
     capsys.readouterr()
     rc = main(argv)     # an uncaught exception (a traceback for the user) fails the test right here
     return rc, capsys.readouterr().err

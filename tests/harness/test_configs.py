@@ -20,5 +20,5 @@ def test_config_resolves(path):
     suite = SUITES.get(cfg.suite)
     build(suite.Options, cfg.protocol, prefix="protocol.")
     if sweep is not None:
-        from harness.sweep import SweepSpec, parse_space
+        from harness.commands.sweep import SweepSpec, parse_space
         parse_space(build(SweepSpec, sweep, prefix="sweep.").space)

@@ -464,7 +464,7 @@ def test_caption_task_stage1(qa_world):
 
 def test_demo_generates_the_right_kind_of_data_per_stage(qa_world, tmp_path):
     """The demo trains stage 1 on captions, stage 2 on multi-view VQA, stage 3 on the chain of thought (#13.10)."""
-    from harness.demo import PRESETS, _spatial_qa
+    from harness.commands.demo import PRESETS, _spatial_qa
     from harness.workspace import Workspace
 
     files = _spatial_qa(Workspace(tmp_path), qa_world, PRESETS["tiny"], "tiny", False)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from fixtures import reference_met_knn
 
-from harness.cli import main
+from harness.commands.cli import main
 from harness.config import build
 from harness.registry import SUITES
 from harness.runner import EvalConfig, evaluate

@@ -75,10 +75,12 @@ def test_amstertime_suite_end_to_end(tmp_path):
     for i, stem in enumerate(["0000", "0002", "0005"]):
         _save(class_image(i, rng, 40), tmp_path / "at" / "old" / f"{stem}.jpg")
         _save(class_image(i, rng, 40), tmp_path / "at" / "new" / f"{stem}.png")
-    m = _run_direct("retrieval.amstertime", tmp_path / "at", tmp_path).metrics
+    res = _run_direct("retrieval.amstertime", tmp_path / "at", tmp_path)
+    m = res.metrics
     assert 1 / 3 * 100 - 1e-6 <= m["mAP"] <= 100       # AP >= 1/rank >= 1/3 with 3 items
     assert m["top5"] == pytest.approx(100.0)             # gallery of 3: always within top 5
     assert m["top1"] <= m["mAP"] + 1e-9
+    assert len(res.figures["topk"].axes) == 3 * (1 + 3)  # 3 queries, each with its (whole) gallery of 3
 
 
 def test_met_suite_end_to_end(tmp_path):
@@ -106,3 +108,35 @@ def test_met_suite_end_to_end(tmp_path):
         assert 0 <= res.metrics[m] <= 100
     assert res.selection["knn"]["K"] in (1, 3) and res.selection["knn"]["t"] in (1.0, 25.0)
     assert res.details["test_distractors"] == 1
+    strip = res.figures["topk"]                           # the 3 art queries (never the distractor), top-3
+    assert len(strip.axes) == 3 * (1 + 3)
+    assert [ax.get_title() for ax in strip.axes[::4]] == [f"query test_met/{c}.jpg" for c in range(3)]
+
+
+def test_topk_strip_marks_hits_and_shows_cropped_queries(roxford):
+    """Border colours follow the ground truth (medium setup: easy/hard correct, junk grey, others red)."""
+    import dataclasses
+    from matplotlib.colors import to_rgba
+    from suites.retrieval.datasets import load_revisited
+    from suites.retrieval.figures import COLOURS, revisited_strip
+    d = load_revisited(roxford, "roxford5k")
+    d = dataclasses.replace(d, gnd=[dataclasses.replace(d.gnd[0], junk=np.array([4])), d.gnd[1]])
+    ranks = np.array([[0, 3, 2, 4, 1, 5, 6, 7, 8], [8, 7, 6, 5, 4, 3, 2, 1, 0]])
+    fig = revisited_strip(d, ranks)
+    axes = np.array(fig.axes).reshape(2, 6)
+    want = [["query", "correct", "wrong", "correct", "junk", "correct"],     # query 0: positives 0, 1, 2
+            ["query", "wrong", "wrong", "wrong", "correct", "correct"]]      # query 1: positives 3, 4, 5
+    for row, verdicts in zip(axes, want):
+        for ax, v in zip(row, verdicts):
+            assert ax.spines["left"].get_edgecolor() == to_rgba(COLOURS[v])
+    assert axes[0, 0].get_images()[0].get_array().shape[:2] == (44, 44)      # the 48 px image cropped to bbx
+    assert axes[0, 1].get_images()[0].get_array().shape[:2] == (48, 48)
+
+
+def test_runner_logs_the_topk_strip(roxford, workspace):
+    import mlflow
+    rec = evaluate(_cfg("retrieval.roxford", roxford, workspace))
+    client = mlflow.MlflowClient(f"sqlite:///{workspace}/mlflow.db")
+    assert [f.path for f in client.list_artifacts(rec.run_id, "figures")] == ["figures/topk.png"]
+    with Image.open(client.download_artifacts(rec.run_id, "figures/topk.png")) as im:
+        assert im.format == "PNG" and im.width > 300 and im.height > 150

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from harness.cli import main
+from harness.commands.cli import main
 from harness.config import ConfigError, build
 from harness.runner import EvalConfig, evaluate, resolve, validate
 from segmentation.conftest import TINY

@@ -17,7 +17,7 @@ import yaml
 from fixtures import make_imagefolder
 from harness.config import ConfigError, build
 from harness.runner import EvalConfig
-from harness.sweep import SweepSpec, parse_space, run_sweep
+from harness.commands.sweep import SweepSpec, parse_space, run_sweep
 
 BIN = Path(sys.executable).parent / "spatialboost"
 POINTS = [0.1, 0.2, 0.3]

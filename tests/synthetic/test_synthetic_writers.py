@@ -253,7 +253,7 @@ def test_failed_write_leaves_nothing(tiny_world, tmp_path, monkeypatch):
         path.parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(rgb).save(path)
 
-    monkeypatch.setattr(Wr, "_save_jpg", boom)
+    monkeypatch.setattr(Wr.common, "_save_jpg", boom)  # the savers moved to writers/common.py
     with pytest.raises(OSError, match="disk full"):
         Wr.write_ade20k(tiny_world, tmp_path / "ade")
     assert list(tmp_path.iterdir()) == []

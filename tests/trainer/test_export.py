@@ -9,6 +9,7 @@ from torch import nn
 from encoders.base import Encoder, EncoderInfo, LayerFeatures
 from encoders.spatialboost.cli import main
 from encoders.spec import build_encoder
+from harness.workspace import open_workspace
 
 
 @pytest.fixture(scope="module")
@@ -28,8 +29,6 @@ def boosted_run(tmp_path_factory):
                    "stage3.lr=1e-2", "stage2.max_steps=1"])
     assert rc == 0
     spec = out.getvalue().strip().splitlines()[-1]
-    from harness.workspace import use_workspace
-    use_workspace(ws)
     return spec, ws, data
 
 
@@ -37,7 +36,7 @@ def test_boosted_spec_loads_as_a_normal_encoder(boosted_run):
     spec, ws, _ = boosted_run
     assert spec.startswith("boosted:")
     base = build_encoder("builtin:tiny-vit")
-    enc = build_encoder(spec)
+    enc = build_encoder(spec, open_workspace(ws))
     assert type(enc) is type(base)
     assert enc.boosted_from == "builtin:tiny-vit" and enc.info.spec == spec
     assert enc.fingerprint() != base.fingerprint()
@@ -51,7 +50,7 @@ def test_boosted_spec_loads_as_a_normal_encoder(boosted_run):
     assert out.patches.shape == ref.patches.shape and not torch.allclose(out.patches, ref.patches)
     # the MLflow artifact loads to the same weights
     run3 = meta["run_ids"]["stage3"]
-    enc2 = build_encoder(f"boosted:runs:/{run3}/encoder")
+    enc2 = build_encoder(f"boosted:runs:/{run3}/encoder", open_workspace(ws))
     assert enc2.fingerprint() == enc.fingerprint()
     # cache keys differ from the base
     from harness.cache import FeatureCache
@@ -125,7 +124,7 @@ def test_encoder_without_attention_fails_with_module_types(qa_file, tmp_path):
 def test_boosted_encoder_carries_run_tags(boosted_run):
     """The eval runner copies ``encoder.run_tags`` into every run: the report can say what trained the candidate."""
     spec, ws, _ = boosted_run
-    enc = build_encoder(spec)
+    enc = build_encoder(spec, open_workspace(ws))
     tags = enc.run_tags
     assert tags["boost.lm"] == "builtin:tiny-qwen2" and tags["boost.lm_random"] == "1"
     # 6 samples: stage 1 one epoch at batch 4 (2 steps), stage 2 max_steps=1 at batch 4, stage 3 batch 2 (3 steps)

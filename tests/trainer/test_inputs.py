@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from harness.cli import main
+from harness.commands.cli import main
 from harness.config import build
 
 from .conftest import make_dataset, tiny_overrides

@@ -14,7 +14,7 @@ from pathlib import Path
 from harness.config import build
 from harness.registry import SUITES
 from harness.runner import EvalConfig, evaluate
-from harness.workspace import use_workspace
+from harness.workspace import open_workspace
 
 
 @dataclass(frozen=True)
@@ -94,9 +94,9 @@ def _boost(ws, preset: DemoPreset, data: dict[int, Path], world: Path, experimen
 def run_demo(preset: str = "default", workspace=None, force: bool = False, suites: list[str] | None = None,
              progress: bool = True, boost: bool = True) -> int:
     from reports.build import build_report
-    from suites.synthetic.defaults import use_preset, world_dir
+    from suites.synthetic.defaults import world_dir
     p = PRESETS[preset]
-    ws = use_workspace(workspace)
+    ws = open_workspace(workspace, world=p.world)
     experiment = f"demo-{preset}"
     t0 = time.perf_counter()
 
@@ -106,51 +106,50 @@ def run_demo(preset: str = "default", workspace=None, force: bool = False, suite
     step(f"workspace {ws.root}")
     skipped: list[str] = []
     failed: list[str] = []
-    with use_preset(p.world):
-        step(f"synthetic world '{p.world}' ...")
-        world = world_dir(ws, progress=progress)
-        encoders = [p.encoder] + ([f"random:{p.encoder}"] if p.random_baseline else [])
-        if boost:
-            step("spatial QA data: captions (stage 1), two-view VQA (stage 2), 12-turn chain of thought (stage 3) ...")
-            data = _spatial_qa(ws, world, p, preset, progress)
-            step(f"SpatialBoost stages 1-3 on {p.encoder} ...")
+    step(f"synthetic world '{p.world}' ...")
+    world = world_dir(ws, progress=progress)
+    encoders = [p.encoder] + ([f"random:{p.encoder}"] if p.random_baseline else [])
+    if boost:
+        step("spatial QA data: captions (stage 1), two-view VQA (stage 2), 12-turn chain of thought (stage 3) ...")
+        data = _spatial_qa(ws, world, p, preset, progress)
+        step(f"SpatialBoost stages 1-3 on {p.encoder} ...")
+        try:
+            encoders.append(_boost(ws, p, data, world, f"{experiment}-boost", progress))
+            step(f"boosted candidate: {encoders[-1]}")
+        except Exception as e:  # noqa: BLE001 - the baseline evaluations still run
+            traceback.print_exc()
+            failed.append(f"SpatialBoost training failed ({type(e).__name__}: {e})")
+    chosen = suites or list(p.suites) or SUITES.names()
+    left_out = [n for n in SUITES.names() if n not in chosen]
+    if left_out and not suites:
+        skipped.append(f"{', '.join(left_out)}: not in the `{preset}` preset (time budget); add them with "
+                       f"`spatialboost demo --suites ...`")
+    for name in chosen:
+        try:
+            suite_cls = SUITES.get(name)
+        except ImportError as e:
+            skipped.append(f"{name}: not installed ({e})")
+            step(f"skip {name}: {e}")
+            continue
+        for enc in encoders:
+            t = time.perf_counter()
+            cfg = build(EvalConfig, {"encoder": enc, "suite": name, "workspace": str(ws.root), "world": p.world,
+                                     "experiment": experiment, "protocol": suite_cls.demo_protocol(preset),
+                                     "head": suite_cls.demo_heads(preset),
+                                     "batch_size": p.batch_size, "force": force, "progress": progress})
             try:
-                encoders.append(_boost(ws, p, data, world, f"{experiment}-boost", progress))
-                step(f"boosted candidate: {encoders[-1]}")
-            except Exception as e:  # noqa: BLE001 - the baseline evaluations still run
-                traceback.print_exc()
-                failed.append(f"SpatialBoost training failed ({type(e).__name__}: {e})")
-        chosen = suites or list(p.suites) or SUITES.names()
-        left_out = [n for n in SUITES.names() if n not in chosen]
-        if left_out and not suites:
-            skipped.append(f"{', '.join(left_out)}: not in the `{preset}` preset (time budget); add them with "
-                           f"`spatialboost demo --suites ...`")
-        for name in chosen:
-            try:
-                suite_cls = SUITES.get(name)
-            except ImportError as e:
-                skipped.append(f"{name}: not installed ({e})")
+                rec = evaluate(cfg)
+            except NotImplementedError as e:   # the suite has no embedded default data
+                skipped.append(f"{name}: {e}")
                 step(f"skip {name}: {e}")
+                break
+            except Exception as e:  # noqa: BLE001 - one failing suite must not hide the others
+                traceback.print_exc()
+                failed.append(f"{name} with {enc}: {type(e).__name__}: {e}")
                 continue
-            for enc in encoders:
-                t = time.perf_counter()
-                cfg = build(EvalConfig, {"encoder": enc, "suite": name, "workspace": str(ws.root),
-                                         "experiment": experiment, "protocol": suite_cls.demo_protocol(preset),
-                                         "head": suite_cls.demo_heads(preset),
-                                         "batch_size": p.batch_size, "force": force, "progress": progress})
-                try:
-                    rec = evaluate(cfg)
-                except NotImplementedError as e:   # the suite has no embedded default data
-                    skipped.append(f"{name}: {e}")
-                    step(f"skip {name}: {e}")
-                    break
-                except Exception as e:  # noqa: BLE001 - one failing suite must not hide the others
-                    traceback.print_exc()
-                    failed.append(f"{name} with {enc}: {type(e).__name__}: {e}")
-                    continue
-                primary = suite_cls.spec.primary
-                step(f"{name:<22} {enc.split('?')[0][-40:]:<40} {primary}={rec.metrics.get(primary, float('nan')):.3f} "
-                     f"({'reused' if rec.reused else f'{time.perf_counter() - t:.0f}s'})")
+            primary = suite_cls.spec.primary
+            step(f"{name:<22} {enc.split('?')[0][-40:]:<40} {primary}={rec.metrics.get(primary, float('nan')):.3f} "
+                 f"({'reused' if rec.reused else f'{time.perf_counter() - t:.0f}s'})")
     b = p.boost
     steps = "/".join(str(b.get(f"stage{i}", {}).get("max_steps", "-")) for i in (1, 2, 3))
     lm_note = " (randomly initialised: its gradients carry no language signal, rows say '(random LM)')" \

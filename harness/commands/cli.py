@@ -24,25 +24,13 @@ EPILOG = """examples:
 """
 
 
-def _user_errors() -> tuple[type[BaseException], ...]:
-    """:class:`UserError` plus the plugin errors that do not derive from it yet (caught the same way)."""
-    from harness.errors import UserError
-    extra: list[type[BaseException]] = []
-    for mod, name in (("encoders.spatialboost.lm", "LMSpecError"), ("encoders.spatialboost.data", "DataError"),
-                      ("encoders.spatialboost.qa.sources", "ViewError")):
-        try:
-            extra.append(getattr(__import__(mod, fromlist=[name]), name))
-        except (ImportError, AttributeError):
-            pass
-    return (UserError, *extra)
-
-
 def _eval_config(args):
     from harness.runner import EvalConfig
     data = load_yaml(args.config) if args.config else {}
     flags = {k: v for k, v in {"encoder": args.encoder, "suite": args.suite, "data": args.data,
                                "head": args.head, "mode": args.mode, "device": args.device,
-                               "experiment": args.experiment, "workspace": args.workspace}.items()
+                               "experiment": args.experiment, "workspace": args.workspace,
+                               "world": args.world}.items()
              if v is not None}
     if getattr(args, "force", False):
         flags["force"] = True
@@ -64,6 +52,8 @@ def _add_eval_args(p):
     p.add_argument("--device", help="auto (default), cpu, cuda, cuda:N, mps")
     p.add_argument("--experiment", help="MLflow experiment (default: spatialboost)")
     p.add_argument("--workspace", help="runtime data folder (default: $SPATIALBOOST_HOME or ./workspace)")
+    p.add_argument("--world", help="embedded-world preset used without --data: tiny or default "
+                                   "(default: $SPATIALBOOST_WORLD_PRESET or default)")
 
 
 def _split_config_arg(args):
@@ -105,12 +95,27 @@ def cmd_validate(args):
     return 0
 
 
+def _summary(obj) -> str:
+    """First line of an entry's docstring (what ``ls`` prints beside its name)."""
+    doc = getattr(obj, "describe", None) or getattr(obj, "__doc__", None) or ""
+    return doc.strip().splitlines()[0] if isinstance(doc, str) and doc.strip() else ""
+
+
 def cmd_ls(args):
-    from harness.registry import ENCODERS, HEADS, SUITES
+    from harness.registry import ENCODERS, HEADS, METRICS, SUITES
     if args.what == "encoders":
         from encoders.builtin import BUILTINS
         for scheme in ENCODERS.names():
-            print(scheme + ":" + ("|".join(BUILTINS) if scheme == "builtin" else "..."))
+            name = scheme + ":" + ("|".join(BUILTINS) if scheme == "builtin" else "...")
+            print(f"{name:<36} {_summary(ENCODERS.get(scheme)) if args.verbose else ''}".rstrip())
+    elif args.what in ("heads", "metrics"):
+        reg = HEADS if args.what == "heads" else METRICS
+        for name in reg.names():
+            try:
+                line = _summary(reg.get(name))
+            except ImportError as e:
+                line = f"(unavailable: {e})"
+            print(f"{name:<16} {line}".rstrip())
     elif args.what == "suites":
         for name in SUITES.names():
             try:
@@ -124,9 +129,6 @@ def cmd_ls(args):
                 print(f"    {spec.description}")
                 for key, tp, default, help_ in describe(cls.Options):
                     print(f"    protocol.{key:<20} {tp:<18} default={default!s:<22} {help_}")
-    else:
-        for name in HEADS.names():
-            print(name)
     return 0
 
 
@@ -136,8 +138,8 @@ def cmd_ui(args):
     process is killed with SIGKILL, the child gets SIGTERM from the kernel (Linux parent-death signal)."""
     import signal
     import subprocess
-    from harness.workspace import use_workspace
-    ws = use_workspace(args.workspace)
+    from harness.workspace import open_workspace
+    ws = open_workspace(args.workspace)
     uri = os.environ.get("MLFLOW_TRACKING_URI") or ws.tracking_uri
     print(f"MLflow UI for {uri} at http://127.0.0.1:{args.port}", flush=True)
     proc = subprocess.Popen([sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
@@ -198,12 +200,13 @@ def _stop_group(pgid: int, grace: float = 10.0) -> None:
 
 def cmd_sweep(args):
     from harness.runner import EvalConfig
-    from harness.sweep import SweepSpec, run_sweep
+    from harness.commands.sweep import SweepSpec, run_sweep
     _split_config_arg(args)
     data = load_yaml(args.config) if args.config else {}
     flags = {k: v for k, v in {"encoder": args.encoder, "suite": args.suite, "data": args.data,
                                "head": args.head, "mode": args.mode, "device": args.device,
-                               "experiment": args.experiment, "workspace": args.workspace}.items() if v}
+                               "experiment": args.experiment, "workspace": args.workspace,
+                               "world": args.world}.items() if v}
     data = merge(merge(data, flags), parse_overrides(args.overrides))
     sweep = dict(data.pop("sweep", {}) or {})
     for key, value in {"storage": args.storage, "study": args.study, "n_trials": args.n_trials}.items():
@@ -223,7 +226,7 @@ REPORT_FORMATS = ("md", "tex", "html")
 
 
 def cmd_report(args):
-    from harness.workspace import use_workspace
+    from harness.workspace import open_workspace
     from reports.build import build_report
     from results.runs import ResultsError
     from harness.tracking import check_reachable, reap_dead_runs
@@ -232,7 +235,7 @@ def cmd_report(args):
     if bad or not formats:
         raise ConfigError(f"--formats: '{bad[0] if bad else args.formats}' is not one of "
                           f"{', '.join(REPORT_FORMATS)}")
-    ws = use_workspace(args.workspace)
+    ws = open_workspace(args.workspace)
     uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or ws.tracking_uri
     check_reachable(uri)
     if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).is_file():
@@ -254,7 +257,7 @@ def cmd_report(args):
 
 
 def cmd_demo(args):
-    from harness.demo import run_demo
+    from harness.commands.demo import run_demo
     return run_demo(preset=args.preset, workspace=args.workspace, force=args.force,
                     suites=args.suites.split(",") if args.suites else None, boost=not args.no_boost)
 
@@ -309,8 +312,8 @@ def main(argv=None) -> int:
     add_boost_parser(sub)    # spatialboost boost ...          (encoders/spatialboost/README.md)
     add_data_parser(sub)     # spatialboost data generate ...  (encoders/spatialboost/qa/README.md)
 
-    p = sub.add_parser("ls", help="list registered encoders, suites or heads")
-    p.add_argument("what", choices=["encoders", "suites", "heads"])
+    p = sub.add_parser("ls", help="list registered encoders, suites, heads or metrics")
+    p.add_argument("what", choices=["encoders", "suites", "heads", "metrics"])
     p.add_argument("--verbose", "-v", action="store_true", help="show protocol options")
     p.set_defaults(func=cmd_ls)
 
@@ -342,7 +345,7 @@ def run_command(func, args) -> int:
     SIGTERM/SIGHUP raise :class:`harness.errors.Terminated` so cleanup runs as on Ctrl-C."""
     import signal
     import threading
-    from harness.errors import Terminated
+    from harness.errors import Terminated, UserError
     previous = {}
     if func is not cmd_ui and threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGHUP):   # (ui forwards these to its server instead)
@@ -352,7 +355,7 @@ def run_command(func, args) -> int:
     except Terminated as e:
         print(f"interrupted: {e}", file=sys.stderr)
         return 128 + e.signum
-    except _user_errors() as e:
+    except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return getattr(e, "exit_code", 2)
     except FileNotFoundError as e:    # a path the user gave that vanished between checks and use

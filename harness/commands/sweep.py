@@ -149,9 +149,9 @@ def run_sweep(base: EvalConfig, spec: SweepSpec, *, max_trials_this_worker: int 
     # and is reported once (a user error as `error: ...`), and each trial's state is logged below
     logging.getLogger("optuna").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    from encoders.spec import build_encoder
+    from harness.registry import build_encoder
     r = resolve(base, data=False)
-    encoder = build_encoder(base.encoder)     # a bad spec fails here, not in every trial; trials share it
+    encoder = build_encoder(base.encoder, r.workspace)     # a bad spec fails here, not in every trial; trials share it
     resolve_data(r)
     suite_cls = SUITES.get(base.suite)
     sspec = suite_cls.spec
