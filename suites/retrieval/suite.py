@@ -19,8 +19,9 @@ from harness.config import ConfigError, field
 from harness.samples import PerSample
 from harness.suite import MetricSpec, RunContext, Suite, SuiteResult, SuiteSpec
 from suites.images import DataError
-from suites.retrieval.datasets import (RevisitedData, load_amstertime, load_met, load_revisited,
-                                       make_transform)
+from suites.retrieval.datasets import (MET_DISTRACTOR, RevisitedData, load_amstertime, load_met,
+                                       load_revisited, make_transform)
+from suites.retrieval.figures import labelled_strip, revisited_strip
 from suites.retrieval.metrics import (MET_K_GRID, MET_T_GRID, compute_map, evaluate_amstertime,
                                       evaluate_met, knn_classify, random_ranking_floor, ranking_ap_topk,
                                       revisitop_protocol, tune_knn)
@@ -130,6 +131,7 @@ class _RevisitedSuite(Suite):
                             self.options.kappas)
         result.selection = {"cosine": {"block": block, "feature": "cls"}}
         result.details.update({"dataset": d.name, "n_queries": len(q), "n_database": len(db), "block": block})
+        result.figures["topk"] = revisited_strip(d, ranks)
         return result
 
     @staticmethod
@@ -247,11 +249,11 @@ class MetSuite(Suite):
         def neighbours(split):
             fq = _cls(fctx, d.queries[split].with_transform(tf, tid), block, f"{split} features")
             idx, sims = rank_gallery(fq, fdb, chunk=o.chunk, topk=kmax, device=ctx.device, return_scores=True)
-            return sims, db_labels[idx], np.asarray(d.queries[split].labels)
+            return sims, db_labels[idx], np.asarray(d.queries[split].labels), idx
 
-        vs, vl, vy = neighbours("val")
+        vs, vl, vy, _ = neighbours("val")
         tuning = tune_knn(vs, vl, vy, d.n_classes, ks, o.t_grid)
-        ts, tl, ty = neighbours("test")
+        ts, tl, ty, t_idx = neighbours("test")
         preds, confs = knn_classify(ts, tl, tuning.t, d.n_classes, k=tuning.k)
         metrics = _pct(evaluate_met(preds, confs, ty))
         metrics["val.GAP"] = 100.0 * tuning.score
@@ -268,9 +270,11 @@ class MetSuite(Suite):
         details = {"n_database": len(db_labels), "n_classes": d.n_classes, "n_val": len(vy), "n_test": len(ty),
                    "test_distractors": int((ty == -1).sum()),
                    "val_grid": {f"K{k}_t{t}": 100.0 * s for (k, t), s in tuning.table.items()}}
+        strip = labelled_strip("Met test", d.queries["test"], d.database, t_idx, skip_label=MET_DISTRACTOR)
         return SuiteResult(metrics=metrics, details=details, per_sample=per_sample,
                            selection={"knn": {"K": tuning.k, "t": tuning.t, "rule": "max GAP on val",
-                                              "block": block}})
+                                              "block": block}},
+                           figures={"topk": strip} if strip is not None else {})
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -338,4 +342,5 @@ class AmsterTimeSuite(Suite):
                       "mAP.old2new": PerSample(_unique_ids(ids_o), ap_o, scale=100.0, columns=("AP",)),
                       "mAP.new2old": PerSample(_unique_ids(ids_n), ap_n, scale=100.0, columns=("AP",))}
         return SuiteResult(metrics=metrics, selection={"cosine": {"block": block, "feature": "cls"}},
-                           details={"n_old": len(old), "n_new": len(new)}, per_sample=per_sample)
+                           details={"n_old": len(old), "n_new": len(new)}, per_sample=per_sample,
+                           figures={"topk": labelled_strip("AmsterTime archival -> street view", old, new, o2n)})
