@@ -1,4 +1,6 @@
-"""The synthetic world: generation (parallel, resumable, deterministic) and reading.
+"""The synthetic world: generation (parallel, resumable, deterministic); the public entry point.
+
+Parameters and manifest live in ``manifest.py``, reading in ``views.py``; both are re-exported here.
 
 A *world* is a folder::
 
@@ -10,7 +12,7 @@ A *world* is a folder::
     scenes/scene_00000/000/instance.png   uint16, 0 = room/nothing, 1..N = objects of the scene
     scenes/scene_00000/000/semantic.png   uint8 semantic id (categories.py), 0 = nothing
 
-Every scene is rendered into ``scenes/.tmp-scene_XXXXX-<pid>`` and renamed when
+Every scene is rendered into a temporary folder (``harness.atomic.atomic_dir``) and renamed when
 complete, so a scene folder is either absent or whole; a killed generation
 resumes with the scenes that are missing. Scene ``i`` depends only on
 ``(seed, i)`` and the parameters, never on which worker rendered it.
@@ -23,13 +25,15 @@ import os
 import shutil
 import sys
 import time
-from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
-from . import categories as C
+from harness.atomic import atomic_dir, atomic_write_json
+
+from .manifest import FORMAT_VERSION, MANIFEST, WorldConfig, _check_or_write_manifest, _scene_name, _tolist
+from .manifest import read_manifest, world_fingerprint
+from .views import ObjectAnno, View, iter_views, list_views, load_view
 
 __all__ = [
     "WorldConfig",
@@ -42,138 +46,10 @@ __all__ = [
     "read_manifest",
     "world_fingerprint",
     "FORMAT_VERSION",
+    "MANIFEST",
+    "annotate",
+    "render_scene_views",
 ]
-
-FORMAT_VERSION = 1
-MANIFEST = "world.json"
-
-
-@dataclass(frozen=True)
-class WorldConfig:
-    """Generation parameters; all of them are recorded in world.json and compared on resume.
-
-    Speed/quality knobs: ``image_size``, ``shadows`` (the most expensive effect on a
-    CPU renderer), ``reflections`` (floor mirror pass), ``antialias`` (MSAA samples, 0 = off),
-    ``shadow_size`` (shadow-map resolution).
-    """
-
-    seed: int = 0
-    num_scenes: int = 8
-    views_per_scene: int = 4
-    image_size: tuple[int, int] = (240, 320)  # (H, W)
-    min_objects: int = 3
-    max_objects: int = 10
-    categories: tuple[str, ...] = C.THING_NAMES
-    shadows: bool = True
-    reflections: bool = False
-    antialias: int = 4
-    shadow_size: int = 512
-    fovy: float = 49.64  # degrees; 49.64 = NYU Kinect (f = 518.86 px at 480 rows)
-    arc_degrees: float = 360.0  # camera path: arc around the objects' centre
-    camera_height: tuple[float, float] = (1.2, 1.7)
-
-    def __post_init__(self) -> None:
-        def bad(name, why):
-            raise ValueError(f"WorldConfig.{name}={getattr(self, name)!r}: {why}")
-
-        for name in ("seed", "num_scenes", "views_per_scene", "min_objects", "max_objects", "antialias", "shadow_size"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
-                bad(name, "must be an integer")
-        if self.num_scenes < 1:
-            bad("num_scenes", "must be >= 1")
-        if self.views_per_scene < 1:
-            bad("views_per_scene", "must be >= 1")
-        if self.min_objects < 1:
-            bad("min_objects", "must be >= 1")
-        if self.max_objects < self.min_objects:
-            bad("max_objects", f"must be >= min_objects={self.min_objects}")
-        if self.max_objects > 30:
-            bad("max_objects", "more than 30 objects do not fit the rooms")
-        if not (0 <= self.antialias <= 16):
-            bad("antialias", "MSAA samples must be in 0..16")
-        if not (64 <= self.shadow_size <= 8192):
-            bad("shadow_size", "must be in 64..8192")
-        size = tuple(self.image_size)
-        if len(size) != 2 or not all(isinstance(v, (int, np.integer)) and 16 <= v <= 4096 for v in size):
-            bad("image_size", "must be (H, W) integers in 16..4096")
-        object.__setattr__(self, "image_size", (int(size[0]), int(size[1])))
-        object.__setattr__(self, "categories", C.validate_categories(self.categories))
-        if not (1.0 < float(self.fovy) < 170.0):
-            bad("fovy", "vertical field of view must be in (1, 170) degrees")
-        if not (0.0 < float(self.arc_degrees) <= 360.0):
-            bad("arc_degrees", "must be in (0, 360]")
-        ch = tuple(float(v) for v in self.camera_height)
-        if len(ch) != 2 or not (0.2 <= ch[0] <= ch[1] <= 2.4):
-            bad("camera_height", "must be (low, high) metres with 0.2 <= low <= high <= 2.4")
-        object.__setattr__(self, "camera_height", ch)
-
-    def to_params(self) -> dict:
-        """JSON-normal form (tuples -> lists) used in the manifest and for comparisons."""
-        return json.loads(json.dumps(asdict(self)))
-
-    @staticmethod
-    def from_params(p: dict) -> "WorldConfig":
-        names = {f.name for f in fields(WorldConfig)}
-        unknown = set(p) - names
-        if unknown:
-            raise ValueError(f"unknown world parameters: {sorted(unknown)}")
-        kw = {k: (tuple(v) if isinstance(v, list) else v) for k, v in p.items()}
-        return WorldConfig(**kw)
-
-
-@dataclass
-class ObjectAnno:
-    """One object in one view. Boxes: ``aabb_*`` = {min, max}; ``obb_*`` = {center, size, R}
-    (R columns = the box axes in that frame). ``bbox2d`` = [x1, y1, x2, y2] pixel edges
-    (x2/y2 exclusive) of the visible mask, None when not visible."""
-
-    instance_id: int
-    category: str
-    category_id: int
-    pixels: int
-    bbox2d: list[int] | None
-    aabb_world: dict
-    obb_world: dict
-    aabb_cam: dict
-    obb_cam: dict
-
-
-@dataclass
-class View:
-    scene_id: int
-    view_id: int
-    rgb: np.ndarray  # uint8 HxWx3
-    depth: np.ndarray  # float32 HxW metres, 0 = invalid
-    instance: np.ndarray  # int32 HxW
-    semantic: np.ndarray  # int32 HxW
-    K: np.ndarray  # 3x3
-    cam_to_world: np.ndarray  # 4x4, OpenCV convention
-    objects: list[ObjectAnno] = field(default_factory=list)
-    paths: dict = field(default_factory=dict)  # file paths of this view's arrays
-
-
-# ------------------------------------------------------------------------- helpers
-def _scene_name(i: int) -> str:
-    return f"scene_{i:05d}"
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def _tolist(x):
-    if isinstance(x, dict):
-        return {k: _tolist(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_tolist(v) for v in x]
-    if isinstance(x, np.ndarray):
-        return x.tolist()
-    if isinstance(x, np.generic):
-        return x.item()
-    return x
 
 
 def _box_to_cam(obb: dict, world_to_cam: np.ndarray) -> tuple[dict, dict]:
@@ -185,47 +61,6 @@ def _box_to_cam(obb: dict, world_to_cam: np.ndarray) -> tuple[dict, dict]:
     Rc = R @ np.asarray(obb["R"])
     corners = box_corners(c, obb["size"], Rc)
     return {"center": c, "size": np.asarray(obb["size"]), "R": Rc}, {"min": corners.min(0), "max": corners.max(0)}
-
-
-def read_manifest(world_dir) -> dict:
-    p = Path(world_dir) / MANIFEST
-    if not p.is_file():
-        raise ValueError(f"{p}: not a synthetic world (no {MANIFEST})")
-    try:
-        m = json.loads(p.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{p}: corrupt manifest: {e}") from None
-    if m.get("format_version") != FORMAT_VERSION:
-        raise ValueError(f"{p}: format_version {m.get('format_version')!r}, this code reads {FORMAT_VERSION}")
-    return m
-
-
-def world_fingerprint(world_dir) -> str:
-    """Stable id of a world's content (= its parameters and format), for caches."""
-    import hashlib
-
-    m = read_manifest(world_dir)
-    blob = json.dumps({"v": m["format_version"], "p": m["params"]}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-def _check_or_write_manifest(out: Path, cfg: WorldConfig) -> None:
-    params = cfg.to_params()
-    p = out / MANIFEST
-    if p.exists():
-        m = read_manifest(out)
-        old = m.get("params", {})
-        diff = sorted(k for k in set(old) | set(params) if old.get(k) != params.get(k))
-        if diff:
-            detail = "; ".join(f"{k}: existing={old.get(k)!r} requested={params.get(k)!r}" for k in diff)
-            raise ValueError(
-                f"{out} holds a world made with different parameters ({', '.join(diff)}): {detail}. "
-                "Use another folder or delete this one."
-            )
-        return
-    if out.exists() and any(x.name != ".lock" for x in out.iterdir()):
-        raise ValueError(f"{out} is not empty and is not a synthetic world; refusing to write into it")
-    _atomic_write_text(p, json.dumps({"format_version": FORMAT_VERSION, "params": params, "complete": False}, indent=1))
 
 
 # ------------------------------------------------------------------------- one scene
@@ -291,35 +126,25 @@ def _generate_scene(params: dict, out_dir: str, scene_index: int) -> int:
         spec, compiled, frames, annos = render_scene_views(cfg, scene_index)
     except ValueError as e:
         raise ValueError(f"scene {scene_index} (seed={cfg.seed}): {e}") from None
-    tmp = scenes / f".tmp-{_scene_name(scene_index)}-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
     views = []
-    for v, (f, a) in enumerate(zip(frames, annos)):
-        vd = tmp / f"{v:03d}"
-        vd.mkdir()
-        _write_png(vd / "rgb.png", f.rgb)
-        np.save(vd / "depth.npy", f.depth.astype(np.float32))
-        _write_png(vd / "instance.png", f.instance.astype(np.uint16))
-        _write_png(vd / "semantic.png", f.semantic.astype(np.uint8))
-        views.append({"view_id": v, "K": f.K, "cam_to_world": f.cam_to_world, "objects": a})
-    meta = {
-        "scene_id": scene_index,
-        "image_size": list(cfg.image_size),
-        "spec": spec.to_dict(),
-        "instances": compiled.instances,
-        "views": views,
-    }
-    (tmp / "scene.json").write_text(json.dumps(_tolist(meta)))
-    (tmp / "scene.xml").write_text(compiled.xml)
-    try:
-        os.rename(tmp, final)
-    except OSError:
-        if final.exists():  # another writer finished it first
-            shutil.rmtree(tmp, ignore_errors=True)
-        else:
-            raise
+    with atomic_dir(final) as tmp:   # another writer finishing the same scene first wins; ours is dropped
+        for v, (f, a) in enumerate(zip(frames, annos)):
+            vd = tmp / f"{v:03d}"
+            vd.mkdir()
+            _write_png(vd / "rgb.png", f.rgb)
+            np.save(vd / "depth.npy", f.depth.astype(np.float32))
+            _write_png(vd / "instance.png", f.instance.astype(np.uint16))
+            _write_png(vd / "semantic.png", f.semantic.astype(np.uint8))
+            views.append({"view_id": v, "K": f.K, "cam_to_world": f.cam_to_world, "objects": a})
+        meta = {
+            "scene_id": scene_index,
+            "image_size": list(cfg.image_size),
+            "spec": spec.to_dict(),
+            "instances": compiled.instances,
+            "views": views,
+        }
+        (tmp / "scene.json").write_text(json.dumps(_tolist(meta)))
+        (tmp / "scene.xml").write_text(compiled.xml)
     return scene_index
 
 
@@ -384,7 +209,9 @@ def generate_world(cfg: WorldConfig, out_dir, workers: int = 2, progress: bool =
         _check_or_write_manifest(out, cfg)
         scenes = out / "scenes"
         scenes.mkdir(exist_ok=True)
-        for stale in scenes.glob(".tmp-*"):  # left by a killed run: never read, just redo
+        # temp folders of a killed run (we hold the lock: nobody else writes here): never read, just redo.
+        # ".tmp-scene_*" is the name older versions used
+        for stale in [*scenes.glob(".tmp-*"), *scenes.glob(".scene_*.tmp-*")]:
             shutil.rmtree(stale, ignore_errors=True)
         todo = [i for i in range(cfg.num_scenes) if not (scenes / _scene_name(i)).is_dir()]
         params = cfg.to_params()
@@ -426,109 +253,7 @@ def generate_world(cfg: WorldConfig, out_dir, workers: int = 2, progress: bool =
         if not m.get("complete"):
             m["complete"] = True
             m["completed_at"] = time.strftime("%Y-%m-%dT%H:%M:%S")
-            _atomic_write_text(out / MANIFEST, json.dumps(m, indent=1))
+            atomic_write_json(out / MANIFEST, m)
     finally:
         lock_f.close()
     return out
-
-
-def _scene_index(scene_id) -> int:
-    if isinstance(scene_id, str):
-        s = scene_id.removeprefix("scene_")
-        if not s.isdigit():
-            raise ValueError(f"bad scene id {scene_id!r}")
-        return int(s)
-    return int(scene_id)
-
-
-_SCENE_CACHE: dict = {}
-
-
-def _scene_meta(world_dir: Path, scene_id) -> dict:
-    p = Path(world_dir) / "scenes" / _scene_name(_scene_index(scene_id)) / "scene.json"
-    key = (str(p), p.stat().st_mtime_ns if p.exists() else None)
-    if key in _SCENE_CACHE:
-        return _SCENE_CACHE[key]
-    if not p.is_file():
-        raise ValueError(f"{p}: scene {scene_id!r} is not in this world (or not finished)")
-    meta = json.loads(p.read_text())
-    if len(_SCENE_CACHE) > 64:
-        _SCENE_CACHE.clear()
-    _SCENE_CACHE[key] = meta
-    return meta
-
-
-def _np_box(d: dict) -> dict:
-    return {k: np.asarray(v, dtype=np.float64) for k, v in d.items()}
-
-
-def load_view(world_dir, scene_id, view_id: int, arrays: bool = True) -> View:
-    """Read one view. ``arrays=False`` skips the images (annotations only)."""
-    from PIL import Image
-
-    world_dir = Path(world_dir)
-    meta = _scene_meta(world_dir, scene_id)
-    views = meta["views"]
-    if not (0 <= int(view_id) < len(views)):
-        raise ValueError(f"view {view_id!r} out of range 0..{len(views) - 1} in scene {scene_id!r}")
-    vm = views[int(view_id)]
-    vd = world_dir / "scenes" / _scene_name(meta["scene_id"]) / f"{int(view_id):03d}"
-    paths = {k: vd / n for k, n in (("rgb", "rgb.png"), ("depth", "depth.npy"), ("instance", "instance.png"), ("semantic", "semantic.png"))}
-    H, W = meta["image_size"]
-    if arrays:
-        rgb = np.asarray(Image.open(paths["rgb"]).convert("RGB"))
-        depth = np.load(paths["depth"]).astype(np.float32)
-        instance = np.asarray(Image.open(paths["instance"])).astype(np.int32)
-        semantic = np.asarray(Image.open(paths["semantic"])).astype(np.int32)
-    else:
-        rgb = np.zeros((0, 0, 3), np.uint8)
-        depth = np.zeros((0, 0), np.float32)
-        instance = semantic = np.zeros((0, 0), np.int32)
-    insts = {d["instance_id"]: d for d in meta["instances"]}
-    objects = []
-    for o in vm["objects"]:
-        w = insts[o["instance_id"]]
-        objects.append(
-            ObjectAnno(
-                instance_id=o["instance_id"],
-                category=w["category"],
-                category_id=w["category_id"],
-                pixels=o["pixels"],
-                bbox2d=o["bbox2d"],
-                aabb_world=_np_box(w["aabb_world"]),
-                obb_world=_np_box(w["obb_world"]),
-                aabb_cam=_np_box(o["aabb_cam"]),
-                obb_cam=_np_box(o["obb_cam"]),
-            )
-        )
-    return View(
-        scene_id=int(meta["scene_id"]),
-        view_id=int(view_id),
-        rgb=rgb,
-        depth=depth,
-        instance=instance,
-        semantic=semantic,
-        K=np.asarray(vm["K"], np.float64),
-        cam_to_world=np.asarray(vm["cam_to_world"], np.float64),
-        objects=objects,
-        paths=paths,
-    )
-
-
-def list_views(world_dir, require_complete: bool = True) -> list[tuple[int, int]]:
-    """(scene_id, view_id) of every finished view, in order."""
-    world_dir = Path(world_dir)
-    m = read_manifest(world_dir)
-    if require_complete and not m.get("complete"):
-        raise ValueError(f"{world_dir}: world generation is not complete; run generate_world again to finish it")
-    out = []
-    for d in sorted((world_dir / "scenes").glob("scene_*")):
-        if d.is_dir():
-            meta = _scene_meta(world_dir, d.name)
-            out += [(int(meta["scene_id"]), v) for v in range(len(meta["views"]))]
-    return out
-
-
-def iter_views(world_dir, arrays: bool = True, require_complete: bool = True) -> Iterator[View]:
-    for s, v in list_views(world_dir, require_complete):
-        yield load_view(world_dir, s, v, arrays=arrays)
