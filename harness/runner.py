@@ -167,6 +167,7 @@ def _run(cfg, r, tracker, encoder, dataset_fp, chash, parent_run_id, cache, on_i
                     "data": str(r.data), "config_hash": chash}
     name = f"{spec.name}/{','.join(r.heads)}/{cfg.encoder.split('?')[0]}"
     with tracker.start(name, tags, params, resolved_cfg, parent_run_id=parent_run_id) as logger:
+        logger.log_input(f"{spec.name}:{r.data.name}", dataset_fp, str(r.data))
         ctx = _context(r, encoder, logger)
         ctx.on_intermediate = on_intermediate
         if cache is not None:

@@ -237,6 +237,7 @@ class Tracker:
         run_id = run.info.run_id
         logger = RunLogger(self.client, run_id)
         beat = _Heartbeat(self.client, run_id)
+        monitor = _system_monitor(run_id, self.uri)
         try:
             for k, v in params.items():
                 self.client.log_param(run_id, k, str(v)[:6000])
@@ -245,6 +246,7 @@ class Tracker:
             yield logger
         except BaseException as e:
             beat.stop()
+            _stop(monitor)
             pruned = type(e).__name__ == "TrialPruned"   # a sweep stopped this trial early: not a failure
             try:
                 if pruned:
@@ -256,7 +258,37 @@ class Tracker:
                 pass
             raise
         beat.stop()
+        _stop(monitor)
         self.client.set_terminated(run_id, status="FINISHED")
+
+
+SYSTEM_METRICS_SECONDS = 10.0
+
+
+def _system_monitor(run_id: str, uri: str):
+    """MLflow's own system-metrics sampler (CPU, memory, disk, GPU where pynvml finds one) every
+    ``SYSTEM_METRICS_SECONDS``: runs shorter than that log none, long ones get their resource curves.
+    ``SPATIALBOOST_SYSTEM_METRICS=0`` turns it off."""
+    if os.environ.get("SPATIALBOOST_SYSTEM_METRICS", "1") == "0":
+        return None
+    try:
+        import logging
+        from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+        logging.getLogger("mlflow.system_metrics").setLevel(logging.WARNING)   # no start/stop chatter
+        mon = SystemMetricsMonitor(run_id, sampling_interval=SYSTEM_METRICS_SECONDS, samples_before_logging=1,
+                                   tracking_uri=uri)
+        mon.start()
+        return mon
+    except Exception:   # noqa: BLE001 - monitoring is a convenience; a run never fails for it
+        return None
+
+
+def _stop(monitor) -> None:
+    if monitor is not None:
+        try:
+            monitor.finish()
+        except Exception:   # noqa: BLE001
+            pass
 
 
 def _interrupted() -> bool:
@@ -289,6 +321,12 @@ class RunLogger:
 
     def log_text(self, text: str, name: str) -> None:
         self.client.log_text(self.run_id, text, name)
+
+    def log_input(self, name: str, digest: str, source: str, context: str = "eval") -> None:
+        """The dataset a run read, as an MLflow dataset input (shown in the UI's Datasets column)."""
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+        ds = Dataset(name=name, digest=digest[:36], source_type="local", source=json.dumps({"uri": source}))
+        self.client.log_inputs(self.run_id, [DatasetInput(ds, [InputTag("mlflow.data.context", context)])])
 
     def log_figure(self, figure: Any, name: str) -> None:
         """A matplotlib figure as an image artifact (``figures/<name>.png``), closed afterwards."""
