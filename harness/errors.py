@@ -16,6 +16,10 @@ class UserError(Exception):
         return str(self.args[0]) if len(self.args) == 1 else super().__str__()
 
 
+class NoDefaultData(UserError):
+    """The suite has no embedded (synthetic) data; the user must pass ``--data``. The demo skips it."""
+
+
 class Terminated(KeyboardInterrupt):
     """SIGTERM/SIGHUP turned into an exception, so ``finally`` blocks run (the MLflow run is marked KILLED,
     temp folders are removed, worker processes are stopped) exactly as on Ctrl-C."""

@@ -139,4 +139,5 @@ class Suite:
 
     def default_data(self, workspace) -> Path:
         """The embedded default (synthetic world in this suite's native format); may use the protocol."""
-        raise NotImplementedError(f"suite {self.spec.name} has no embedded default data; pass --data")
+        from harness.errors import NoDefaultData
+        raise NoDefaultData(f"suite {self.spec.name} has no embedded default data; pass --data")

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.config import build
+from harness.errors import NoDefaultData
 from harness.registry import SUITES
 from harness.runner import EvalConfig, evaluate
 from harness.workspace import open_workspace
@@ -139,7 +140,7 @@ def run_demo(preset: str = "default", workspace=None, force: bool = False, suite
                                      "batch_size": p.batch_size, "force": force, "progress": progress})
             try:
                 rec = evaluate(cfg)
-            except NotImplementedError as e:   # the suite has no embedded default data
+            except NoDefaultData as e:      # e.g. retrieval.met: real data only
                 skipped.append(f"{name}: {e}")
                 step(f"skip {name}: {e}")
                 break
