@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import torch
 
-from encoders.adapters import EncoderSpecError, HFVisionEncoder, TimmEncoder
+from encoders.adapters.common import EncoderSpecError
+from encoders.adapters.hf import HFVisionEncoder
+from encoders.adapters.timm_vit import TimmEncoder
 from encoders.base import Encoder
 
 BUILTINS = ("tiny-vit", "dinov2-s14-focus")

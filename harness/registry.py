@@ -94,10 +94,10 @@ METRICS: Registry = Registry("metrics")     # metric name -> Metric class
 
 # Built-in entries, lazily imported on first use.
 for _scheme, _target in {
-    "timm": "encoders.adapters:build_timm",
-    "hf": "encoders.adapters:build_hf",
-    "open_clip": "encoders.adapters:build_open_clip",
-    "torchhub": "encoders.adapters:build_torchhub",
+    "timm": "encoders.adapters.timm_vit:build_timm",
+    "hf": "encoders.adapters.hf:build_hf",
+    "open_clip": "encoders.adapters.openclip:build_open_clip",
+    "torchhub": "encoders.adapters.torchhub:build_torchhub",
     "builtin": "encoders.builtin:build_builtin",
     "boosted": "encoders.spatialboost.boosted:build_boosted",
     "random": "encoders.random_init:build_random",

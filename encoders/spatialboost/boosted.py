@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from encoders.adapters import EncoderSpecError
+from encoders.adapters.common import EncoderSpecError
 from encoders.base import Encoder
 
 from .export import FORMAT, base_info
