@@ -61,7 +61,8 @@ def _differences(rec: dict, now: dict) -> str:
 def build_boosted(target: str, opts: dict, spec: str, workspace) -> Encoder:
     from harness.registry import build_encoder
     from safetensors.torch import load_file
-    from .dual_attention import DualChannelConfig, apply_lora, named_dual_channel_parameters, wrap_dual_channel
+    from .ablations import apply_lora
+    from .dual_attention import DualChannelConfig, named_dual_channel_parameters, wrap_dual_channel
     from .vlm import backbone_of
 
     path = _resolve(target, spec, workspace)

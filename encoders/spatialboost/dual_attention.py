@@ -55,7 +55,8 @@ Parameter increase: a copy of QKV + output projection adds 4d^2 per block, +33% 
 (DINOv2/DINOv3 ViT-L, OpenCLIP ViT-L/14, SigLIP2 so400m: +33.1..33.5%). The paper reports +25% (DINO) and
 +30% (OpenCLIP / SigLIP2); +25% is what a QKV-only copy gives (``DualChannelConfig.share_out_proj=True``).
 
-Ablations of the paper's Table 17 on the same model: :func:`apply_full_finetune` and :func:`apply_lora`.
+Ablations of the paper's Table 17 on the same model (:func:`apply_full_finetune`, :func:`apply_lora`) live in
+:mod:`encoders.spatialboost.ablations`; they are importable from here too.
 """
 from __future__ import annotations
 
@@ -69,9 +70,9 @@ import torch
 from torch import nn
 
 __all__ = [
-    "DualChannelConfig", "DualChannelAttention", "DualChannelReport", "AblationReport",
+    "DualChannelConfig", "DualChannelAttention", "DualChannelReport",
     "find_attention_modules", "wrap_dual_channel", "dual_channel_modules", "dual_channel_parameters",
-    "named_dual_channel_parameters", "alpha_stats", "lora_target_modules", "apply_lora", "apply_full_finetune",
+    "named_dual_channel_parameters", "alpha_stats", "attention_layout", "select_attention",
     "FUSED_QKV", "SEPARATE_QKV", "HF_LEGACY", "MHA",
 ]
 
@@ -92,7 +93,7 @@ def _linear(module: nn.Module, name: str) -> nn.Linear | None:
     return child if isinstance(child, nn.Linear) else None
 
 
-def _layout(module: nn.Module) -> tuple[str, list[str], list[str], int] | None:
+def attention_layout(module: nn.Module) -> tuple[str, list[str], list[str], int] | None:
     """(kind, input-projection names, output-projection names, output dim d) or None.
 
     Names are relative to ``module``; for ``mha`` the module itself is the target (name "")."""
@@ -116,17 +117,17 @@ def _layout(module: nn.Module) -> tuple[str, list[str], list[str], int] | None:
     return None
 
 
-def _join(prefix: str, name: str) -> str:
+def join_name(prefix: str, name: str) -> str:
     return f"{prefix}.{name}" if prefix and name else (prefix or name)
 
 
 def _walk(module: nn.Module, prefix: str, out: list) -> None:
     """Pre-order walk that does not descend into a recognised attention block (or an already wrapped one)."""
     for name, child in module.named_children():
-        qual = _join(prefix, name)
+        qual = join_name(prefix, name)
         if isinstance(child, DualChannelAttention):
             continue
-        lay = _layout(child)
+        lay = attention_layout(child)
         if lay is not None:
             out.append((qual, child, lay[0]))
         else:
@@ -145,7 +146,7 @@ def find_attention_modules(model: nn.Module) -> list[tuple[str, nn.Module, str]]
     Layers already wrapped by :func:`wrap_dual_channel` are skipped. Raises ``ValueError`` listing the module
     types that were found when there is nothing recognisable."""
     found: list = []
-    if _layout(model) is not None:
+    if attention_layout(model) is not None:
         raise ValueError(f"{type(model).__name__} is itself an attention block; pass the module that contains it "
                          f"(it is replaced in its parent)")
     _walk(model, "", found)
@@ -284,11 +285,12 @@ class DualChannelReport:
         return asdict(self)
 
 
-def _n_params(model: nn.Module) -> int:
+def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def _select(found: list[tuple[str, nn.Module, str]], cfg: DualChannelConfig):
+def select_attention(found: list[tuple[str, nn.Module, str]], cfg: DualChannelConfig):
+    """(selected, skipped names) of the found attention blocks under ``cfg.layers`` / ``cfg.include_non_block``."""
     block = [(n, m, k) for n, m, k in found if _block_index(n) is not None]
     other = [(n, m, k) for n, m, k in found if _block_index(n) is None]
     selected = list(other) if cfg.include_non_block else []
@@ -361,17 +363,17 @@ def wrap_dual_channel(model: nn.Module, cfg: DualChannelConfig | None = None) ->
     if any(isinstance(m, DualChannelAttention) for m in model.modules()):
         raise ValueError(f"{type(model).__name__} already has dual-channel attention layers; wrap a fresh model")
     found = find_attention_modules(model)
-    selected, skipped = _select(found, cfg)
+    selected, skipped = select_attention(found, cfg)
     if not selected:
         raise ValueError(f"no attention layer selected by layers={cfg.layers!r} "
                          f"(found: {', '.join(n for n, _, _ in found)})")
-    before = _n_params(model)
+    before = count_params(model)
     if cfg.freeze_rest:
         for p in model.parameters():
             p.requires_grad_(False)
     wrapped, kinds = [], {}
     for name, orig, kind in selected:
-        lay = _layout(orig)
+        lay = attention_layout(orig)
         plus = _make_plus(orig, cfg.copy_weights)
         for p in orig.parameters():
             p.requires_grad_(False)
@@ -383,7 +385,7 @@ def wrap_dual_channel(model: nn.Module, cfg: DualChannelConfig | None = None) ->
         _set_submodule(model, name, dual)
         wrapped.append(name)
         kinds[name] = kind
-    after = _n_params(model)
+    after = count_params(model)
     return DualChannelReport(
         params_before=before, params_after=after, params_added=after - before,
         increase_pct=100.0 * (after - before) / max(before, 1),
@@ -427,117 +429,12 @@ def alpha_stats(model: nn.Module) -> dict[str, tuple[float, float, float]]:
     return out
 
 
-# ---------------------------------------------------------------------------------------------------------
-# Table 17 ablations: full fine-tuning and LoRA on the same encoder
-# ---------------------------------------------------------------------------------------------------------
-@dataclass
-class AblationReport:
-    method: str
-    params_total: int
-    params_trainable: int
-    trainable_pct: float
-    targets: list[str] = field(default_factory=list)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+# the Table 17 ablations live in their own module (which imports this one); served from here too
+_ABLATIONS = ("AblationReport", "apply_full_finetune", "apply_lora", "lora_target_modules")
 
 
-def _ablation_report(model: nn.Module, method: str, targets: list[str]) -> AblationReport:
-    total = _n_params(model)
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    return AblationReport(method, total, trainable, 100.0 * trainable / max(total, 1), targets)
-
-
-def _refuse_wrapped(model: nn.Module, what: str) -> None:
-    if any(isinstance(m, DualChannelAttention) for m in model.modules()):
-        raise ValueError(f"{what} is an alternative to dual-channel attention (paper Table 17); "
-                         f"apply it to a base model, not to a dual-channel one")
-
-
-def apply_full_finetune(model: nn.Module) -> AblationReport:
-    """Table 17 'Full Fine-tuning': every parameter of the encoder trainable."""
-    _refuse_wrapped(model, "full fine-tuning")
-    for p in model.parameters():
-        p.requires_grad_(True)
-    return _ablation_report(model, "full_finetune", [])
-
-
-def lora_target_modules(model: nn.Module, target: str = "attn", layers: str | Sequence[int] = "all",
-                        include_non_block: bool = False) -> list[str]:
-    """Exact qualified names of the attention projections for LoRA.
-
-    target: ``"attn"`` (QKV and output projections), ``"qkv"`` (input projections only) or ``"out"``.
-    ``nn.MultiheadAttention`` layers are targeted as a whole (peft then adapts in_proj and out_proj together),
-    so only ``"attn"`` is possible for them."""
-    if target not in ("attn", "qkv", "out"):
-        raise ValueError(f"target must be 'attn', 'qkv', 'out' or a list of module names, got {target!r}")
-    sel, _ = _select(find_attention_modules(model),
-                     DualChannelConfig(layers=layers, include_non_block=include_non_block))
-    names = []
-    for name, mod, kind in sel:
-        _, ins, outs, _ = _layout(mod)
-        if kind == MHA and target != "attn":
-            raise ValueError(f"'{name}' is a torch.nn.MultiheadAttention: peft adapts its input and output "
-                             f"projections together, so only target='attn' is possible")
-        rel = {"attn": ins + outs, "qkv": ins, "out": outs}[target]
-        names.extend(_join(name, r) for r in dict.fromkeys(rel))
-    return names
-
-
-class _LoRADelta(nn.Module):
-    """Weight parametrisation ``W -> W + (alpha / r) * B @ A`` (Hu et al. 2021) with peft's default init
-    (A: Kaiming-uniform with a=sqrt(5), B: zeros), used for ``nn.MultiheadAttention`` whose ``in_proj_weight``
-    and ``out_proj.weight`` are read directly by ``F.multi_head_attention_forward`` (no Linear forward to hook)."""
-
-    def __init__(self, weight: torch.Tensor, r: int, alpha: float):
-        super().__init__()
-        out_f, in_f = weight.shape
-        self.lora_A = nn.Parameter(torch.empty(r, in_f, device=weight.device, dtype=weight.dtype))
-        self.lora_B = nn.Parameter(torch.zeros(out_f, r, device=weight.device, dtype=weight.dtype))
-        nn.init.kaiming_uniform_(self.lora_A, a=5 ** 0.5)
-        self.scaling = alpha / r
-
-    def forward(self, w: torch.Tensor) -> torch.Tensor:
-        return w + (self.lora_B @ self.lora_A).to(w.dtype) * self.scaling
-
-
-def _lora_mha(mha: nn.MultiheadAttention, r: int, alpha: float) -> None:
-    from torch.nn.utils import parametrize
-    if not mha._qkv_same_embed_dim:
-        raise ValueError("LoRA on nn.MultiheadAttention needs a packed in_proj_weight (kdim == vdim == embed_dim)")
-    parametrize.register_parametrization(mha, "in_proj_weight", _LoRADelta(mha.in_proj_weight, r, alpha))
-    parametrize.register_parametrization(mha.out_proj, "weight", _LoRADelta(mha.out_proj.weight, r, alpha))
-
-
-def apply_lora(model: nn.Module, r: int = 8, alpha: int = 16, dropout: float = 0.0,
-               target: str | Sequence[str] = "attn", layers: str | Sequence[int] = "all",
-               include_non_block: bool = False, adapter_name: str = "default") -> AblationReport:
-    """Table 17 'LoRA': LoRA adapters on the attention projections, in place; only the LoRA matrices train.
-    The paper does not give r / alpha; the defaults here (r=8, alpha=16, no dropout) are ours.
-
-    target: "attn" | "qkv" | "out" (see :func:`lora_target_modules`) or an explicit list of qualified names.
-
-    Linear projections get peft LoRA layers (``peft.inject_adapter_in_model``; keys
-    ``<proj>.base_layer.weight``, ``<proj>.lora_A.<adapter>.weight``, ``<proj>.lora_B.<adapter>.weight``).
-    ``nn.MultiheadAttention`` (open_clip) does NOT go through peft: peft 0.21.2's LoRA MultiheadAttention adds the
-    out_proj delta twice in forward (W + 2*dW; huggingface/peft PR #3774, open) and rewrites the frozen weights
-    on every call. It gets the same LoRA (same init and scaling) as a torch parametrisation of ``in_proj_weight``
-    and ``out_proj.weight`` (keys ``<attn>.parametrizations.in_proj_weight.original`` /
-    ``...in_proj_weight.0.lora_A`` / ``.lora_B``, and likewise under ``<attn>.out_proj.``); no dropout there."""
-    _refuse_wrapped(model, "LoRA")
-    names = (lora_target_modules(model, target, layers, include_non_block) if isinstance(target, str)
-             else list(target))
-    mha = [n for n in names if isinstance(model.get_submodule(n), nn.MultiheadAttention)]
-    linear = [n for n in names if n not in mha]
-    if mha and dropout:
-        raise ValueError(f"LoRA dropout is not available for nn.MultiheadAttention layers ({mha[0]}, ...)")
-    if linear:
-        from peft import LoraConfig, inject_adapter_in_model
-        config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=linear, bias="none")
-        inject_adapter_in_model(config, model, adapter_name=adapter_name)
-    for n in mha:
-        _lora_mha(model.get_submodule(n), r, alpha)
-    # peft already marks only adapters trainable; make it explicit and independent of peft defaults
-    for n, p in model.named_parameters():
-        p.requires_grad_("lora_" in n)
-    return _ablation_report(model, "lora", names)
+def __getattr__(name: str):
+    if name in _ABLATIONS:
+        from . import ablations
+        return getattr(ablations, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
