@@ -15,7 +15,7 @@ DINOv2 ("SID") and probe3d build log bins with ``torch.logspace(min, max, n)``, 
 
 Heads that read the same input are stacked into one weight [K, D, n_bins]; each keeps its own learning rate
 by scaling its slice of the gradient (equivalent to one SGD param group per head with momentum and no
-weight decay, as ``heads/linear_grid.py``). Heads are computed in chunks so memory stays bounded: each head's
+weight decay: ``heads/grid.py``). Heads are computed in chunks so memory stays bounded: each head's
 loss depends only on its own weights, so chunking changes no gradient.
 
 Cost: the x4-upsampled 256-bin map ([heads x B, 16 h w, 256]) dominates a step and grows linearly with the
@@ -30,7 +30,8 @@ from typing import Iterable, Literal
 
 import torch
 import torch.nn.functional as F
-from torch import nn
+
+from heads.grid import GridSGD, StackedGrid, StackedLinear, train_grid
 
 DEPTH_LRS = (1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3, 1e-2, 2e-2, 5e-2, 1e-1)   # DINOv2's grid within 1e-4..1e-1
 CPU_LRS = (1e-4, 1e-3, 1e-2, 1e-1)                                          # the same range, one per decade
@@ -137,42 +138,21 @@ class DepthInput:
         return torch.cat(parts, dim=-1)
 
 
-class StackedDepthLinear(nn.Module):
-    """K independent 1x1-conv heads over the same input: [B,h,w,D] -> logits [K,B,h,w,n_bins] (channels last)."""
-
-    def __init__(self, n_heads: int, in_dim: int, n_bins: int, generator: torch.Generator | None = None):
-        super().__init__()
-        self.weight = nn.Parameter(torch.empty(n_heads, in_dim, n_bins).normal_(0, 0.01, generator=generator))
-        self.bias = nn.Parameter(torch.zeros(n_heads, 1, n_bins))
-
-    def forward(self, x: torch.Tensor, heads: slice = slice(None)) -> torch.Tensor:
-        b, h, w, d = x.shape
-        out = torch.matmul(x.reshape(1, b * h * w, d), self.weight[heads]) + self.bias[heads]   # [k, BHW, C]
-        return out.view(-1, b, h, w, out.shape[-1])
+StackedDepthLinear = StackedLinear   # older name: [B,h,w,D] -> logits [K,B,h,w,n_bins] (channels last)
 
 
-class LinearDepthGrid(nn.Module):
+class LinearDepthGrid(StackedGrid):
     """All (input x lr) linear depth heads. ``head_names()[k]`` labels row k of every output."""
 
     def __init__(self, inputs: Iterable[DepthInput], lrs: Iterable[float], embed_dim: int, min_depth: float,
                  max_depth: float, n_bins: int = 256, bins: BinStrategy = "uniform", norm: NormStrategy = "linear",
                  upsample: int = 4, generator: torch.Generator | None = None):
-        super().__init__()
-        self.inputs = list(inputs)
-        self.lrs = tuple(float(x) for x in lrs)
+        inputs = list(inputs)
+        super().__init__(inputs, lrs, [c.dim(embed_dim) for c in inputs], n_bins, generator)
         self.norm = norm
         self.upsample = int(upsample)
         self.min_depth, self.max_depth = float(min_depth), float(max_depth)
         self.register_buffer("bins", depth_bins(min_depth, max_depth, n_bins, bins), persistent=False)
-        self.heads = nn.ModuleList(StackedDepthLinear(len(self.lrs), c.dim(embed_dim), n_bins, generator)
-                                   for c in self.inputs)
-
-    @property
-    def n_heads(self) -> int:
-        return len(self.inputs) * len(self.lrs)
-
-    def head_names(self) -> list[str]:
-        return [f"lin.{c.name}.lr{lr:g}" for c in self.inputs for lr in self.lrs]
 
     def logits_to_depth(self, logits: torch.Tensor) -> torch.Tensor:
         """[k, B, h, w, n_bins] (channels last) -> depth [k, B, h*up, w*up]."""
@@ -186,32 +166,17 @@ class LinearDepthGrid(nn.Module):
             d = probs_to_depth(x, self.bins, self.norm)
         return d.reshape(k, b, h * self.upsample, w * self.upsample)
 
-    def chunks(self, chunk: int | None):
-        """(group index, input, slice of heads within the group, global offset) covering every head."""
-        per = len(self.lrs)
-        step = per if not chunk else max(1, min(chunk, per))
-        for gi, c in enumerate(self.inputs):
-            for s in range(0, per, step):
-                yield gi, c, slice(s, min(per, s + step)), gi * per + s
+    decode = logits_to_depth
 
     def forward(self, patches, cls, blocks, chunk: int | None = None) -> torch.Tensor:
-        """-> depth [n_heads, B, h*up, w*up] (no gradient bookkeeping; use ``chunks`` to train)."""
-        outs = []
-        cache: dict[DepthInput, torch.Tensor] = {}
-        for gi, c, sl, _ in self.chunks(chunk):
-            if c not in cache:
-                cache[c] = c.build(patches, cls, blocks)
-            x = cache[c]
-            outs.append(self.logits_to_depth(self.heads[gi](x, sl)))
-        return torch.cat(outs, 0)
+        """-> depth [n_heads, B, h*up, w*up] (no gradient bookkeeping; :func:`train_depth_grid` trains)."""
+        return torch.cat([out for _, out in self.train_outputs((patches, cls, blocks), chunk)], 0)
 
-    def scale_grads(self, base: float = 1.0) -> None:
-        """Give each head its own learning rate: grad of head k *= lr_k * base."""
-        lr = torch.tensor(self.lrs) * base
-        for head in self.heads:
-            if head.weight.grad is not None:
-                head.weight.grad.mul_(lr.view(-1, 1, 1).to(head.weight.grad))
-                head.bias.grad.mul_(lr.view(-1, 1, 1).to(head.bias.grad))
+    def train_outputs(self, inputs, chunk=None):
+        """Chunks of ``chunk`` heads (each input config built once per step): bounded memory, and each
+        head's loss depends only on its own weights, so chunking changes no gradient."""
+        patches, cls, blocks = inputs
+        return self.outputs(lambda c: c.build(patches, cls, blocks), chunk)
 
 
 def train_depth_grid(grid: LinearDepthGrid, batches, blocks: list[int], total_iters: int, loss_fn,
@@ -219,36 +184,29 @@ def train_depth_grid(grid: LinearDepthGrid, batches, blocks: list[int], total_it
     """SGD momentum 0.9, no weight decay, lr_k x cosine decay over ``total_iters`` (no batch-size scaling).
 
     ``batches`` yields (patches {blk: [B,h,w,D]}, cls {blk: [B,D]}, target [B,H,W], valid [B,H,W]);
-    ``loss_fn(pred [k,B,H,W], target, valid, step) -> [k]``. Each chunk of heads runs forward and backward
-    on its own (bounded memory); the input features are built once per input config and step.
+    ``loss_fn(pred [k,B,H,W], target, valid, step) -> [k]`` (predictions resized to the target).
     ``on_step(step, losses [n_heads])`` after every step. Returns the last step's per-head losses."""
-    opt = torch.optim.SGD(grid.parameters(), lr=1.0, momentum=0.9, weight_decay=0.0)
-    last = torch.zeros(grid.n_heads)
-    grid.train()
-    for step in range(total_iters):
-        pat, cl, target, valid = next(batches)
+    return train_grid(grid, depth_batches(batches, blocks, device), total_iters, resized_loss(loss_fn),
+                      GridSGD(grid, 1.0, total_iters), chunk=chunk, on_step=on_step)
+
+
+def depth_batches(batches, blocks=None, device=None):
+    """(patches, cls, target, valid) batches -> the grid's ((patches, cls[, blocks]), (target, valid)), on
+    ``device``; ``blocks=None`` for a head that reads lists of blocks in order (DPT)."""
+    for pat, cl, target, valid in batches:
         if device is not None:
             pat = {b: v.to(device) for b, v in pat.items()}
             cl = {b: v.to(device) for b, v in cl.items()}
             target, valid = target.to(device), valid.to(device)
-        opt.zero_grad(set_to_none=False)
-        built: dict = {}
-        for gi, c, sl, off in grid.chunks(chunk):
-            if c not in built:
-                built[c] = c.build(pat, cl, blocks)
-            x = built[c]
-            pred = resize_to(grid.logits_to_depth(grid.heads[gi](x, sl)), tuple(target.shape[-2:]))
-            loss = loss_fn(pred, target, valid, step)
-            loss.sum().backward()
-            last[off:off + loss.shape[0]] = loss.detach().cpu()
-        grid.scale_grads(1.0)
-        for g in opt.param_groups:
-            g["lr"] = 0.5 * (1 + math.cos(math.pi * step / total_iters))
-        opt.step()
-        if on_step is not None:
-            on_step(step, last)
-    grid.eval()
-    return last
+        yield ((pat, cl, blocks), (target, valid))
+
+
+def resized_loss(loss_fn):
+    """``loss_fn(pred, target, valid, step)`` on predictions resized bilinearly to the target's size."""
+    def loss(pred, tv, step):
+        target, valid = tv
+        return loss_fn(resize_to(pred, tuple(target.shape[-2:])), target, valid, step)
+    return loss
 
 
 # ------------------------------------------------------------------------------------------------ losses

@@ -11,7 +11,8 @@ One deliberate difference: the last 1x1 conv's bias starts at ``init_depth`` (1 
 default. Before that conv the map is nearly constant across pixels, so with the default init the output is
 negative at *every* pixel for about half of the seeds (11 of 20 in our check); ``relu`` then passes no
 gradient and the head never trains (we hit this on CPU: a DPT head stuck at ``min_depth``).
-``channels`` and ``post_process_channels`` may be made smaller for CPU runs.
+``channels`` and ``post_process_channels`` may be made smaller for CPU runs. Training: :func:`train_dpt`
+(the head as a one-head grid of ``heads/grid.py``).
 """
 from __future__ import annotations
 
@@ -20,6 +21,8 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from heads.grid import HeadGrid, OneCycleAdamW, train_grid
 
 
 def default_post_process(embed_dim: int) -> tuple[int, int, int, int]:
@@ -126,3 +129,37 @@ def dpt_blocks(num_layers: int) -> list[int]:
         return list(DINOV2_BLOCKS[num_layers])
     return sorted({max(0, round((i + 1) * num_layers / 4) - 1) for i in range(4)}) if num_layers >= 4 else \
         list(range(num_layers))
+
+
+class DPTGrid(HeadGrid):
+    """One DPT head as a grid of K = 1 (``heads/grid.py``): reads its 4 blocks' patches and CLS, shallow to
+    deep, from the shared batch (so ``linear,dpt`` runs train on one set of cached features)."""
+
+    lrs: tuple[float, ...] = ()
+
+    def __init__(self, head: DPTDepthHead, blocks: Sequence[int], lr: float):
+        super().__init__()
+        self.head, self.blocks, self.lrs = head, list(blocks), (float(lr),)
+
+    @property
+    def n_heads(self) -> int:
+        return 1
+
+    def train_outputs(self, inputs, chunk=None):
+        patches, cls, _ = inputs
+        yield 0, self.head([patches[b] for b in self.blocks], [cls[b] for b in self.blocks])[None]
+
+
+def train_dpt(head: DPTDepthHead, batches, blocks: Sequence[int], total: int, loss_fn, *, lr: float, warmup: int,
+              weight_decay: float, grad_clip: float, on_step=None, device=None) -> float:
+    """DINOv3 NYU's DPT schedule: AdamW (betas 0.9/0.99) + one-cycle over ``total`` steps with ``warmup``
+    warm-up steps, gradient-norm clip ``grad_clip`` (0 = none). ``batches`` yields (patches {blk: [B,h,w,D]},
+    cls {blk: [B,D]}, target [B,H,W], valid [B,H,W]); ``loss_fn(pred [1,B,H,W], target, valid, step) -> [1]``
+    on predictions resized to the target. ``on_step(step, loss, lr)`` after every step. Returns the last loss."""
+    from heads.depth import depth_batches, resized_loss
+    grid = DPTGrid(head, blocks, lr)
+    opt = OneCycleAdamW(head.parameters(), lr, total, warmup, weight_decay, grad_clip)
+    report = None if on_step is None else (lambda step, losses: on_step(step, float(losses[0]), opt.last_lr))
+    last = train_grid(grid, depth_batches(batches, blocks, device), total, resized_loss(loss_fn), opt,
+                      on_step=report)
+    return float(last[0])

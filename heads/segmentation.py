@@ -8,7 +8,8 @@ K heads (one per learning rate) train at once on the same features. They share t
 are identical too) and keep their own affine (gamma, beta) and 1x1 conv. ``BN(affine) -> conv`` is
 computed as ``conv_{W*gamma, b + W.beta}(xhat)``, which is exactly one ``nn.BatchNorm2d`` + ``nn.Conv2d``
 per head (a test checks it). Each head has its own ``nn.Parameter`` objects so that AdamW (whose update
-does not scale with the gradient) can give every head its own learning rate via its own param group.
+does not scale with the gradient) can give every head its own learning rate via its own param group
+(``GridAdamW`` of ``heads/grid.py``, whose ``train_grid`` is the training loop).
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from heads.loop import endless
+from heads.grid import GridAdamW, HeadGrid, endless, poly_warmup_lr, train_grid
 
 
 def resize_concat(maps: Sequence[torch.Tensor], align_corners: bool = False) -> torch.Tensor:
@@ -29,7 +30,7 @@ def resize_concat(maps: Sequence[torch.Tensor], align_corners: bool = False) -> 
                       for m in maps], dim=1)
 
 
-class StackedBNLinear(nn.Module):
+class StackedBNLinear(HeadGrid):
     """K independent ``BatchNorm2d(D) -> Conv2d(D, C, 1)`` heads over the same input [B, D, h, w]."""
 
     def __init__(self, in_channels: int, num_classes: int, num_heads: int = 1, *, eps: float = 1e-5,
@@ -73,6 +74,18 @@ class StackedBNLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.project_all(self.normalize(x))
 
+    @property
+    def n_heads(self) -> int:
+        return self.num_heads
+
+    def train_outputs(self, x: torch.Tensor, chunk=None):
+        """The shared BatchNorm once per step (no gradient: it has no parameters), then one head at a time,
+        so only one head's full-resolution logits are alive: (k, logits [1, B, C, h, w])."""
+        with torch.no_grad():
+            xhat = self.normalize(x)
+        for k in range(self.num_heads):
+            yield k, self.project(xhat, k)[None]
+
 
 def patch_centre_labels(labels: torch.Tensor, patch: int, ignore_index: int = 255) -> torch.Tensor:
     """[B, H, W] labels -> [B, h, w]: the label at the centre pixel of each patch of the centre-padded grid
@@ -95,29 +108,13 @@ def patch_centre_labels(labels: torch.Tensor, patch: int, ignore_index: int = 25
     return out
 
 
-# ----------------------------------------------------------------------------------- schedule
-def poly_warmup_lr(base_lr: float, step: int, total: int, warmup_iters: int = 1500,
-                   warmup_ratio: float = 1e-6, power: float = 1.0, min_lr: float = 0.0) -> float:
-    """mmcv/mmseg ``poly`` policy with linear warm-up (DINOv2 segmentation configs), by iteration.
-
-    poly(t) = (base - min_lr) * (1 - t/total)^power + min_lr over *all* iterations (warm-up included);
-    during warm-up (t < W) the lr is poly(t) * (1 - (1 - t/W) * (1 - warmup_ratio)) (mmcv's 'linear').
-    """
-    t = min(max(step, 0), total)
-    lr = (base_lr - min_lr) * (1.0 - t / max(1, total)) ** power + min_lr
-    if warmup_iters > 0 and t < warmup_iters:
-        lr *= 1.0 - (1.0 - t / warmup_iters) * (1.0 - warmup_ratio)
-    return lr
-
-
 def make_optimizer(head: StackedBNLinear, lrs: Sequence[float], weight_decay: float = 1e-4,
-                   betas: tuple[float, float] = (0.9, 0.999)) -> torch.optim.AdamW:
+                   betas: tuple[float, float] = (0.9, 0.999), schedule=None) -> GridAdamW:
     """AdamW with one param group per head (its own lr); ``initial_lr`` keeps the base lr."""
     if len(lrs) != head.num_heads:
         raise ValueError(f"{len(lrs)} learning rates for {head.num_heads} heads")
-    groups = [{"params": head.head_parameters(k), "lr": float(lr), "initial_lr": float(lr)}
-              for k, lr in enumerate(lrs)]
-    return torch.optim.AdamW(groups, lr=float(lrs[0]), betas=betas, weight_decay=weight_decay)
+    return GridAdamW([head.head_parameters(k) for k in range(head.num_heads)], lrs,
+                     schedule or (lambda lr, step: lr), weight_decay, betas)
 
 
 def train_heads(head: StackedBNLinear, batches: Callable[[], Iterator[tuple[torch.Tensor, object]]],
@@ -125,28 +122,12 @@ def train_heads(head: StackedBNLinear, batches: Callable[[], Iterator[tuple[torc
                 weight_decay: float = 1e-4, betas: tuple[float, float] = (0.9, 0.999),
                 warmup_iters: int = 1500, warmup_ratio: float = 1e-6, power: float = 1.0,
                 min_lr: float = 0.0, on_step: Callable[[int, list[float]], None] | None = None) -> list[float]:
-    """Train all K heads for ``iters`` steps; ``batches()`` yields (input [B,D,h,w], target) and is called
-    again when it runs dry. ``loss_fn(logits_k, target)`` is one head's loss (the suite passes mmseg's
-    ``loss_by_feat``). Each head is back-propagated on its own so that only one head's full-resolution
-    logits are alive at a time. Returns the last step's per-head losses."""
-    opt = make_optimizer(head, lrs, weight_decay, betas)
-    head.train()
-    it = endless(batches)
-    losses: list[float] = []
-    for step in range(iters):
-        x, target = next(it)
-        for g in opt.param_groups:
-            g["lr"] = poly_warmup_lr(g["initial_lr"], step, iters, warmup_iters, warmup_ratio, power, min_lr)
-        opt.zero_grad(set_to_none=True)
-        with torch.no_grad():
-            xhat = head.normalize(x)
-        losses = []
-        for k in range(head.num_heads):
-            loss = loss_fn(head.project(xhat, k), target)
-            loss.backward()
-            losses.append(float(loss.detach()))
-        opt.step()
-        if on_step is not None:
-            on_step(step, losses)
-    head.eval()
-    return losses
+    """Train all K heads for ``iters`` steps (AdamW, poly schedule with linear warm-up); ``batches()`` yields
+    (input [B,D,h,w], target) and is called again when it runs dry. ``loss_fn(logits_k, target)`` is one
+    head's loss (the suite passes mmseg's ``loss_by_feat``). Returns the last step's per-head losses."""
+    opt = make_optimizer(head, lrs, weight_decay, betas,
+                         lambda lr, step: poly_warmup_lr(lr, step, iters, warmup_iters, warmup_ratio, power, min_lr))
+    report = None if on_step is None else (lambda step, losses: on_step(step, losses.tolist()))
+    last = train_grid(head, endless(batches), iters, lambda out, target, step: loss_fn(out[0], target).reshape(1),
+                      opt, on_step=report)
+    return last.tolist() if iters > 0 else []
