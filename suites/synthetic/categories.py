@@ -36,6 +36,8 @@ __all__ = [
     "ade_palette",
     "SCANNET20_NAMES",
     "SCANNET20_IGNORE",
+    "SCANNET_LABELS",
+    "scannet_label_lut",
 ]
 
 SCANNET20_IGNORE = 255
@@ -82,6 +84,31 @@ CATEGORIES: tuple[Category, ...] = (
     Category(17, "book", "thing", "table"),
     Category(18, "picture", "thing", "wall", 10),
 )
+
+# Raw ScanNet labels (the ``id`` column of ScanNet's scannetv2-labels.combined.tsv, = the ScanNet200 ids; what
+# ScanNet's 2D ``label-filt/`` PNGs hold) of the nearest ScanNet class, with that class's NYU40 id/name.
+# name -> (scannet id, scannet category, nyu40 id, nyu40 class). ScanNet has no "cylinder-can": the
+# generic "container"; the mug is ScanNet's "cup"; the plant-pot its "potted plant".
+SCANNET_LABELS: dict[str, tuple[int, str, int, str]] = {
+    "wall": (1, "wall", 1, "wall"),
+    "floor": (3, "floor", 2, "floor"),
+    "ceiling": (41, "ceiling", 22, "ceiling"),
+    "chair": (2, "chair", 5, "chair"),
+    "table": (4, "table", 7, "table"),
+    "sofa": (6, "couch", 6, "sofa"),
+    "cabinet": (7, "cabinet", 3, "cabinet"),
+    "bookshelf": (18, "bookshelf", 10, "bookshelf"),
+    "bed": (11, "bed", 4, "bed"),
+    "lamp": (28, "lamp", 35, "lamp"),
+    "plant-pot": (1189, "potted plant", 40, "otherprop"),
+    "box": (26, "box", 29, "box"),
+    "ball": (168, "ball", 40, "otherprop"),
+    "cylinder-can": (98, "container", 40, "otherprop"),
+    "bottle": (65, "bottle", 40, "otherprop"),
+    "mug": (130, "cup", 40, "otherprop"),
+    "book": (22, "book", 23, "books"),
+    "picture": (15, "picture", 11, "picture"),
+}
 
 STUFF = tuple(c for c in CATEGORIES if c.kind == "stuff")
 THINGS = tuple(c for c in CATEGORIES if c.kind == "thing")
@@ -139,6 +166,16 @@ def validate_categories(names) -> tuple[str, ...]:
             raise ValueError(f"category {n!r} is listed twice")
         seen.add(n)
     return names
+
+
+def scannet_label_lut():
+    """numpy LUT semantic id -> raw ScanNet label id (uint16, size 256; 0 = unannotated)."""
+    import numpy as np
+
+    lut = np.zeros(256, np.uint16)
+    for c in CATEGORIES:
+        lut[c.id] = SCANNET_LABELS[c.name][0]
+    return lut
 
 
 # --------------------------------------------------------------------------- VOC

@@ -76,7 +76,13 @@ def roxford_root(workspace) -> Path:
 
 
 def scannet_root(workspace) -> Path:
+    """The world in ScanNet's layout. An output of the first layout (before instance-filt/, label-filt/,
+    aggregation.json and the label map the QA generator reads; it has no label map) is rewritten in place."""
     from suites.synthetic.writers import write_scannet
+    from suites.synthetic.writers.scannet import LABEL_MAP
+    out = Path(workspace.data) / f"scannet-{workspace.world}"
+    if out.is_dir() and not (out / LABEL_MAP).is_file():
+        write_scannet(world_dir(workspace), out, overwrite=True)
     return _formatted(workspace, "scannet", write_scannet)
 
 

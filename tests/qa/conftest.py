@@ -1,4 +1,5 @@
-"""Fixtures for the spatial-QA tests: one small generated world per session."""
+"""Fixtures for the spatial-QA tests: one small generated world per session, and the same world written in
+ScanNet's format (what the generator reads)."""
 
 from __future__ import annotations
 
@@ -21,9 +22,25 @@ def qa_world(tmp_path_factory):
     return out
 
 
+@pytest.fixture(scope="session")
+def qa_scannet(qa_world, tmp_path_factory):
+    """The world in ScanNet's layout (scannet_2d/ with instance-filt/, label-filt/, aggregation, label map)."""
+    from suites.synthetic.writers import write_scannet
+
+    return write_scannet(qa_world, tmp_path_factory.mktemp("qascannet") / "scannet", val_fraction=0.34)
+
+
 @pytest.fixture
-def world_copy(qa_world, tmp_path):
+def scannet_copy(qa_scannet, tmp_path):
     """A private copy to damage."""
-    dst = tmp_path / "w"
-    shutil.copytree(qa_world, dst)
+    dst = tmp_path / "scannet"
+    shutil.copytree(qa_scannet, dst)
     return dst
+
+
+def world_view(world, key: str, arrays: bool = True):
+    """The world's ground truth of a ScanNet view key ``sceneSSSS_00/V``."""
+    from suites.synthetic.world import load_view
+
+    scene, frame = key.split("/")
+    return load_view(world, int(scene[len("scene"):len("scene") + 4]), int(frame), arrays=arrays)

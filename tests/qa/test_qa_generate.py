@@ -10,6 +10,8 @@ from encoders.spatialboost.qa import (CARD_FILE, DATA_FILE, Estimators, Generato
                                       generate_dataset, iter_samples)
 from encoders.spatialboost.qa import templates as T
 
+from .conftest import world_view
+
 NUM = r"(-?\d+(?:\.\d+)?) (cm|m)"
 
 
@@ -28,10 +30,10 @@ def _pairs(rec):
 
 
 @pytest.fixture(scope="module")
-def samples(qa_world):
+def samples(qa_scannet):
     recs = []
     for seed in range(3):
-        recs += list(iter_samples(qa_world, QAOptions(seed=seed)))
+        recs += list(iter_samples(qa_scannet, QAOptions(seed=seed)))
     assert len(recs) >= 50
     return recs
 
@@ -48,17 +50,21 @@ def test_structure_twelve_turns_forward(samples):
         assert all(m["value"].strip() and "{" not in m["value"] for m in conv)
 
 
-def test_pixel_answers_agree_with_depth_maps(samples, qa_world):
-    from suites.synthetic.world import load_view
+def test_pixel_answers_agree_with_depth_maps(samples, qa_scannet, qa_world):
+    from PIL import Image
 
     cache = {}
     n_dist = 0
     for rec in samples:
         key = rec["meta"]["source_views"][0]
         if key not in cache:
-            s, v = key.split("/")
-            view = load_view(qa_world, s, int(v))
-            cache[key] = (view.depth, view.K)
+            scene, frame = key.split("/")
+            d2 = qa_scannet / "scannet_2d" / scene
+            depth = np.asarray(Image.open(d2 / "depth" / f"{frame}.png")).astype(np.float32) / 1000.0  # ScanNet: mm
+            K = np.loadtxt(d2 / "intrinsic" / "intrinsic_depth.txt")[:3, :3]
+            truth = world_view(qa_world, key)  # the stored depth is the world's to the millimetre
+            assert np.abs(depth - truth.depth).max() <= 0.0005 + 1e-6 and np.allclose(K, truth.K, atol=1e-6)
+            cache[key] = (depth, K)
         depth, K = cache[key]
         for (q, a), t in zip(_pairs(rec), rec["meta"]["turns"]):
             vals = t.get("values", {})
@@ -128,16 +134,13 @@ def test_object_and_scene_answers_agree_with_boxes(samples):
     assert n_pred > 0
 
 
-def test_left_right_agrees_with_ground_truth_for_separated_objects(qa_world):
+def test_left_right_agrees_with_ground_truth_for_separated_objects(qa_scannet, qa_world):
     """Estimated (visible-surface) centres vs the world's boxes: same left/right when clearly apart."""
-    from suites.synthetic.world import load_view
-
-    gen = Generator(qa_world, QAOptions(seed=0))
+    gen = Generator(qa_scannet, QAOptions(seed=0))
     checked = 0
     for (ref,) in gen.units():
         ctx = gen.context((ref,))
-        s, v = ref.key.split("/")
-        gt = {o.instance_id: o for o in load_view(qa_world, s, int(v), arrays=False).objects}
+        gt = {o.instance_id: o for o in world_view(qa_world, ref.key, arrays=False).objects}
         H, W = ctx.anchor.size
         inside = [o for o in ctx.objects if o.bbox2d[0] > 0 and o.bbox2d[1] > 0 and o.bbox2d[2] < W and o.bbox2d[3] < H]
         for a in inside:
@@ -149,19 +152,19 @@ def test_left_right_agrees_with_ground_truth_for_separated_objects(qa_world):
     assert checked > 5
 
 
-def test_orders_levels_views(qa_world):
-    rev = next(iter_samples(qa_world, QAOptions(order="reverse", samples=1)))
+def test_orders_levels_views(qa_scannet):
+    rev = next(iter_samples(qa_scannet, QAOptions(order="reverse", samples=1)))
     assert [t["level"] for t in rev["meta"]["turns"]] == ["scene"] + ["obj"] * 4 + ["pix"] * 5 + ["caption"] * 2
     assert "From the centers" not in rev["conversations"][1]["value"]
-    rnd = list(iter_samples(qa_world, QAOptions(order="random", samples=4, seed=1)))
+    rnd = list(iter_samples(qa_scannet, QAOptions(order="random", samples=4, seed=1)))
     assert any([t["level"] for t in r["meta"]["turns"]][:10] != ["pix"] * 5 + ["obj"] * 4 + ["scene"] for r in rnd)
     for r in rnd:
         assert sorted(t["level"] for t in r["meta"]["turns"][:10]) == sorted(["pix"] * 5 + ["obj"] * 4 + ["scene"])
     for levels, n in (("pix", 5), ("obj", 4), ("scene", 1), ("pix,obj", 9), ("pix,scene", 6), ("obj,scene", 5)):
-        r = next(iter_samples(qa_world, QAOptions(levels=levels, samples=1, captions=False)))
+        r = next(iter_samples(qa_scannet, QAOptions(levels=levels, samples=1, captions=False)))
         assert len(r["meta"]["turns"]) == n, levels
     for views in (2, 4, 8):
-        recs = list(iter_samples(qa_world, QAOptions(views=views, samples=3)))
+        recs = list(iter_samples(qa_scannet, QAOptions(views=views, samples=3)))
         assert recs, views
         for r in recs:
             assert len(r["images"]) == views and "image" not in r
@@ -185,15 +188,15 @@ def test_options_validation():
         QAOptions().seed = 3  # frozen
 
 
-def test_dataset_files_deterministic_and_card(qa_world, tmp_path):
+def test_dataset_files_deterministic_and_card(qa_scannet, tmp_path):
     opt = QAOptions(samples=30, seed=7)  # more samples than views: views are cycled
-    a = generate_dataset(qa_world, tmp_path / "a", opt, progress=False)
-    b = generate_dataset(qa_world, tmp_path / "b", opt, progress=False)
+    a = generate_dataset(qa_scannet, tmp_path / "a", opt, progress=False)
+    b = generate_dataset(qa_scannet, tmp_path / "b", opt, progress=False)
     ta, tb = (a / DATA_FILE).read_text(), (b / DATA_FILE).read_text()
     assert ta == tb
     lines = ta.splitlines()
     assert len(lines) == 30 and len({json.loads(x)["id"] for x in lines}) == 30
-    c = generate_dataset(qa_world, tmp_path / "c", QAOptions(samples=30, seed=8), progress=False)
+    c = generate_dataset(qa_scannet, tmp_path / "c", QAOptions(samples=30, seed=8), progress=False)
     assert (c / DATA_FILE).read_text() != ta
     card = json.loads((a / CARD_FILE).read_text())
     assert card["samples"] == 30 and card["seed"] == 7
@@ -203,8 +206,8 @@ def test_dataset_files_deterministic_and_card(qa_world, tmp_path):
     assert not list(a.glob(".*tmp*"))
 
 
-def test_mvqa_stage2(qa_world, tmp_path):
-    out = generate_dataset(qa_world, tmp_path / "mv", QAOptions(task="mvqa", metric="ssim"), progress=False)
+def test_mvqa_stage2(qa_scannet, tmp_path):
+    out = generate_dataset(qa_scannet, tmp_path / "mv", QAOptions(task="mvqa", metric="ssim"), progress=False)
     card = json.loads((out / CARD_FILE).read_text())
     assert card["view_pairs"]["metric"] == "ssim" and card["view_pairs"]["window"] == [0.4, 0.75]
     recs = [json.loads(x) for x in (out / DATA_FILE).read_text().splitlines()]
@@ -216,31 +219,41 @@ def test_mvqa_stage2(qa_world, tmp_path):
         mc = r["meta"]["turns"][1]["values"]
         letter = r["conversations"][3]["value"][0]
         assert letter == mc["answer"] and f"{letter}. the " in r["conversations"][2]["value"]
-    pose = list(iter_samples(qa_world, QAOptions(task="mvqa", metric="pose", samples=2)))
+    pose = list(iter_samples(qa_scannet, QAOptions(task="mvqa", metric="pose", samples=2)))
     assert len(pose) == 2
 
 
 # ----------------------------------------------------------------------------- bad input
-def test_missing_depth_is_counted_or_raises(world_copy, tmp_path):
-    p = world_copy / "scenes" / "scene_00000" / "000" / "depth.npy"
+def test_missing_depth_is_counted_or_raises(scannet_copy, tmp_path):
+    p = scannet_copy / "scannet_2d" / "scene0000_00" / "depth" / "0.png"
     p.unlink()
-    out = generate_dataset(world_copy, tmp_path / "o", QAOptions(), progress=False)
+    out = generate_dataset(scannet_copy, tmp_path / "o", QAOptions(), progress=False)
     card = json.loads((out / CARD_FILE).read_text())
     assert card["skipped"].get("missing depth") == 1
     assert str(p) in card["skip_examples"]["missing depth"][0]
-    assert all("scene_00000/000#" not in json.loads(x)["id"] for x in (out / DATA_FILE).read_text().splitlines())
-    with pytest.raises(ValueError, match="depth.npy"):
-        list(iter_samples(world_copy, QAOptions(strict=True)))
+    assert all("scene0000_00/0#" not in json.loads(x)["id"] for x in (out / DATA_FILE).read_text().splitlines())
+    with pytest.raises(ValueError, match="depth/0.png"):
+        list(iter_samples(scannet_copy, QAOptions(strict=True)))
 
 
-def test_nan_inf_depth_is_masked(world_copy):
-    p = world_copy / "scenes" / "scene_00000" / "000" / "depth.npy"
-    d = np.load(p)
-    d[::2, :] = np.nan
-    d[1::4, :] = np.inf
-    np.save(p, d)
-    gen = Generator(world_copy, QAOptions(seed=0))
-    recs = [r for r in gen if r["meta"]["source_views"] == ["scene_00000/000"]]
+def test_nan_inf_depth_is_masked(qa_scannet):
+    """Depth from an estimator or another reader may hold NaN/inf (ScanNet's PNGs only 0): masked, never stated."""
+    from encoders.spatialboost.qa import ScanNetSource
+
+    class Holes(ScanNetSource):
+        def load(self, ref):
+            obs = super().load(ref)
+            if ref.key == "scene0000_00/0":
+                obs.depth[::2, :] = np.nan
+                obs.depth[1::4, :] = np.inf
+                seen.append(obs.depth.copy())
+            return obs
+
+    seen = []
+    gen = Generator(Holes(qa_scannet), QAOptions(seed=0))
+    recs = [r for r in gen if r["meta"]["source_views"] == ["scene0000_00/0"]]
+    assert recs and seen
+    d = seen[0]
     for r in recs:
         for m in r["conversations"]:
             assert "nan" not in m["value"].lower() and "inf" not in m["value"].lower()
@@ -263,14 +276,14 @@ class _OneObjectSeg:
         return m, {1: "box"}
 
 
-def test_mask_size_mismatch_and_single_object(qa_world):
-    gen = Generator(qa_world, QAOptions(), Estimators(segmenter=_BadSeg()))
+def test_mask_size_mismatch_and_single_object(qa_scannet):
+    gen = Generator(qa_scannet, QAOptions(), Estimators(segmenter=_BadSeg()))
     assert list(gen) == []
     assert gen.stats.skipped["mask size mismatch"] == 27
     assert "mask is 96x73, image is 96x72" in gen.stats.skip_examples["mask size mismatch"][0]
     with pytest.raises(ValueError, match="mask is 96x73"):
-        list(iter_samples(qa_world, QAOptions(strict=True), Estimators(segmenter=_BadSeg())))
-    gen = Generator(qa_world, QAOptions(), Estimators(segmenter=_OneObjectSeg()))
+        list(iter_samples(qa_scannet, QAOptions(strict=True), Estimators(segmenter=_BadSeg())))
+    gen = Generator(qa_scannet, QAOptions(), Estimators(segmenter=_OneObjectSeg()))
     assert list(gen) == [] and gen.stats.skipped["fewer than two objects"] == 27
 
 
@@ -290,7 +303,7 @@ def test_multiview_without_poses_is_an_error(tmp_path):
     assert list(gen) == [] and gen.stats.skipped["missing depth"] == 3
 
 
-def test_image_filter_and_custom_captioner(qa_world):
+def test_image_filter_and_custom_captioner(qa_scannet):
     class Scorer:
         def scores(self, rgb, labels):
             p = np.zeros(len(labels))
@@ -307,28 +320,111 @@ def test_image_filter_and_custom_captioner(qa_world):
         def caption(self, ctx, rng):
             return [("Q1?", "A1."), ("Q2?", f"{len(ctx.objects)} objects.")]
 
-    r = next(iter_samples(qa_world, QAOptions(samples=1), Estimators(image_filter=OpenVocabFilter(Scorer()), captioner=Cap())))
+    r = next(iter_samples(qa_scannet, QAOptions(samples=1), Estimators(image_filter=OpenVocabFilter(Scorer()), captioner=Cap())))
     assert r["conversations"][-4]["value"] == "Q1?" and r["conversations"][-1]["value"].endswith("objects.")
-    gen = Generator(qa_world, QAOptions(), Estimators(image_filter=OpenVocabFilter(RejectAll())))
+    gen = Generator(qa_scannet, QAOptions(), Estimators(image_filter=OpenVocabFilter(RejectAll())))
     assert list(gen) == [] and gen.stats.skipped["image filter"] == 27
     assert "a sketch" in gen.stats.skip_examples["image filter"][0]
 
 
-def test_scannet_format_source(qa_world, tmp_path):
-    from suites.synthetic.writers import write_scannet
+def test_scannet_format_source(qa_scannet, qa_world):
+    """What the ScanNet reader takes from the written format is the world's truth: masks, names, boxes."""
+    from encoders.spatialboost.qa import ScanNetSource
 
-    root = write_scannet(qa_world, tmp_path / "scannet", val_fraction=0.34)
-    recs = list(iter_samples(root, QAOptions(samples=4)))
+    src = ScanNetSource(qa_scannet)
+    refs = src.refs()
+    assert len(refs) == 27 and refs[0].key == "scene0000_00/0" and refs[0].image == "scannet_2d/scene0000_00/color/0.jpg"
+    for ref in refs[::4]:
+        obs, truth = src.load(ref), world_view(qa_world, ref.key)
+        assert np.array_equal(obs.instance, truth.instance)                      # instance-filt/N.png
+        assert obs.labels == {o.instance_id: o.category for o in truth.objects if o.pixels}   # aggregation.json
+        np.testing.assert_allclose(obs.cam_to_world, truth.cam_to_world, atol=1e-7)
+        boxes = src.boxes(ref.group)                                              # _instances.json side file
+        for o in truth.objects:
+            np.testing.assert_allclose(boxes[o.instance_id]["obb"]["center"], o.obb_world["center"], atol=1e-9)
+            np.testing.assert_allclose(boxes[o.instance_id]["aabb"]["max"], o.aabb_world["max"], atol=1e-9)
+    recs = list(iter_samples(qa_scannet, QAOptions(samples=4)))
     assert len(recs) == 4 and recs[0]["image"].startswith("scannet_2d/scene")
-    mv = list(iter_samples(root, QAOptions(views=2, samples=2, metric="pose")))
+    mv = list(iter_samples(qa_scannet, QAOptions(views=2, samples=2, metric="pose")))
     assert len(mv) == 2 and all(len(r["images"]) == 2 for r in mv)
 
 
-def test_cli_and_mlflow(qa_world, tmp_path):
+def test_scannet_fallbacks_without_the_2d_export(scannet_copy, qa_world):
+    """Without instance-filt/ the instances are projected from the labelled cloud; without _instances.json the
+    boxes are the axis-aligned boxes of each instance's points (they contain most of the true box)."""
+    import shutil
+
+    from encoders.spatialboost.qa import ScanNetSource
+
+    d2 = scannet_copy / "scannet_2d" / "scene0000_00"
+    shutil.rmtree(d2 / "instance-filt")
+    for js in (scannet_copy / "scannet_3d").rglob("*_instances.json"):
+        js.unlink()
+    src = ScanNetSource(scannet_copy)
+    ref = src.refs()[0]
+    obs, truth = src.load(ref), world_view(qa_world, ref.key)
+    seen = truth.instance > 0
+    assert (obs.instance[seen] == truth.instance[seen]).mean() > 0.9
+    assert set(obs.labels.values()) <= {o.category for o in truth.objects}   # names from the cloud's instances
+    boxes = src.boxes(ref.group)
+    assert boxes and all(b["obb"] is None for b in boxes.values())
+    for o in truth.objects:
+        if o.instance_id in boxes:
+            b = boxes[o.instance_id]["aabb"]
+            assert np.all(b["min"] >= o.aabb_world["min"] - 0.03) and np.all(b["max"] <= o.aabb_world["max"] + 0.03)
+
+
+def test_scannet_source_equals_the_world(qa_scannet, qa_world):
+    """The regression test of the switch from reading the world's internals to reading ScanNet's format: the
+    generator gives the same questions and answers (same views) from the written ScanNet folder as from the
+    world itself, read with ScanNet's view keys and the values ScanNet's format stores (depth in mm, K to
+    1e-6, poses to 1e-8). Checks every task; mvqa/multi-view pair views by pose (SSIM would see the JPEG)."""
+    from encoders.spatialboost.qa import ScanNetSource
+    from encoders.spatialboost.qa.sources import Observation, Source, ViewRef
+    from suites.synthetic.world import list_views
+
+    class WorldAsStored(Source):
+        kind = "test-world"
+
+        def __init__(self, root):
+            self.root = root
+
+        def refs(self):
+            return [ViewRef(f"scene{s:04d}_00/{v}", f"scene{s:04d}_00", f"scannet_2d/scene{s:04d}_00/color/{v}.jpg", v)
+                    for s, v in list_views(self.root)]
+
+        def has_poses(self):
+            return True
+
+        def pose(self, ref):
+            return np.round(world_view(self.root, ref.key, arrays=False).cam_to_world, 8)
+
+        def load(self, ref):
+            w = world_view(self.root, ref.key)
+            depth = np.rint(w.depth.astype(np.float64) * 1000).astype(np.uint16).astype(np.float32) / 1000.0
+            return Observation(ref, w.rgb, depth, w.instance, {o.instance_id: o.category for o in w.objects},
+                               np.round(w.K, 6), np.round(w.cam_to_world, 8))
+
+    def strip(r):
+        return {k: v for k, v in r.items() if k not in ("image", "images")}
+
+    compared = 0
+    for opt in (QAOptions(seed=0), QAOptions(seed=1, order="random"), QAOptions(task="caption"),
+                QAOptions(task="mvqa", metric="pose"), QAOptions(views=4, samples=4, metric="pose")):
+        a = [strip(r) for r in iter_samples(WorldAsStored(qa_world), opt)]
+        b = [strip(r) for r in iter_samples(ScanNetSource(qa_scannet), opt)]
+        assert a and len(a) == len(b), opt
+        for x, y in zip(a, b):
+            assert x == y, (opt, x["id"])
+        compared += len(a)
+    assert compared > 60
+
+
+def test_cli_and_mlflow(qa_scannet, qa_world, tmp_path, capsys):
     from encoders.spatialboost.qa.cli import main
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    rc = main(["data", "generate", "--world", str(qa_world), "--out", str(tmp_path / "cli"), "--samples", "3",
+    rc = main(["data", "generate", "--world", str(qa_scannet), "--out", str(tmp_path / "cli"), "--samples", "3",
                "--levels", "pix,obj", "--order", "reverse", "--seed", "2", "--json", "--no-progress",
                "--tracking-uri", uri])
     assert rc == 0
@@ -342,6 +438,9 @@ def test_cli_and_mlflow(qa_world, tmp_path):
     arts = [a.path for a in c.list_artifacts(run.info.run_id, "dataset")]
     assert "dataset/conversations.jsonl" in arts and "dataset/dataset_card.json" in arts
     assert main(["data", "generate", "--world", str(tmp_path / "nope"), "--out", str(tmp_path / "x"), "--no-progress"]) == 2
+    # the world's own folder is not a format the generator reads: a clear error that says what to pass
+    assert main(["data", "generate", "--world", str(qa_world), "--out", str(tmp_path / "y"), "--no-progress"]) == 2
+    assert "write_scannet" in capsys.readouterr().err and not (tmp_path / "y").exists()
 
 
 def test_formatting():
@@ -351,18 +450,19 @@ def test_formatting():
 
 
 def _scannet_with_2d_labels(qa_world, root):
-    """ScanNet layout plus ScanNet's 2D export (instance-filt/ + label-filt/ PNGs) with label ids 100 + the
-    world's category id; returns {label id: category} for the label map."""
+    """The ScanNet layout without the aggregation files and the label map, with label-filt/ PNGs of label ids
+    100 + the world's category id (so only label-filt + a label map can name the instances); returns
+    {label id: category} for the label map."""
     from PIL import Image
     from suites.synthetic.world import load_view
     from suites.synthetic.writers import write_scannet
 
     write_scannet(qa_world, root, val_fraction=0.34)
+    (root / "scannetv2-labels.combined.tsv").unlink()
     names = {}
     for sd in sorted((root / "scannet_2d").iterdir()):
         s = int(sd.name[len("scene"):len("scene") + 4])
-        (sd / "instance-filt").mkdir()
-        (sd / "label-filt").mkdir()
+        (sd / f"{sd.name}.aggregation.json").unlink()
         for img in (sd / "color").iterdir():
             view = load_view(qa_world, s, int(img.stem))
             lab = np.zeros(view.instance.shape, np.uint16)
@@ -425,7 +525,7 @@ def test_scannet_label_map_names_categories(qa_world, tmp_path):
         list(iter_samples(root, QAOptions(samples=1, label_map=str(tmp_path / "bad.tsv"))))
 
 
-def test_cli_generate_without_samples_shows_progress(qa_world, tmp_path):
+def test_cli_generate_without_samples_shows_progress(qa_scannet, qa_world, tmp_path):
     """`spatialboost data generate --world DIR --out DIR` (no --samples, progress bar on): one sample per view."""
     import subprocess
     import sys
@@ -434,7 +534,7 @@ def test_cli_generate_without_samples_shows_progress(qa_world, tmp_path):
     from suites.synthetic.world import list_views
 
     exe = Path(sys.executable).parent / "spatialboost"
-    res = subprocess.run([str(exe), "data", "generate", "--world", str(qa_world), "--out", str(tmp_path / "o")],
+    res = subprocess.run([str(exe), "data", "generate", "--world", str(qa_scannet), "--out", str(tmp_path / "o")],
                          capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-2000:]
     assert "spatial QA (cot" in res.stderr          # the bar ran (it counts without a total)
@@ -444,30 +544,28 @@ def test_cli_generate_without_samples_shows_progress(qa_world, tmp_path):
     assert f"{len(lines)} samples ->" in res.stdout
 
 
-def test_caption_task_stage1(qa_world):
+def test_caption_task_stage1(qa_scannet, qa_world):
     """Stage-1 alignment data: one instruction + caption per view, naming the objects the view shows."""
-    from suites.synthetic.world import load_view
-
-    recs = list(iter_samples(qa_world, QAOptions(task="caption", samples=8)))
+    recs = list(iter_samples(qa_scannet, QAOptions(task="caption", samples=8)))
     assert len(recs) == 8
     for r in recs:
         conv = r["conversations"]
         assert len(conv) == 2 and conv[0]["value"].startswith("<image>\n") and isinstance(r["image"], str)
         assert r["meta"]["task"] == "caption" and r["meta"]["turns"][0]["level"] == "caption"
-        s, v = r["meta"]["source_views"][0].split("/")
-        shown = {o.category for o in load_view(qa_world, s, int(v), arrays=False).objects if o.pixels >= 30}
+        shown = {o.category for o in world_view(qa_world, r["meta"]["source_views"][0], arrays=False).objects
+                 if o.pixels >= 30}
         named = {c for c in shown if c in conv[1]["value"]}
         assert named, (conv[1]["value"], shown)
     with pytest.raises(ValueError, match="single-view"):
         QAOptions(task="caption", views=2)
 
 
-def test_demo_generates_the_right_kind_of_data_per_stage(qa_world, tmp_path):
+def test_demo_generates_the_right_kind_of_data_per_stage(qa_scannet, tmp_path):
     """The demo trains stage 1 on captions, stage 2 on multi-view VQA, stage 3 on the chain of thought (#13.10)."""
     from harness.commands.demo import PRESETS, _spatial_qa
     from harness.workspace import Workspace
 
-    files = _spatial_qa(Workspace(tmp_path), qa_world, PRESETS["tiny"], "tiny", False)
+    files = _spatial_qa(Workspace(tmp_path), qa_scannet, PRESETS["tiny"], "tiny", False)
     assert sorted(files) == [1, 2, 3] and len(set(files.values())) == 3
     for stage, task, n_turns, n_images in ((1, "caption", 1, 1), (2, "mvqa", 3, 2), (3, "cot", 12, 1)):
         recs = [json.loads(x) for x in files[stage].read_text().splitlines()]

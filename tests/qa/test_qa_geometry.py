@@ -108,16 +108,18 @@ def test_relative_pose_and_fusion():
     assert 0 < G.pose_distance(T0, T1) <= 1 and G.pose_distance(T0, T0) == pytest.approx(0, abs=1e-6)
 
 
-def test_world_views_floor_matches_ground_truth(qa_world):
-    from encoders.spatialboost.qa import WorldSource, compute_view_geometry
+def test_world_views_floor_matches_ground_truth(qa_scannet, qa_world):
+    from encoders.spatialboost.qa import ScanNetSource, compute_view_geometry
     from encoders.spatialboost.qa.estimators import Estimators
     from encoders.spatialboost.qa.sources import complete_observation
 
-    src = WorldSource(qa_world)
+    from .conftest import world_view
+
+    src = ScanNetSource(qa_scannet)
     for ref in src.refs()[::4]:
         obs = complete_observation(src.load(ref), Estimators())
         g = compute_view_geometry(obs)
-        T = obs.cam_to_world
+        T = world_view(qa_world, ref.key, arrays=False).cam_to_world   # the truth, not what the reader read
         assert g.canonical.floor_found, ref.key
         up = T[:3, :3].T @ [0, 0, 1.0]
         assert np.degrees(np.arccos(np.clip(up @ g.canonical.up_cam, -1, 1))) < 2.0

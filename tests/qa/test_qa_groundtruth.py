@@ -5,7 +5,8 @@ object covers more than 1 % of its projection from in front), since answers come
 one view. The ground-truth canonical frame is built from the world itself (z up, floor at z = 0, X = the
 camera's right projected on the floor, origin below the camera), independently of the generator's RANSAC.
 The world is rendered at 240x320 (the demo's resolution): at the tests' usual 72x96, thin parts (chair backs,
-lamp poles) vanish under the mask erosion and the boxes shrink.
+lamp poles) vanish under the mask erosion and the boxes shrink. The generator reads the world written in
+ScanNet's format (as the demo does); the truth comes from the world itself.
 """
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ import pytest
 
 from encoders.spatialboost.qa import Generator, QAOptions
 from encoders.spatialboost.qa.builder import _pred_truth
+
+from .conftest import world_view
 
 GT_WORLD = dict(seed=11, num_scenes=4, views_per_scene=4, image_size=(240, 320), min_objects=4, max_objects=7,
                 shadows=False, antialias=0)
@@ -25,6 +28,12 @@ def gt_world(tmp_path_factory):
     out = tmp_path_factory.mktemp("gtworld") / "w"
     generate_world(WorldConfig(**GT_WORLD), out, workers=2, progress=False)
     return out
+
+
+@pytest.fixture(scope="module")
+def gt_scannet(gt_world, tmp_path_factory):
+    from suites.synthetic.writers import write_scannet
+    return write_scannet(gt_world, tmp_path_factory.mktemp("gtscannet") / "scannet")
 
 
 def _gt_canonical(cam_to_world):
@@ -64,14 +73,12 @@ def _fully_visible(view, o, margin: int = 2) -> bool:
 
 
 @pytest.fixture(scope="module")
-def matched(gt_world):
+def matched(gt_world, gt_scannet):
     """[(generator SceneObject, ground truth: canonical centre, camera centre, (w, d, h), category)] per view."""
-    from suites.synthetic.world import load_view
-    gen = Generator(gt_world, QAOptions(seed=0))
+    gen = Generator(gt_scannet, QAOptions(seed=0))
     views = []
     for (ref,) in gen.units():
-        s, v = ref.key.split("/")
-        view = load_view(gt_world, s, int(v))
+        view = world_view(gt_world, ref.key)
         gt = {o.instance_id: o for o in view.objects}
         to_canon = _gt_canonical(view.cam_to_world)
         rows = []
@@ -146,19 +153,17 @@ def test_predicates_and_distances_match_ground_truth(matched):
     assert len(derr) >= 8 and np.median(derr) < 0.1 and np.quantile(derr, 0.9) < 0.3, np.quantile(derr, [.5, .9])
 
 
-def test_answers_state_the_ground_truth_of_their_objects(gt_world, matched):
+def test_answers_state_the_ground_truth_of_their_objects(gt_world, gt_scannet, matched):
     """The text of centre / identify / distance turns, read back, is within tolerance of the ground truth."""
     import re
     from encoders.spatialboost.qa import iter_samples
-    from suites.synthetic.world import load_view
     vec = r"\((-?[\d.]+), (-?[\d.]+), (-?[\d.]+)\) m"
     views, checked = {}, 0
-    recs = [r for seed in range(3) for r in iter_samples(gt_world, QAOptions(seed=seed))]
+    recs = [r for seed in range(3) for r in iter_samples(gt_scannet, QAOptions(seed=seed))]
     for rec in recs:
         key = rec["meta"]["source_views"][0]
         if key not in views:
-            s, v = key.split("/")
-            view = load_view(gt_world, s, int(v))
+            view = world_view(gt_world, key)
             to_canon = _gt_canonical(view.cam_to_world)
             views[key] = {o.instance_id: to_canon(np.asarray(o.obb_world["center"])) for o in view.objects
                           if _fully_visible(view, o)}

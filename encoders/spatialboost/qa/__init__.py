@@ -4,7 +4,7 @@
 Public API::
 
     from encoders.spatialboost.qa import QAOptions, generate_dataset, iter_samples, Generator, Estimators
-    generate_dataset("workspace/data/world", "workspace/data/qa", QAOptions(samples=1000, seed=0))
+    generate_dataset("workspace/data/scannet-default", "workspace/data/qa", QAOptions(samples=1000, seed=0))
 """
 
 from .builder import SceneContext, Skip, TemplateCaptioner, Turn, build_cot_sample, build_mvqa_sample, to_llava
@@ -14,12 +14,12 @@ from .estimators import (Captioner, DepthEstimator, Estimators, ImageFilter, Lab
                          Reconstructor, Segmenter)
 from .options import QAOptions
 from .scene import ViewGeometry, compute_view_geometry, fused_objects, single_view_objects
-from .sources import ImageFolderSource, ScanNetSource, ViewError, WorldSource, open_source
+from .sources import ImageFolderSource, ScanNetSource, ViewError, open_source
 
 __all__ = [
     "QAOptions", "generate_dataset", "iter_samples", "Generator", "GenStats", "export_json", "log_dataset_to_mlflow",
     "DATA_FILE", "CARD_FILE", "Estimators", "DepthEstimator", "Segmenter", "Reconstructor", "ImageFilter",
     "LabelScorer", "Captioner", "OpenVocabFilter", "TemplateCaptioner", "SceneContext", "Skip", "Turn",
     "build_cot_sample", "build_mvqa_sample", "to_llava", "ViewGeometry", "compute_view_geometry", "fused_objects",
-    "single_view_objects", "open_source", "WorldSource", "ScanNetSource", "ImageFolderSource", "ViewError",
+    "single_view_objects", "open_source", "ScanNetSource", "ImageFolderSource", "ViewError",
 ]

@@ -12,7 +12,7 @@ def add_data_parser(subparsers) -> argparse.ArgumentParser:
     data = subparsers.add_parser("data", help="datasets for SpatialBoost training (spatial QA)")
     sub = data.add_subparsers(dest="data_cmd", required=True)
     g = sub.add_parser("generate", help="generate multi-turn spatial QA (LLaVA JSONL + dataset card)")
-    g.add_argument("--world", required=True, help="synthetic world, ScanNet-format folder (scannet_2d/) or image folder")
+    g.add_argument("--world", required=True, help="ScanNet-format folder (scannet_2d/; the synthetic world written by write_scannet) or image folder")
     g.add_argument("--out", required=True, help="output folder")
     g.add_argument("--task", choices=["cot", "mvqa", "caption"], default="cot",
                    help="cot = 12-turn spatial chain of thought (stage 3); mvqa = multi-view VQA (stage 2); "

@@ -2,7 +2,7 @@
 
 Deterministic by seed: the unit order is a seeded permutation, sample ``k`` draws from
 ``default_rng([seed, k])`` and per-view geometry from ``default_rng([seed, crc32(view key)])``.
-The JSONL is written to a temporary name and renamed when complete; the card likewise.
+The JSONL is written to a temporary name and renamed when complete (``harness.atomic``); the card likewise.
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Iterator
 
 import numpy as np
+
+from harness.atomic import atomic_file, atomic_write_json
 
 from . import geometry as G
 from .builder import SceneContext, Skip, build_caption_sample, build_cot_sample, build_mvqa_sample, to_llava
@@ -68,8 +70,8 @@ class Generator:
         self._cache_size = cache_size
         self._refs = self.source.refs()
         if not self._refs:   # nothing to ask about: refuse before any output file exists
-            raise ViewError(f"'{source}': no views found ({type(self.source).__name__}: expected a synthetic world "
-                            "(world.json), a ScanNet-format folder (scannet_2d/) or a folder of images)", "no views")
+            raise ViewError(f"'{source}': no views found ({type(self.source).__name__}: expected a ScanNet-format "
+                            "folder (scannet_2d/<scene>/color/) or a folder of images)", "no views")
         self._by_group: dict[str, list[ViewRef]] = defaultdict(list)
         for r in self._refs:
             self._by_group[r.group].append(r)
@@ -345,12 +347,6 @@ def iter_samples(source, options: QAOptions = QAOptions(), estimators: Estimator
     yield from Generator(source, options, estimators)
 
 
-def _atomic_json(path: Path, obj) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=1))
-    os.replace(tmp, path)
-
-
 def generate_dataset(source_dir, out_dir, options: QAOptions = QAOptions(), progress: bool = True,
                      estimators: Estimators | None = None, tracking_uri: str | None = None,
                      experiment: str = "spatialboost-data") -> Path:
@@ -361,11 +357,9 @@ def generate_dataset(source_dir, out_dir, options: QAOptions = QAOptions(), prog
     gen = Generator(source_dir, options, estimators)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    final = out / DATA_FILE
-    tmp = out / f".{DATA_FILE}.tmp-{os.getpid()}"
     bar = None
     try:
-        with open(tmp, "w") as f:
+        with atomic_file(out / DATA_FILE) as tmp, open(tmp, "w") as f:
             if progress:
                 from tqdm import tqdm
 
@@ -377,13 +371,10 @@ def generate_dataset(source_dir, out_dir, options: QAOptions = QAOptions(), prog
                     bar.update(1)
                     if gen.stats.skipped:
                         bar.set_postfix(skipped=sum(gen.stats.skipped.values()), refresh=False)
-        os.replace(tmp, final)
     finally:
         if bar is not None:
             bar.close()
-        if tmp.exists():
-            tmp.unlink()
-    _atomic_json(out / CARD_FILE, gen.card(DATA_FILE, time.perf_counter() - t0))
+    atomic_write_json(out / CARD_FILE, gen.card(DATA_FILE, time.perf_counter() - t0))
     if tracking_uri:
         log_dataset_to_mlflow(out, tracking_uri, experiment, options)
     return out
@@ -392,8 +383,7 @@ def generate_dataset(source_dir, out_dir, options: QAOptions = QAOptions(), prog
 def export_json(jsonl_path, json_path) -> Path:
     """LLaVA's original loader wants one JSON list: stream the JSONL into it (atomic)."""
     src, dst = Path(jsonl_path), Path(json_path)
-    tmp = dst.with_name(f".{dst.name}.tmp-{os.getpid()}")
-    with open(src) as fi, open(tmp, "w") as fo:
+    with atomic_file(dst) as tmp, open(src) as fi, open(tmp, "w") as fo:
         fo.write("[")
         first = True
         for line in fi:
@@ -401,7 +391,6 @@ def export_json(jsonl_path, json_path) -> Path:
                 fo.write(("" if first else ",\n") + line.strip())
                 first = False
         fo.write("]\n")
-    os.replace(tmp, dst)
     return dst
 
 

@@ -1,4 +1,5 @@
-"""Readers of the inputs: the synthetic world, ScanNet-format scenes, plain image folders.
+"""Readers of the inputs: ScanNet-format scenes (real ScanNet or the synthetic world written as ScanNet by
+``suites.synthetic.writers.write_scannet``), plain image folders.
 
 A source lists :class:`ViewRef` (cheap: ids and paths) and loads an :class:`Observation`
 (arrays) for one view. Problems with one view raise :class:`ViewError` (a ValueError that
@@ -16,8 +17,7 @@ import numpy as np
 
 from .estimators import Estimators, default_intrinsics
 
-__all__ = ["ViewRef", "Observation", "ViewError", "Source", "WorldSource", "ScanNetSource", "ImageFolderSource",
-           "open_source"]
+__all__ = ["ViewRef", "Observation", "ViewError", "Source", "ScanNetSource", "ImageFolderSource", "open_source"]
 
 log = logging.getLogger(__name__)
 IMAGE_EXT = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
@@ -34,7 +34,7 @@ class ViewError(ValueError):
 
 @dataclass(frozen=True)
 class ViewRef:
-    key: str  # unique, e.g. "scene_00000/003"
+    key: str  # unique, e.g. "scene0000_00/3"
     group: str  # views of one scene share a group (multi-view)
     image: str  # image path relative to the source root (written into the dataset)
     index: int = 0
@@ -92,57 +92,17 @@ class Source:
         return h.hexdigest()[:16]
 
 
-# ----------------------------------------------------------------------------- synthetic world
-class WorldSource(Source):
-    kind = "synthetic-world"
-
-    def __init__(self, root):
-        from suites.synthetic.world import list_views, read_manifest
-
-        self.root = Path(root)
-        self.manifest = read_manifest(self.root)
-        self._views = list_views(self.root)
-
-    def refs(self) -> list[ViewRef]:
-        return [ViewRef(f"scene_{s:05d}/{v:03d}", f"scene_{s:05d}", f"scenes/scene_{s:05d}/{v:03d}/rgb.png", v)
-                for s, v in self._views]
-
-    def has_poses(self) -> bool:
-        return True
-
-    def pose(self, ref):
-        from suites.synthetic.world import load_view
-
-        s = int(ref.group.removeprefix("scene_"))
-        return load_view(self.root, s, ref.index, arrays=False).cam_to_world
-
-    def load(self, ref: ViewRef) -> Observation:
-        from suites.synthetic.world import load_view
-
-        s = int(ref.group.removeprefix("scene_"))
-        view = load_view(self.root, s, ref.index, arrays=False)
-        p = view.paths
-        rgb = _read_image(p["rgb"], "RGB")
-        if not p["depth"].is_file():
-            raise ViewError(f"{p['depth']}: depth is missing for view {ref.key}", "missing depth")
-        try:
-            depth = np.load(p["depth"]).astype(np.float32)
-        except Exception as e:  # noqa: BLE001
-            raise ViewError(f"{p['depth']}: unreadable depth ({e})", "unreadable depth") from None
-        inst = _read_image(p["instance"]).astype(np.int32)
-        labels = {o.instance_id: o.category for o in view.objects}
-        return Observation(ref, rgb, depth, inst, labels, view.K, view.cam_to_world,
-                           files={k: str(v) for k, v in p.items()})
-
-
 # ----------------------------------------------------------------------------- ScanNet format
 class ScanNetSource(Source):
-    """``scannet_2d/<scene>/{color/N.jpg, depth/N.png (uint16 mm), pose/N.txt, intrinsic/}``.
+    """ScanNet-style scenes: ``scannet_2d/<scene>/{color/N.jpg, depth/N.png (uint16 mm), pose/N.txt,
+    intrinsic/intrinsic_depth.txt}``.
 
-    Instance masks: ``instance-filt/N.png`` + ``label-filt`` categories when present (ScanNet's
-    2D export), otherwise the instance-labelled cloud ``scannet_3d/*/<scene>_inst.pth`` (+
-    ``_instances.json``) is projected into each view with a depth test (what write_scannet
-    writes); otherwise a segmenter must be given."""
+    Instance masks, in this order: ScanNet's 2D export ``instance-filt/N.png`` (1-based instance ids = the
+    aggregation's objectId + 1), each instance named by ``<scene>.aggregation.json`` (segGroups' label) or,
+    without it, by the majority ``label-filt/N.png`` id named through ``scannetv2-labels.combined.tsv``;
+    otherwise the instance-labelled cloud ``scannet_3d/*/<scene>_inst.pth`` (+ ``_instances.json``) projected
+    into each view with a depth test; otherwise a segmenter must be given. ``boxes(scene)`` gives the
+    objects' 3D boxes (exact from an ``_instances.json`` side file, else axis-aligned from the cloud)."""
 
     kind = "scannet"
 
@@ -153,6 +113,7 @@ class ScanNetSource(Source):
             raise ValueError(f"{self.root}: no scannet_2d/ folder")
         self.depth_scale = depth_scale
         self._clouds: dict = {}
+        self._agg: dict = {}
         self.notes = []
         # label-filt/ images hold ScanNet label ids; scannetv2-labels.combined.tsv names them
         self.label_map_path = find_scannet_label_map(self.root, label_map)
@@ -161,6 +122,44 @@ class ScanNetSource(Source):
             self.notes.append(f"ScanNet label map {SCANNET_LABEL_MAP} not found (give it with --label-map, or put it "
                               f"in {self.root} or {self.d2}): label-filt categories are named 'object <label id>'")
             log.warning(self.notes[-1])
+
+    def aggregation(self, scene: str) -> dict[int, str]:
+        """Instance id (objectId + 1) -> label from ``<scene>.aggregation.json`` ({} when there is none)."""
+        if scene not in self._agg:
+            p = next((q for q in (self.d2 / scene / f"{scene}.aggregation.json",
+                                  self.d2 / scene / f"{scene}_vh_clean.aggregation.json") if q.is_file()), None)
+            out: dict[int, str] = {}
+            if p is not None:
+                try:
+                    groups = json.loads(p.read_text())["segGroups"]
+                    out = {int(g["objectId"]) + 1: str(g["label"]) for g in groups}
+                except (ValueError, KeyError, TypeError) as e:
+                    raise ViewError(f"{p}: not a ScanNet aggregation file ({type(e).__name__}: {e})",
+                                    "unreadable aggregation") from None
+            self._agg[scene] = out
+        return self._agg[scene]
+
+    def boxes(self, scene: str) -> dict[int, dict]:
+        """World-frame 3D boxes per instance id: ``{"aabb": {min, max}, "obb": {center, size, R} | None}``.
+
+        Exact from ``scannet_3d/*/<scene>_instances.json`` when present (the synthetic world writes it),
+        else the axis-aligned box of each instance's points in ``<scene>_inst.pth`` (no OBB); {} without
+        either."""
+        hit = self._scene_3d(scene)
+        if hit is None:
+            return {}
+        js = hit / f"{scene}_instances.json"
+        if js.is_file():
+            objs = json.loads(js.read_text())["objects"]
+            return {int(o["instance_id"]): {"aabb": {k: np.asarray(v, np.float64) for k, v in o["aabb"].items()},
+                                            "obb": {k: np.asarray(v, np.float64) for k, v in o["obb"].items()}}
+                    for o in objs}
+        cl = self._cloud(scene)
+        if cl is None:
+            return {}
+        coords, inst, _ = cl
+        return {int(i): {"aabb": {"min": coords[inst == i].min(0), "max": coords[inst == i].max(0)}, "obb": None}
+                for i in np.unique(inst[inst > 0])}
 
     def category(self, label_id: int) -> str:
         name = self.label_map.get(int(label_id))
@@ -188,14 +187,16 @@ class ScanNetSource(Source):
             return None  # ScanNet marks lost tracking with -inf poses
         return T
 
+    def _scene_3d(self, scene: str) -> Path | None:
+        for split in ("train", "val", "test"):
+            d = self.root / "scannet_3d" / split
+            if (d / f"{scene}_inst.pth").is_file() and (d / f"{scene}_vh_clean_2.pth").is_file():
+                return d
+        return None
+
     def _cloud(self, scene: str):
         if scene not in self._clouds:
-            hit = None
-            for split in ("train", "val", "test"):
-                d = self.root / "scannet_3d" / split
-                if (d / f"{scene}_inst.pth").is_file() and (d / f"{scene}_vh_clean_2.pth").is_file():
-                    hit = d
-                    break
+            hit = self._scene_3d(scene)
             if hit is None:
                 self._clouds[scene] = None
             else:
@@ -229,17 +230,31 @@ class ScanNetSource(Source):
         inst, labels = None, {}
         ip = sd / "instance-filt" / f"{ref.index}.png"
         if ip.is_file():
-            inst = _read_image(ip).astype(np.int32)
+            inst = _fit(_read_image(ip).astype(np.int32), depth.shape)
+            agg = self.aggregation(ref.group)
             lp = sd / "label-filt" / f"{ref.index}.png"
-            if lp.is_file():
-                lab = _read_image(lp).astype(np.int32)
-                for i in np.unique(inst[inst > 0]):
+            lab = _fit(_read_image(lp).astype(np.int32), depth.shape) if lp.is_file() and not agg else None
+            for i in np.unique(inst[inst > 0]):
+                if int(i) in agg:
+                    labels[int(i)] = agg[int(i)]
+                elif lab is not None:
                     labels[int(i)] = self.category(int(np.bincount(lab[inst == i]).argmax()))
         else:
             cl = self._cloud(ref.group)
             if cl is not None and T is not None:
                 inst, labels = _project_instances(cl, depth, K, T)
+                agg = self.aggregation(ref.group)   # ScanNet's names win over the side file's
+                labels = {i: agg.get(i, name) for i, name in labels.items()}
         return Observation(ref, rgb, depth, inst, labels, K, T, files={"rgb": str(self.root / ref.image), "depth": str(dp)})
+
+
+def _fit(mask: np.ndarray, shape) -> np.ndarray:
+    """A label image at the depth resolution (nearest neighbour; real ScanNet exports may differ in size)."""
+    if mask.shape == tuple(shape):
+        return mask
+    from PIL import Image
+
+    return np.asarray(Image.fromarray(mask.astype(np.int32)).resize(tuple(shape)[::-1], Image.NEAREST)).astype(np.int32)
 
 
 def find_scannet_label_map(root: Path, given: str | Path | None = None) -> Path | None:
@@ -329,13 +344,15 @@ class ImageFolderSource(Source):
 
 def open_source(path, label_map: str | Path | None = None) -> Source:
     p = Path(path)
-    if (p / "world.json").is_file():
-        return WorldSource(p)
     if (p / "scannet_2d").is_dir():
         return ScanNetSource(p, label_map=label_map)
+    if (p / "world.json").is_file():   # the world's own folder is not a dataset format: refuse, say what to pass
+        raise ValueError(f"{p}: a synthetic world folder; the QA generator reads ScanNet-style data: write the world "
+                         "with suites.synthetic.writers.write_scannet(world, out) (the embedded default: "
+                         "suites.synthetic.defaults.scannet_root(workspace)) and pass that folder")
     if p.is_dir():
         return ImageFolderSource(p)
-    raise ValueError(f"{p}: not a synthetic world, a ScanNet-format folder or an image folder")
+    raise ValueError(f"{p}: not a ScanNet-format folder (scannet_2d/) or an image folder")
 
 
 def complete_observation(obs: Observation, est: Estimators) -> Observation:

@@ -12,7 +12,26 @@ from .. import categories as C
 from ..views import load_view
 
 
+LABEL_MAP = "scannetv2-labels.combined.tsv"
 SCANNET_FX_640 = 577.870605  # the fixed ScanNet depth intrinsics Lexicon3D assumes at 640x480
+
+
+def _aggregation(sname: str, objects) -> dict:
+    """ScanNet's ``<scene>.aggregation.json``: one segGroup per object, objectId = instance id - 1."""
+    groups = [{"id": o.instance_id - 1, "objectId": o.instance_id - 1, "label": o.category, "segments": []}
+              for o in sorted(objects, key=lambda o: o.instance_id)]
+    return {"sceneId": f"scannet.{sname}", "appId": "spatialboost.synthetic", "segGroups": groups,
+            "segmentsFile": None}
+
+
+def _label_map_tsv() -> str:
+    """``scannetv2-labels.combined.tsv`` (ScanNet's columns id, raw_category, category, count, nyu40id,
+    nyu40class) with one row per class of the world; raw_category = the world's category name."""
+    rows = ["id\traw_category\tcategory\tcount\tnyu40id\tnyu40class"]
+    for c in C.CATEGORIES:
+        sid, cat, nyu, nyu_name = C.SCANNET_LABELS[c.name]
+        rows.append(f"{sid}\t{c.name}\t{cat}\t1\t{nyu}\t{nyu_name}")
+    return "\n".join(rows) + "\n"
 
 
 def _voxelise(points, colors, labels, inst, voxel: float):
@@ -53,6 +72,17 @@ def write_scannet(world_dir, out_root, val_fraction: float = 0.25, voxel: float 
       label, axis-aligned and oriented world boxes, point count.
     * ``scannet_2d/sceneXXXX_00/{color/N.jpg, depth/N.png (uint16 mm), pose/N.txt (4x4
       camera-to-world, OpenCV axes as ScanNet), intrinsic/intrinsic_{depth,color}.txt (4x4)}``.
+    * What ScanNet's raw scenes add (its 2D label export and the aggregation), so readers of
+      ScanNet-style data (the spatial-QA generator) need nothing of the world:
+      ``scannet_2d/sceneXXXX_00/instance-filt/N.png`` (uint8, ScanNet's 1-based instance ids =
+      aggregation objectId + 1 = the world's instance ids; 0 = unannotated, incl. walls/floor/ceiling),
+      ``label-filt/N.png`` (uint16 raw ScanNet label ids, the ``id`` column of
+      ``scannetv2-labels.combined.tsv``; see ``categories.SCANNET_LABELS``),
+      ``sceneXXXX_00.aggregation.json`` (``segGroups`` [{id, objectId, label, segments: []}]: label = the
+      world's category; no mesh segmentation is written, so ``segments`` is empty) and, at the root,
+      ``scannetv2-labels.combined.tsv`` with the rows of the ids used (id, raw_category, category, count,
+      nyu40id, nyu40class). The exact 3D boxes are the ``_instances.json`` side file above (ScanNet
+      itself derives boxes from the mesh + segments).
 
     The intrinsics are the world's (K of the rendered frames), not ScanNet's fixed
     577.87 @ 640x480: readers should take them from ``intrinsic_depth.txt``.
@@ -66,7 +96,9 @@ def write_scannet(world_dir, out_root, val_fraction: float = 0.25, voxel: float 
     for c in C.CATEGORIES:
         sc20[c.id] = c.scannet20
     sc20[0] = C.SCANNET20_IGNORE
-    args = dict(val_fraction=val_fraction, voxel=voxel)
+    # layout 2: + instance-filt/, label-filt/, aggregation.json, label map (an older output is not reused)
+    args = dict(val_fraction=val_fraction, voxel=voxel, layout=2)
+    scannet_lut = C.scannet_label_lut()
     with common._atomic_output(world_dir, out_root, "scannet", args, overwrite) as res:
         if res is None:
             return Path(out_root)
@@ -87,6 +119,8 @@ def write_scannet(world_dir, out_root, val_fraction: float = 0.25, voxel: float 
                     common._save_png(d2 / "depth" / f"{v}.png", common._depth_u16(view.depth, 1000.0))
                     (d2 / "pose").mkdir(parents=True, exist_ok=True)
                     np.savetxt(d2 / "pose" / f"{v}.txt", view.cam_to_world, fmt="%.8f")
+                    common._save_png(d2 / "instance-filt" / f"{v}.png", view.instance.astype(np.uint8))
+                    common._save_png(d2 / "label-filt" / f"{v}.png", scannet_lut[np.clip(view.semantic, 0, 255)])
                     vv, uu = np.nonzero(view.depth > 0)
                     z = view.depth[vv, uu].astype(np.float64)
                     K = view.K
@@ -119,6 +153,8 @@ def write_scannet(world_dir, out_root, val_fraction: float = 0.25, voxel: float 
                         "num_points": int(counts[o.instance_id]) if o.instance_id < len(counts) else 0,
                     })
                 (d3 / f"{sname}_instances.json").write_text(json.dumps({"scene": sname, "objects": objs}, indent=1))
+                (d2 / f"{sname}.aggregation.json").write_text(json.dumps(_aggregation(sname, view.objects), indent=1))
+        (tmp / LABEL_MAP).write_text(_label_map_tsv())
         info.update(train_scenes=train, val_scenes=val, label_set="scannet20", ignore_index=C.SCANNET20_IGNORE,
-                    scannet20_names=list(C.SCANNET20_NAMES))
+                    scannet20_names=list(C.SCANNET20_NAMES), label_map=LABEL_MAP)
     return Path(out_root)
