@@ -67,11 +67,12 @@ STAGE_TASKS = {1: "caption", 2: "mvqa", 3: "cot"}
 
 
 def _spatial_qa(ws, world: Path, preset: DemoPreset, name: str, progress: bool) -> dict[int, Path]:
-    """One generated file per stage (``qa-<preset>-<task>/conversations.jsonl``), ``qa_samples`` each."""
+    """One generated file per stage (``qa-scannet-<preset>-<task>/conversations.jsonl``), ``qa_samples`` each, from
+    ``world`` = the world written in ScanNet's format (image paths in the files are relative to it)."""
     from encoders.spatialboost.qa import QAOptions, generate_dataset
     files = {}
     for stage, task in STAGE_TASKS.items():
-        out = Path(ws.data) / f"qa-{name}-{task}"
+        out = Path(ws.data) / f"qa-scannet-{name}-{task}"
         data = out / "conversations.jsonl"
         if not data.is_file():
             generate_dataset(world, out, QAOptions(task=task, samples=preset.qa_samples, seed=0), progress=progress)
@@ -95,7 +96,7 @@ def _boost(ws, preset: DemoPreset, data: dict[int, Path], world: Path, experimen
 def run_demo(preset: str = "default", workspace=None, force: bool = False, suites: list[str] | None = None,
              progress: bool = True, boost: bool = True) -> int:
     from reports.build import build_report
-    from suites.synthetic.defaults import world_dir
+    from suites.synthetic.defaults import scannet_root, world_dir
     p = PRESETS[preset]
     ws = open_workspace(workspace, world=p.world)
     experiment = f"demo-{preset}"
@@ -112,10 +113,11 @@ def run_demo(preset: str = "default", workspace=None, force: bool = False, suite
     encoders = [p.encoder] + ([f"random:{p.encoder}"] if p.random_baseline else [])
     if boost:
         step("spatial QA data: captions (stage 1), two-view VQA (stage 2), 12-turn chain of thought (stage 3) ...")
-        data = _spatial_qa(ws, world, p, preset, progress)
+        qa_root = scannet_root(ws)   # the QA generator reads ScanNet's format, as it would real ScanNet
+        data = _spatial_qa(ws, qa_root, p, preset, progress)
         step(f"SpatialBoost stages 1-3 on {p.encoder} ...")
         try:
-            encoders.append(_boost(ws, p, data, world, f"{experiment}-boost", progress))
+            encoders.append(_boost(ws, p, data, qa_root, f"{experiment}-boost", progress))
             step(f"boosted candidate: {encoders[-1]}")
         except Exception as e:  # noqa: BLE001 - the baseline evaluations still run
             traceback.print_exc()
