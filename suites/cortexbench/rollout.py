@@ -83,10 +83,12 @@ def embed(frames: list[np.ndarray]) -> torch.Tensor:
     return out.layers[spec.layer].cls.float().cpu().half().float()
 
 
-def rollout(policy_cfg: dict, policy_state: dict, seeds: list[int], stop_at_success: bool) -> list[dict]:
+def rollout(policy_cfg: dict, policy_state: dict, seeds: list[int], stop_at_success: bool,
+            record_seed: int | None = None, record_frames: int = 0) -> list[dict]:
     """Run one episode per seed; returns per-episode return, success at the last step executed
     (CortexBench's ``env_infos["success"][-1]``), whether success was ever reached (and when), length and
-    timings.
+    timings. The episode of ``record_seed`` also returns ``frames``: ``record_frames`` of the frames it
+    rendered anyway (evenly spaced over the horizon, plus the last), as ``[(step, frame), ...]``.
 
     ``policy_cfg["kind"]``: ``bc`` (the BC policy on fused frame embeddings, + proprioception when the spec
     says so), ``proprio`` (a BC policy on proprioception alone: no frame is rendered or embedded) or
@@ -102,10 +104,18 @@ def rollout(policy_cfg: dict, policy_state: dict, seeds: list[int], stop_at_succ
         env.reset(seed)
         hist: list[torch.Tensor] = []
         total, success, steps, first = 0.0, False, 0, -1
+        record = kind == "bc" and record_frames > 0 and seed == record_seed
+        stride = max(1, -(-env.horizon // max(1, record_frames - 1)))
+        frames: list[tuple[int, np.ndarray]] = []
+        last = None
         for _ in range(env.horizon):
             t0 = t1 = t2 = time.perf_counter()
             if kind == "bc":
                 frame = env.render()
+                if record:
+                    last = (steps, np.array(frame, copy=True))
+                    if steps % stride == 0:
+                        frames.append(last)
                 t1 = time.perf_counter()
                 e = embed([frame])[0]
                 t2 = time.perf_counter()
@@ -136,6 +146,8 @@ def rollout(policy_cfg: dict, policy_state: dict, seeds: list[int], stop_at_succ
         out.append({"seed": int(seed), "return": total, "success": bool(success), "reached": first >= 0,
                     "first_success": first, "steps": steps, "kind": kind,
                     "t_render": t_render, "t_embed": t_embed, "t_policy": t_policy, "t_sim": t_sim})
+        if record and last is not None:
+            out[-1]["frames"] = frames + ([last] if frames[-1][0] != last[0] else [])
     return out
 
 
@@ -147,12 +159,14 @@ class RolloutPool:
         self.pool = ProcessPoolExecutor(max_workers=self.n, mp_context=mp.get_context("spawn"),
                                         initializer=init_worker, initargs=(spec,))
 
-    def evaluate(self, policy, seeds: list[int], stop_at_success: bool) -> list[dict]:
+    def evaluate(self, policy, seeds: list[int], stop_at_success: bool, record_frames: int = 0) -> list[dict]:
         """Roll ``policy`` (a ``BCPolicy`` or ``MeanActionPolicy``; its ``config()["kind"]`` says what it
-        reads) out once per env seed; rows sorted by seed."""
+        reads) out once per env seed; rows sorted by seed. ``record_frames`` > 0: the first seed's row also
+        holds that many of its frames (``frames``, see :func:`rollout`)."""
         state = {k: v.detach().cpu() for k, v in policy.state_dict().items()}
         chunks = [seeds[i::self.n] for i in range(self.n) if seeds[i::self.n]]
-        futs = [self.pool.submit(rollout, policy.config(), state, c, stop_at_success) for c in chunks]
+        futs = [self.pool.submit(rollout, policy.config(), state, c, stop_at_success, seeds[0], record_frames)
+                for c in chunks]
         rows = [r for f in futs for r in f.result()]
         return sorted(rows, key=lambda r: r["seed"])
 

@@ -25,6 +25,7 @@ from heads.bc_policy import BCPolicy, MeanActionPolicy, episode_features, train_
 from suites.cortexbench.demos import DemoFrames, demo_fingerprint, generate_metaworld, load_demos
 from suites.cortexbench.envs import (ADROIT_TASKS, DMC_TASKS, METAWORLD_CAMERA, METAWORLD_TASKS,
                                      TRIFINGER_TASKS, check_task, require)
+from suites.cortexbench.figures import FRAMES, rollout_strip
 from suites.images import DataError, eval_transform
 
 DEFAULT_DATA_SIZE = 256
@@ -262,6 +263,7 @@ class CortexBenchSuite(Suite):
         # evals[policy][task][seed] = [(epoch, rows), ...]; policy "bc" (encoder) or "proprio" (floor)
         evals: dict[str, dict[str, dict[int, list[tuple[int, list[dict]]]]]] = {"bc": {}, "proprio": {}}
         floor_rows: dict[str, list[dict]] = {}
+        shown: dict[str, dict] = {}                 # task -> one recorded rollout (figures/rollouts.png)
         details: dict = {"tasks": {}, "eval_epochs": epochs_eval, "eval_env_seeds": [eval_seeds[0], eval_seeds[-1]],
                          "block": blk, "transform": tf_id, "stop_at_success": o.stop_at_success,
                          "metric": names[0], "metrics_from_rollouts": list(names), "seeds": seeds,
@@ -318,7 +320,12 @@ class CortexBenchSuite(Suite):
                             if epoch not in epochs_eval:
                                 continue
                             t0 = time.perf_counter()
-                            rows = pool.evaluate(policy, eval_seeds, o.stop_at_success)
+                            record = kind == "bc" and seed == seeds[0] and epoch == epochs_eval[-1]
+                            rows = pool.evaluate(policy, eval_seeds, o.stop_at_success,
+                                                 record_frames=FRAMES if record else 0)
+                            if "frames" in rows[0]:         # the episode the run's figure shows
+                                shown[task] = {**rows[0], "frames": rows[0].pop("frames"), "epoch": epoch,
+                                               "policy_seed": seed}
                             curve.append((epoch, rows))
                             prefix = "" if kind == "bc" else "floor_proprio."
                             ctx.log_curve({f"{prefix}{names[0]}.{task}.seed{seed}": self.score(rows),
@@ -344,7 +351,8 @@ class CortexBenchSuite(Suite):
                                      **{f"share_{k}": round(timing[k] / busy, 3) for k in ("render", "embed", "policy", "sim")}}
         selection = {"bc_mlp": {"rule": "best evaluation epoch per seed (CortexBench/paper convention); "
                                         "'.last' = final epoch", "validation": "none (CortexBench has no held-out split)"}}
-        return SuiteResult(metrics=metrics, selection=selection, details=details, per_sample=per_sample)
+        return SuiteResult(metrics=metrics, selection=selection, details=details, per_sample=per_sample,
+                           figures={"rollouts": rollout_strip(shown, names[0])} if shown else {})
 
     def _summarise(self, evals, floor_rows, names, details):
         """Metrics (best/last epoch per seed, mean +- std over seeds) and per-rollout samples of the encoder's

@@ -191,6 +191,11 @@ def test_metaworld_end_to_end(mw_demos, workspace):
     assert m["floor.success"] == pytest.approx(100 * np.mean([r[0] for r in ref]))
     again = evaluate(cfg)
     assert again.reused and again.run_id == rec.run_id
+    # the run's frame strip (one recorded rollout of the encoder's policy per task)
+    assert [f.path for f in client.list_artifacts(rec.run_id, "figures")] == ["figures/rollouts.png"]
+    from PIL import Image
+    with Image.open(client.download_artifacts(rec.run_id, "figures/rollouts.png")) as im:
+        assert im.format == "PNG" and im.width > 300
 
 
 class _FakeEnv:
@@ -297,3 +302,48 @@ def test_demo_presets_build():
     default = MetaWorldSuite.demo_protocol("default")
     assert "drawer-open" not in default["tasks"]                  # saturated: 100 % for every encoder
     assert MetaWorldSuite.demo_protocol("tiny")["horizon"] <= 60    # the tests' preset stays seconds-fast
+
+
+class _RenderingEnv(_FakeEnv):
+    """_FakeEnv whose frame at step t is filled with the value t."""
+
+    def reset(self, seed):
+        self.t = 0
+
+    def render(self):
+        return np.full((6, 6, 3), self.t, np.uint8)
+
+
+def test_rollout_records_evenly_spaced_frames_of_one_episode(monkeypatch):
+    from types import SimpleNamespace
+    from heads.bc_policy import BCPolicy
+    from suites.cortexbench import rollout as ro
+    monkeypatch.setattr(ro, "_W", {"spec": SimpleNamespace(history=2, use_proprio=False), "env": _RenderingEnv()})
+    monkeypatch.setattr(ro, "embed", lambda frames: torch.zeros(1, 3))
+    pol = BCPolicy(6, 4, (8,)).eval()
+    rows = ro.rollout(pol.config(), pol.state_dict(), [7, 8], False, record_seed=8, record_frames=3)
+    assert "frames" not in rows[0]                                   # only the episode of record_seed
+    steps = [t for t, _ in rows[1]["frames"]]
+    assert steps == [0, 4, 7]                                        # stride ceil(8 / 2), plus the last step
+    assert [int(f[0, 0, 0]) for _, f in rows[1]["frames"]] == steps  # each the frame rendered at that step
+    plain = ro.rollout(pol.config(), pol.state_dict(), [8], False)[0]
+    assert "frames" not in plain and plain["steps"] == rows[1]["steps"]
+
+
+def test_rollout_strip_marks_success():
+    from matplotlib.colors import to_rgba
+    from suites.cortexbench.figures import COLOURS, rollout_strip
+    frames = [(t, np.zeros((6, 6, 3), np.uint8)) for t in (0, 4, 7)]
+    won = {"frames": frames, "first_success": 3, "steps": 8, "success": True, "reached": True, "seed": 1,
+           "policy_seed": 100, "epoch": 2}
+    lost = {**won, "success": False}                                 # reached at t=3, lost again by the end
+    never = {**won, "first_success": -1, "reached": False, "success": False}
+    fig = rollout_strip({"a": won, "b": lost, "c": never}, "success")
+    axes = np.array(fig.axes).reshape(3, 3)
+    colour = [[next(iter(ax.spines.values())).get_edgecolor() for ax in row] for row in axes]
+    g, r, n = (to_rgba(COLOURS[k]) for k in ("success", "failure", "neutral"))
+    assert colour == [[n, g, g], [n, g, r], [n, n, r]]
+    assert [ax.get_title() for ax in axes[0]] == ["t=0", "t=4", "t=7"]
+    assert "SUCCESS (first at t=3)" in axes[0, 0].get_ylabel() and "FAILURE" in axes[1, 0].get_ylabel()
+    reached = rollout_strip({"b": lost}, "success_reached")          # ever succeeded counts here
+    assert next(iter(reached.axes[2].spines.values())).get_edgecolor() == g
