@@ -3,12 +3,17 @@
 First section after the notes: the signal check (does each baseline beat its floor and its random-init
 encoder on every suite's primary metric, CI excluding 0?). Per-sample records are downloaded at most once
 per run for the whole build (one :class:`PerSampleStore`).
+
+Files (each written atomically), for experiment ``E`` in the output folder: ``E.md``, ``E.tex``,
+``E.html`` (plots embedded) and ``E-plots/<name>.png`` (the same plots as files);
+:func:`reports.publish.log_report_run` logs them to the experiment's report run.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
-from reports.plots import primary_bars, scaling_curves
+from harness.atomic import atomic_write
+from reports.plots import PLOTS, data_uri, report_plots
 from reports.render import signal_latex, signal_markdown, to_html, to_latex, to_markdown
 from reports.tables import LAYOUTS, build_table, summary_layout
 from results.runs import ResultsError, check_conflicts, latest_per_config, load_runs
@@ -19,9 +24,31 @@ RESAMPLES = 2000
 SEED = 0
 
 
+def report_stem(out_dir: Path, experiment: str) -> Path:
+    """``out_dir/<experiment>`` (a ``/`` in the name becomes ``_``): the reports' path without suffix."""
+    return Path(out_dir) / experiment.replace("/", "_")
+
+
+def plots_dir(out_dir: Path, experiment: str) -> Path:
+    stem = report_stem(out_dir, experiment)
+    return stem.with_name(stem.name + "-plots")
+
+
+class ReportFiles(dict):
+    """format -> written path (what callers print), plus what the report was built from: the tables
+    (``tables``), the evaluation runs behind its numbers (``source_run_ids``) and its plot files."""
+
+    def __init__(self, experiment: str, tables: list[str], source_run_ids: list[str]):
+        super().__init__()
+        self.experiment = experiment
+        self.tables = tables
+        self.source_run_ids = source_run_ids
+        self.plots: dict[str, Path] = {}
+
+
 def build_report(tracking_uri: str, experiment: str, out_dir: Path, tables: list[str] | None = None,
                  formats=FORMATS, notes: list[str] | None = None, allow_missing: bool = False,
-                 resamples: int = RESAMPLES, seed: int = SEED) -> dict[str, Path]:
+                 resamples: int = RESAMPLES, seed: int = SEED) -> ReportFiles:
     """Write the report; ``allow_missing`` skips runs whose results cannot be read (listed in the notes)
     instead of failing; ``resamples=0`` leaves the Δ rows without CIs (and downloads no per-sample data)."""
     from harness.registry import SUITES
@@ -54,8 +81,14 @@ def build_report(tracking_uri: str, experiment: str, out_dir: Path, tables: list
     notes += [f"SKIPPED {s}" for s in skipped]
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = {}
-    stem = out_dir / experiment.replace("/", "_")
+    paths = ReportFiles(experiment, keys, sorted(set(df["run_id"])))
+    stem = report_stem(out_dir, experiment)
+    pngs = report_plots(df)
+    for name, png in pngs.items():
+        paths.plots[name] = _write(plots_dir(out_dir, experiment) / f"{name}.png", png)
+    for old in plots_dir(out_dir, experiment).glob("*.png"):   # a plot an earlier build had, this one not
+        if old.stem not in pngs:
+            old.unlink()
     if "md" in formats:
         md = [f"# {title}", ""] + [f"- {n}" for n in notes] + ["", signal_markdown(signal)]
         md += [to_markdown(t) for t in built]
@@ -64,14 +97,10 @@ def build_report(tracking_uri: str, experiment: str, out_dir: Path, tables: list
         paths["tex"] = _write(stem.with_suffix(".tex"), "\n".join([signal_latex(signal)]
                                                                   + [to_latex(t) for t in built]))
     if "html" in formats:
-        plots = [(c, u) for c, u in (("Primary metric per suite", primary_bars(df)),
-                                     ("Data scaling (paper Figure 5)", scaling_curves(df))) if u]
+        plots = [(caption, data_uri(pngs[name])) for name, caption in PLOTS if name in pngs]
         paths["html"] = _write(stem.with_suffix(".html"), to_html(title, built, plots, notes, signal))
     return paths
 
 
-def _write(path: Path, text: str) -> Path:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
-    return path
+def _write(path: Path, data: str | bytes) -> Path:
+    return atomic_write(path, data)

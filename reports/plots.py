@@ -1,23 +1,46 @@
-"""Figures for the HTML report: baseline-vs-boosted bars per suite, data-scaling curves (paper Fig. 5)."""
+"""Report figures: baseline-vs-boosted bars per suite, data-scaling curves (paper Fig. 5).
+
+Plain ``matplotlib.figure.Figure`` objects rendered on the Agg canvas (no pyplot, so no process-wide
+backend switch or figure registry); :func:`report_plots` renders each once to PNG bytes, which the build
+writes beside the report, embeds in the HTML and the report run logs to MLflow.
+"""
 from __future__ import annotations
 
 import base64
 import io
 
-import matplotlib
+import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
+from results.runs import aggregate_seeds
 
-from results.runs import aggregate_seeds  # noqa: E402
+# name (file stem) -> caption, in the order the HTML shows them
+PLOTS = (("primary", "Primary metric per suite"), ("scaling", "Data scaling (paper Figure 5)"))
 
 
-def _uri(fig) -> str:
+def png_bytes(fig) -> bytes:
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight", metadata={"Software": None})
+    return buf.getvalue()
+
+
+def data_uri(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode()
+
+
+def report_plots(df: pd.DataFrame) -> dict[str, bytes]:
+    """name -> PNG bytes of every plot that has data (see ``PLOTS``)."""
+    makers = {"primary": primary_bars, "scaling": scaling_curves}
+    out = {}
+    for name, _ in PLOTS:
+        fig = makers[name](df)
+        if fig is not None:
+            out[name] = png_bytes(fig)
+    return out
+
+
+def _figure(figsize):
+    from matplotlib.figure import Figure
+    return Figure(figsize=figsize)
 
 
 def _bar_label(row) -> str:
@@ -30,7 +53,7 @@ def _bar_label(row) -> str:
     return short_name(enc)[:22]
 
 
-def primary_bars(df: pd.DataFrame) -> str | None:
+def primary_bars(df: pd.DataFrame):
     """One panel per suite: each encoder's primary metric (error bars = std over seeds); blue baseline,
     orange boosted, grey random-init; the baseline's floor (``floor.<metric>``) as a dashed line."""
     from reports.tables import floor_metrics
@@ -41,7 +64,8 @@ def primary_bars(df: pd.DataFrame) -> str | None:
     agg["random_of"] = agg["encoder"].map(lambda e: random_of.get(e, "") or "")
     floors = aggregate_seeds(df[df["metric"].str.startswith("floor.")]) if "metric" in df else agg.iloc[:0]
     suites = sorted(agg["suite"].unique())
-    fig, axes = plt.subplots(1, len(suites), figsize=(3.2 * len(suites), 3.2), squeeze=False)
+    fig = _figure((3.2 * len(suites), 3.2))
+    axes = fig.subplots(1, len(suites), squeeze=False)
     for ax, suite in zip(axes[0], suites):
         sub = agg[agg["suite"] == suite]
         kind = [1 if b else 2 if (r or e.startswith("random:")) else 0
@@ -61,16 +85,17 @@ def primary_bars(df: pd.DataFrame) -> str | None:
         ax.set_title(f"{suite}\n{metric} {arrow}", fontsize=9)
     fig.suptitle("Primary metric per suite\n(blue: baseline, orange: boosted, grey: random-init; "
                  "dashed: floor)", fontsize=10, y=1.12)
-    return _uri(fig)
+    return fig
 
 
-def scaling_curves(df: pd.DataFrame) -> str | None:
+def scaling_curves(df: pd.DataFrame):
     """Metric vs SpatialBoost training samples for boosted candidates that record it (Figure 5)."""
     sub = df[df["primary"] & df["boost_samples"].notna()]
     if sub.empty or sub["boost_samples"].nunique() < 2:
         return None
     suites = sorted(sub["suite"].unique())
-    fig, axes = plt.subplots(1, len(suites), figsize=(3.4 * len(suites), 3.0), squeeze=False)
+    fig = _figure((3.4 * len(suites), 3.0))
+    axes = fig.subplots(1, len(suites), squeeze=False)
     for ax, suite in zip(axes[0], suites):
         s = sub[sub["suite"] == suite]
         for base, g in s.groupby("boosted_from"):
@@ -80,4 +105,4 @@ def scaling_curves(df: pd.DataFrame) -> str | None:
         ax.set_xlabel("QA samples")
         ax.set_title(f"{suite} {s['metric'].iloc[0]}", fontsize=9)
         ax.legend(fontsize=7)
-    return _uri(fig)
+    return fig

@@ -13,6 +13,8 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Mapping
 
 import pandas as pd
 
@@ -38,7 +40,7 @@ class Layout:
     average: bool = False
 
 
-LAYOUTS: dict[str, Layout] = {l.key: l for l in (
+LAYOUTS: Mapping[str, Layout] = MappingProxyType({l.key: l for l in (
     Layout("table1", "Table 1: Monocular depth estimation (RMSE)", "Frozen encoder; linear or DPT head.", (
         Column("NYUd", "lin.", "depth.nyud", "lin.rmse", "linear"), Column("NYUd", "DPT", "depth.nyud", "dpt.rmse", "dpt"),
         Column("KITTI", "lin.", "depth.kitti", "lin.rmse", "linear"),
@@ -70,7 +72,7 @@ LAYOUTS: dict[str, Layout] = {l.key: l for l in (
         Column("Robot", "MetaWorld", "cortexbench.metaworld", "success"),
         Column("Cls.", "ImageNet lin.", "cls.imagenet", "lin.top1"),
         Column("Ret.", "Oxford-H", "retrieval.roxford", "mAP.H"))),
-)}
+)})
 
 
 @dataclass

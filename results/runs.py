@@ -7,6 +7,7 @@ A run whose declared metric directions cannot be read (no ``result.json``, unrea
 stops the load with an error naming the run: silently dropping it would leave cells empty or, worse,
 fill them from fewer seeds. ``allow_missing=True`` skips such runs instead and lists each with its reason.
 Floors (``floor.<metric>``, ``floor_<kind>.<metric>``) are kept as rows of the run that logged them.
+Report runs (tag ``kind=report``: a built report logged back to the experiment) are never rows.
 """
 from __future__ import annotations
 
@@ -19,12 +20,17 @@ import pandas as pd
 
 from harness.errors import UserError
 
-os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-
-COLUMNS = ["experiment", "run_id", "encoder", "boosted_from", "suite", "task", "dataset", "head", "mode",
+COLUMNS = ("experiment", "run_id", "encoder", "boosted_from", "suite", "task", "dataset", "head", "mode",
            "metric", "value", "direction", "primary", "seed", "config_hash", "start_time", "boost_samples",
-           "boost_variant", "random_of", "boost_lm", "boost_lm_random", "boost_steps", "boost_run", "run_std"]
-CELL_KEYS = ["encoder", "suite", "dataset", "head", "mode", "metric", "seed"]
+           "boost_variant", "random_of", "boost_lm", "boost_lm_random", "boost_steps", "boost_run", "run_std")
+CELL_KEYS = ("encoder", "suite", "dataset", "head", "mode", "metric", "seed")
+REPORT_KIND = "report"      # tag kind of report runs (reports.publish)
+
+
+def quiet_downloads() -> None:
+    """No tqdm bar per artifact download (MLflow shows one even for a single small file); a default the
+    caller's environment can override."""
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
 class ResultsError(UserError, LookupError):
@@ -51,6 +57,7 @@ def load_runs(tracking_uri: str, experiment: str, allow_missing: bool = False,
     """The experiment's finished runs; unreadable runs raise :class:`ResultsError` naming them, or with
     ``allow_missing`` are appended to ``skipped`` (with the reason) and left out."""
     import mlflow
+    quiet_downloads()
     client = mlflow.MlflowClient(tracking_uri=tracking_uri)
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
@@ -62,7 +69,7 @@ def load_runs(tracking_uri: str, experiment: str, allow_missing: bool = False,
     rows = []
     for run in runs:
         tags = run.data.tags
-        if "suite" not in tags or tags.get("sweep_parent") == "1":
+        if tags.get("kind") == REPORT_KIND or "suite" not in tags or tags.get("sweep_parent") == "1":
             continue
         parent = parents.get(tags.get("mlflow.parentRunId", ""))
         if parent is not None and parent.data.tags.get("best_run_id") != run.info.run_id:
@@ -90,7 +97,7 @@ def load_runs(tracking_uri: str, experiment: str, allow_missing: bool = False,
                          "boost_lm": tags.get("boost.lm", ""), "boost_lm_random": tags.get("boost.lm_random", ""),
                          "boost_steps": tags.get("boost.steps", ""), "boost_run": tags.get("boost.run_id", ""),
                          "run_std": run.data.metrics.get(f"{metric}.std", float("nan"))})
-    return pd.DataFrame(rows, columns=COLUMNS)
+    return pd.DataFrame(rows, columns=list(COLUMNS))
 
 
 def _directions(client, run) -> dict[str, str]:
@@ -149,11 +156,11 @@ def check_conflicts(df: pd.DataFrame) -> None:
     """One cell (encoder, suite, dataset, head, mode, metric, seed) must come from one config."""
     if df.empty:
         return
-    g = df.groupby(CELL_KEYS, dropna=False)["config_hash"].nunique()
+    g = df.groupby(list(CELL_KEYS), dropna=False)["config_hash"].nunique()
     bad = g[g > 1]
     if len(bad):
         key = bad.index[0]
-        sub = df.set_index(CELL_KEYS).loc[key]
+        sub = df.set_index(list(CELL_KEYS)).loc[key]
         detail = ", ".join(f"run {r} (config {c})" for r, c in zip(sub["run_id"], sub["config_hash"]))
         raise ResultsError(f"runs with conflicting configs for one cell {dict(zip(CELL_KEYS, key))}: {detail}. "
                            "Put differing protocols in separate experiments, or delete the stale runs.")
@@ -163,7 +170,7 @@ def latest_per_config(df: pd.DataFrame) -> pd.DataFrame:
     """A --force rerun of the same config replaces the older run."""
     if df.empty:
         return df
-    idx = df.sort_values("start_time").groupby(CELL_KEYS + ["config_hash"], dropna=False).tail(1).index
+    idx = df.sort_values("start_time").groupby([*CELL_KEYS, "config_hash"], dropna=False).tail(1).index
     return df.loc[sorted(idx)]
 
 

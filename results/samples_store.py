@@ -12,11 +12,13 @@ import tempfile
 from pathlib import Path
 
 from harness.samples import PerSample, SamplesError
+from results.runs import quiet_downloads
 
 
 class PerSampleStore:
     def __init__(self, tracking_uri: str):
         import mlflow
+        quiet_downloads()
         self.client = mlflow.MlflowClient(tracking_uri=tracking_uri)
         self._tmp = tempfile.TemporaryDirectory(prefix="spatialboost-report-")
         self._dirs: dict[str, Path | str] = {}          # run id -> local folder, or why there is none

@@ -253,6 +253,10 @@ def cmd_report(args):
         raise ConfigError(str(e)) from None
     for fmt, path in paths.items():
         print(f"{fmt:<5} {path}")
+    from reports.publish import log_report_run      # the same files as artifacts of a kind=report run
+    run_id = log_report_run(uri, args.experiment, Path(args.out) if args.out else ws.reports,
+                            paths.source_run_ids, paths.tables, ws.artifacts, formats=list(paths))
+    print(f"mlflow report run {run_id} (experiment {args.experiment})")
     return 0
 
 
