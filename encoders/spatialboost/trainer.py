@@ -22,146 +22,48 @@ W-th sample of it and runs ``micro_batch_size`` samples at a time with gradient 
 answer tokens of the process's share of the batch (DDP then averages the processes). Data order: a permutation
 per (seed, stage, epoch); the last batch of an epoch wraps around to the epoch's first samples.
 
-Runs live in ``<workspace>/boost/<config hash>/``: ``stage<k>/ckpt-<step>/`` checkpoints (``model.safetensors``:
-every parameter trained so far; ``optimizer.pt``; ``state.json``; ``rng.safetensors``), each written to a
-temporary folder and renamed, and ``boosted/`` (the export). Running the same config again resumes from the
-last checkpoint (``resume=false`` starts over) and continues the same loss curve.
+Runs live in ``<workspace>/boost/<config hash>/``: ``stage<k>/ckpt-<step>/`` checkpoints (:mod:`.checkpoints`),
+``pipeline.json`` (stages done, MLflow run ids) and ``boosted/`` (the export, :mod:`.export`). Running the same
+config again resumes from the last checkpoint (``resume=false`` starts over) and continues the same loss curve.
+The configuration lives in :mod:`.boost_config`, the multi-process set-up in :mod:`.distributed`.
 """
 from __future__ import annotations
 
-import contextlib
-import dataclasses
-import hashlib
 import json
 import logging
 import math
-import os
 import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Callable
 
 import torch
 from torch import nn
 
-from harness.config import config_hash, field, to_dict
+from harness.atomic import atomic_write_json
+from harness.config import config_hash
 
-from .data import ConversationData, DataStats, ImageLoader, collate, file_id
-from .dual_attention import (DualChannelConfig, alpha_stats, apply_full_finetune, apply_lora,
-                             dual_channel_parameters, wrap_dual_channel)
+from .ablations import apply_full_finetune, apply_lora
+from .boost_config import (PAPER_DEFAULTS, BoostConfig, Stage1Config, Stage2Config, Stage3Config, StageConfig,
+                           dual_cfg, dual_cfg_dict)
+from .checkpoints import (latest_checkpoint, load_params, params_digest, read_state, restore_training_state,
+                          stage_dir, write_checkpoint)
+from .data import ConversationData, ImageLoader, collate
+from .distributed import Dist, init_distributed
+from .dual_attention import alpha_stats, dual_channel_parameters, wrap_dual_channel
+from .records import BoostRecords
 from .vlm import SpatialVLM, backbone_of
+
+__all__ = ["BoostConfig", "StageConfig", "Stage1Config", "Stage2Config", "Stage3Config", "PAPER_DEFAULTS",
+           "BoostTrainer", "StageResult", "Dist", "build_vlm", "run_boost", "lr_at"]
 
 log = logging.getLogger(__name__)
 
 
-# ------------------------------------------------------------------------------------------------ config
-@dataclass(frozen=True)
-class StageConfig:
-    lr: float = field(2e-5, help="peak learning rate (AdamW)")
-    batch_size: int = field(128, help="global batch size (samples per optimiser step, all processes)")
-    micro_batch_size: int = field(4, help="samples per forward/backward; gradient accumulation fills the batch",
-                                  hash=False)
-    epochs: float = field(1.0, help="passes over the stage's data")
-    max_steps: int = field(0, help="stop after this many optimiser steps (0 = epochs decide)")
-    warmup_ratio: float = field(0.03, help="linear warm-up fraction of the steps, then cosine to 0")
-    weight_decay: float = field(0.0, help="AdamW weight decay")
-    max_grad_norm: float = field(1.0, help="gradient clipping (0 = off)")
-    data: str = field("", help="conversation file for this stage (default: the top-level data)")
-
-
-# one class per stage so that overriding some keys of a stage (``stage1.batch_size=8``) keeps that stage's own
-# defaults for the others (built from the field types: a shared class would reset stage 1's lr to 2e-5)
-@dataclass(frozen=True)
-class Stage1Config(StageConfig):
-    lr: float = field(2e-3, help="peak learning rate (AdamW; paper: 2e-3)")
-    batch_size: int = field(256, help="global batch size (samples per optimiser step, all processes)")
-
-
-@dataclass(frozen=True)
-class Stage2Config(StageConfig):
-    lr: float = field(2e-5, help="peak learning rate (AdamW; LLaVA-1.5's value)")
-    batch_size: int = field(128, help="global batch size (samples per optimiser step, all processes)")
-
-
-@dataclass(frozen=True)
-class Stage3Config(StageConfig):
-    lr: float = field(2e-5, help="peak learning rate (AdamW; paper: 2e-5)")
-    batch_size: int = field(128, help="global batch size (samples per optimiser step, all processes)")
-
-
-@dataclass(frozen=True)
-class BoostConfig:
-    encoder: str = field("builtin:tiny-vit", help="encoder spec to boost")
-    lm: str = field("builtin:tiny-qwen2", help="language model: builtin:tiny-qwen2 | builtin:smollm2-135m | PATH")
-    data: str = field("", help="LLaVA-style conversation file (.json / .jsonl) used by every stage without its own")
-    image_root: str = field("", help="folder image paths are relative to (default: the data file's folder)")
-    stages: tuple[int, ...] = field((1, 2, 3), help="stages to run, in order (1 projector, 2 +LM, 3 encoder)")
-    variant: Literal["dual", "full", "lora"] = field("dual", help="stage-3 encoder training (paper Table 17)")
-    feature_layer: int = field(-1, help="encoder block whose patch tokens are the visual tokens (-2 = LLaVA)")
-    image_size: int = field(0, help="input resolution (0 = the encoder's default)")
-    max_length: int = field(2048, help="context length in tokens (visual tokens included)")
-    overflow: Literal["truncate", "skip"] = field("truncate", help="overlong samples: cut at a turn or skip")
-    stage1: Stage1Config = field(default_factory=Stage1Config, help="stage 1 (paper: lr 2e-3, batch 256)")
-    stage2: Stage2Config = field(default_factory=Stage2Config, help="stage 2 (paper: batch 128)")
-    stage3: Stage3Config = field(default_factory=Stage3Config, help="stage 3 (paper: lr 2e-5, batch 128)")
-    stage3_projector: bool = field(True, help="also train the projector in stage 3 (paper: yes)")
-    dual_layers: str = field("auto", help="dual-channel layers: auto (blocks up to feature_layer), all, last_k, "
-                                          "or comma-separated block indices")
-    dual_a_init: float = field(0.0, help="initial mixture logit a (alpha = sigmoid(a) = 0.5)")
-    dual_share_out_proj: bool = field(False, help="Attn+ reuses the frozen output projection (+25% params)")
-    lora_r: int = field(8, help="LoRA rank (variant=lora)")
-    lora_alpha: int = field(16, help="LoRA alpha (variant=lora)")
-    seed: int = field(0, help="seed of initialisation and data order")
-    device: str = field("auto", help="auto, cpu, cuda, cuda:N", hash=False)
-    precision: Literal["auto", "fp32", "bf16"] = field("auto", help="auto = bf16 autocast on GPU, fp32 on CPU")
-    grad_checkpointing: Literal["auto", "on", "off"] = field("auto", help="auto = on for GPU", hash=False)
-    checkpoint_every: int = field(50, help="checkpoint every N optimiser steps (and at the end of a stage)",
-                                  hash=False)
-    keep_checkpoints: int = field(2, help="checkpoints kept per stage", hash=False)
-    resume: bool = field(True, help="resume from the run folder's last checkpoint", hash=False)
-    workspace: str = field("", help="runtime data folder (default: $SPATIALBOOST_HOME or ./workspace)", hash=False)
-    run_dir: str = field("", help="run folder (default: <workspace>/boost/<config hash>)", hash=False)
-    experiment: str = field("spatialboost-boost", help="MLflow experiment", hash=False)
-    tracking: bool = field(True, help="log to MLflow", hash=False)
-    log_every: int = field(1, help="MLflow metrics every N steps", hash=False)
-    progress: bool = field(True, help="progress bars", hash=False)
-    throttle_s: float = field(0.0, help="sleep after each step (tests that kill a run)", hash=False)
-
-
-PAPER_DEFAULTS = {1: (2e-3, 256), 2: (2e-5, 128), 3: (2e-5, 128)}
-
-
-# ------------------------------------------------------------------------------------------ distributed
-@dataclass
-class Dist:
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-    initialised: bool = False
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    def barrier(self):
-        if self.initialised:
-            torch.distributed.barrier()
-
-
-def init_distributed(device: torch.device) -> Dist:
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return Dist()
-    import torch.distributed as td
-    rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
-    if not td.is_initialized():
-        td.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return Dist(rank, world, local, True)
-
-
-# ------------------------------------------------------------------------------------------------ utils
+# --------------------------------------------------------------------------------------------- schedule
 def lr_at(step: int, total: int, peak: float, warmup_ratio: float) -> float:
+    """Linear warm-up over ``warmup_ratio`` of the steps, then cosine decay to 0 (LLaVA-1.5's schedule)."""
     warm = math.ceil(warmup_ratio * total)
     if step < warm:
         return peak * (step + 1) / warm
@@ -169,47 +71,6 @@ def lr_at(step: int, total: int, peak: float, warmup_ratio: float) -> float:
         return peak
     progress = (step - warm) / max(1, total - warm)
     return peak * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
-def _atomic_dir(final: Path, write: Callable[[Path], None]) -> Path:
-    tmp = final.parent / f".{final.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    write(tmp)
-    for f in tmp.iterdir():                       # flush file contents before the rename makes them visible
-        with open(f, "rb") as fh:
-            os.fsync(fh.fileno())
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
-    return final
-
-
-def _write_json(path: Path, data) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=1, default=str))
-    os.replace(tmp, path)
-
-
-def params_digest(params: dict[str, torch.Tensor]) -> str:
-    h = hashlib.sha256()
-    for k in sorted(params):
-        h.update(k.encode())
-        h.update(params[k].detach().float().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()[:16]
-
-
-def dual_cfg(cfg: BoostConfig, num_layers: int, feature_layer: int) -> DualChannelConfig:
-    layers: str | list[int] = cfg.dual_layers
-    if layers == "auto":
-        layers = "all" if feature_layer == num_layers - 1 else list(range(feature_layer + 1))
-    elif layers not in ("all",) and not layers.startswith("last_"):
-        layers = [int(x) for x in layers.split(",") if x.strip()]
-    return DualChannelConfig(layers=layers, a_init=cfg.dual_a_init, share_out_proj=cfg.dual_share_out_proj)
-
-
-def dual_cfg_dict(d: DualChannelConfig) -> dict:
-    return {k: (list(v) if isinstance(v, (list, tuple)) else v) for k, v in dataclasses.asdict(d).items()}
 
 
 # -------------------------------------------------------------------------------------------- the trainer
@@ -234,10 +95,8 @@ class BoostTrainer:
         ws = open_workspace(cfg.workspace)
         self.ws = ws
         self.device = resolve_device(cfg.device)
-        self.dist = init_distributed(self.device)
-        if self.dist.initialised and self.device.type == "cuda":
-            self.device = torch.device("cuda", self.dist.local_rank)
-            torch.cuda.set_device(self.device)
+        self.dist: Dist = init_distributed(self.device)
+        self.device = self.dist.local_device(self.device)
         self.precision = ("bf16" if self.device.type == "cuda" else "fp32") if cfg.precision == "auto" \
             else cfg.precision
         self.hash = config_hash(cfg)
@@ -265,14 +124,8 @@ class BoostTrainer:
         self.variant_applied = False
         self.variant_report: dict = {}
         self.trained_lm = False
-        self.tracker = None
-        self.pipeline_path = self.run_dir / "pipeline.json"
-        self.pipeline = json.loads(self.pipeline_path.read_text()) if self.pipeline_path.is_file() else {
-            "config_hash": self.hash, "config": to_dict(cfg), "completed": [], "runs": {}}
-        self.tracked = cfg.tracking and self.dist.main
-        if self.tracked:
-            from harness.tracking import Tracker
-            self.tracker = Tracker(ws.tracking_uri, cfg.experiment, ws.artifacts)
+        self.records = BoostRecords(self.run_dir, cfg, self.hash, ws, self.dist.main)
+        self.pipeline, self.tracker, self.tracked = self.records.pipeline, self.records.tracker, self.records.tracked
         if self.device.type == "cuda" and self._grad_ckpt():
             self.vlm.lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
@@ -400,94 +253,17 @@ class BoostTrainer:
         return names
 
     # ---------------------------------------------------------------------------- checkpoints
-    def stage_dir(self, stage: int) -> Path:
-        return self.run_dir / f"stage{stage}"
-
-    def latest_checkpoint(self, stage: int) -> Path | None:
-        d = self.stage_dir(stage)
-        cks = sorted(p for p in d.glob("ckpt-*") if p.is_dir() and (p / "state.json").is_file()) \
-            if d.is_dir() else []
-        return cks[-1] if cks else None
-
     def save_checkpoint(self, stage: int, step: int, opt: torch.optim.Optimizer, state: dict) -> Path:
-        final = self.stage_dir(stage) / f"ckpt-{step:07d}"
+        final = stage_dir(self.run_dir, stage) / f"ckpt-{step:07d}"
         if self.dist.main:
-            from safetensors.torch import save_file
             named = dict(self.vlm.named_parameters())
-            tensors = {n: named[n].detach().cpu().contiguous() for n in self.saved_names()}
-            rng = {"torch": torch.get_rng_state()}
-
-            def write(tmp: Path):
-                save_file(tensors, str(tmp / "model.safetensors"))
-                torch.save(opt.state_dict(), tmp / "optimizer.pt")
-                save_file(rng, str(tmp / "rng.safetensors"))
-                (tmp / "state.json").write_text(json.dumps({**state, "saved": sorted(tensors)}, indent=1))
-
-            self.stage_dir(stage).mkdir(parents=True, exist_ok=True)
-            _atomic_dir(final, write)
-            old = sorted(p for p in self.stage_dir(stage).glob("ckpt-*") if p.is_dir())
-            for p in old[:-max(1, self.cfg.keep_checkpoints)]:
-                shutil.rmtree(p, ignore_errors=True)
+            write_checkpoint(final, {n: named[n] for n in self.saved_names()}, opt, state, self.cfg.keep_checkpoints)
         self.dist.barrier()
         return final
 
     def load_params(self, ckpt: Path) -> None:
-        from safetensors.torch import load_file
-        tensors = load_file(str(ckpt / "model.safetensors"))
-        named = dict(self.vlm.named_parameters())
-        missing = [n for n in tensors if n not in named]
-        if missing:
-            raise RuntimeError(f"checkpoint {ckpt} holds parameters this model does not have: {missing[:5]} "
-                               f"(was it written with another config?)")
-        with torch.no_grad():
-            for n, t in tensors.items():
-                named[n].copy_(t.to(named[n].device, named[n].dtype))
-        if any(n.startswith("lm.") for n in tensors):
+        if any(n.startswith("lm.") for n in load_params(self.vlm, ckpt)):
             self.trained_lm = True
-
-    # ---------------------------------------------------------------------------- MLflow
-    def _run(self, key: str, name: str, tags: dict, params: dict, parent: str | None) -> str | None:
-        if not self.tracked:
-            return None
-        client = self.tracker.client
-        rid = self.pipeline["runs"].get(key)
-        if rid:
-            client.update_run(rid, status="RUNNING")
-            from harness.tracking import process_tags     # this process owns it now (see reap_dead_runs)
-            for k, v in process_tags().items():
-                client.set_tag(rid, k, v)
-            if "error" in client.get_run(rid).data.tags:      # reaped after a kill: resumed, no longer failed
-                client.set_tag(rid, "resumed_after", client.get_run(rid).data.tags["error"][:500])
-                client.delete_tag(rid, "error")
-            return rid
-        from harness.tracking import git_state, package_versions, process_tags
-        import harness
-        sha, dirty = git_state()
-        all_tags = {**{k: str(v) for k, v in tags.items()}, "git_sha": sha, "git_dirty": str(dirty),
-                    "harness_version": harness.__version__, "config_hash": self.hash, **process_tags()}
-        if parent:
-            all_tags["mlflow.parentRunId"] = parent
-        rid = client.create_run(self.tracker.experiment_id, run_name=name, tags=all_tags).info.run_id
-        for k, v in params.items():
-            client.log_param(rid, k, str(v)[:6000])
-        client.log_text(rid, json.dumps(to_dict(self.cfg), indent=1), "config.json")
-        client.log_text(rid, json.dumps(package_versions(), indent=1), "packages.json")
-        self.pipeline["runs"][key] = rid
-        self._save_pipeline()
-        return rid
-
-    def _save_pipeline(self):
-        if self.dist.main:
-            _write_json(self.pipeline_path, self.pipeline)
-
-    def _log(self, rid: str | None, metrics: dict, step: int | None = None):
-        if rid is None:
-            return
-        from mlflow.entities import Metric
-        ts = int(time.time() * 1000)
-        batch = [Metric(k, float(v), ts, step or 0) for k, v in metrics.items()]
-        for i in range(0, len(batch), 900):
-            self.tracker.client.log_batch(rid, metrics=batch[i:i + 900])
 
     # ---------------------------------------------------------------------------- the loop
     def train_stage(self, stage: int, parent_rid: str | None, resume_from: Path | None) -> StageResult:
@@ -497,7 +273,6 @@ class BoostTrainer:
         if sc.batch_size % (W * sc.micro_batch_size):
             raise ValueError(f"stage{stage}.batch_size={sc.batch_size} must be a multiple of processes ({W}) x "
                              f"stage{stage}.micro_batch_size={sc.micro_batch_size}")
-        accum = sc.batch_size // (W * sc.micro_batch_size)
         n = len(data)
         spe = math.ceil(n / sc.batch_size)
         total = sc.max_steps if sc.max_steps > 0 else max(1, math.ceil(sc.epochs * spe))
@@ -507,21 +282,13 @@ class BoostTrainer:
         if stage == 2:
             self.trained_lm = True
         opt = torch.optim.AdamW(params, lr=sc.lr, betas=(0.9, 0.999), weight_decay=sc.weight_decay)
-        model: nn.Module = self.vlm
-        if self.dist.initialised:
-            from torch.nn.parallel import DistributedDataParallel as DDP
-            model = DDP(self.vlm, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        model: nn.Module = self.dist.wrap(self.vlm, self.device)
         start, losses = 0, []
         if resume_from is not None:
-            from safetensors.torch import load_file
             self.load_params(resume_from)
-            opt.load_state_dict(torch.load(resume_from / "optimizer.pt", weights_only=True,
-                                           map_location=self.device))
-            st = json.loads((resume_from / "state.json").read_text())
-            start, losses = int(st["step"]), list(st["losses"])
-            torch.set_rng_state(load_file(str(resume_from / "rng.safetensors"))["torch"])
+            start, losses = restore_training_state(resume_from, opt, self.device)
             self.echo(f"stage {stage}: resumed from {resume_from.name} (step {start}/{total})")
-        rid = self._run(f"stage{stage}", f"stage{stage}", {"stage": stage, "encoder": self.base_spec,
+        rid = self.records.start_run(f"stage{stage}", f"stage{stage}", {"stage": stage, "encoder": self.base_spec,
                                                            "encoder_fingerprint": self.base_fingerprint,
                                                            "lm": cfg.lm, "variant": cfg.variant,
                                                            "dataset": str(data.path), "dataset_id": data.id},
@@ -565,9 +332,7 @@ class BoostTrainer:
             loss_sum, tokens = 0.0, 0
             for k, b in enumerate(batches):
                 b = b.to(self.device)
-                sync = contextlib.nullcontext() if (k == len(batches) - 1 or not self.dist.initialised) \
-                    else model.no_sync()
-                with sync:
+                with self.dist.sync(model, last_micro_batch=k == len(batches) - 1):
                     from harness.device import autocast
                     with autocast(self.device, self.precision):
                         s, _ = model(b)
@@ -579,10 +344,7 @@ class BoostTrainer:
             opt.step()
             opt.zero_grad(set_to_none=True)
             stats = torch.tensor([loss_sum, float(n_tok), float(tokens)], dtype=torch.float64)
-            if self.dist.initialised:
-                stats = stats.to(self.device)
-                torch.distributed.all_reduce(stats)
-                stats = stats.cpu()
+            stats = self.dist.all_reduce_sum(stats, self.device)
             loss = float(stats[0] / max(stats[1], 1))
             losses.append(loss)
             dt = time.perf_counter() - t0
@@ -597,7 +359,7 @@ class BoostTrainer:
                 if stage == 3 and cfg.variant == "dual":
                     for name, (mean, lo, hi) in alpha_stats(backbone_of(self.vlm.encoder)).items():
                         m[f"alpha/{name}/mean"], m[f"alpha/{name}/min"], m[f"alpha/{name}/max"] = mean, lo, hi
-                self._log(rid, m, step + 1)
+                self.records.log(rid, m, step + 1)
             if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == total:
                 last_ckpt = self.save_checkpoint(stage, step + 1, opt, {
                     "stage": stage, "step": step + 1, "total_steps": total, "losses": losses,
@@ -607,10 +369,10 @@ class BoostTrainer:
         self.vlm.eval()
         digest = params_digest({n: p for n, p in self.vlm.named_parameters() if p.requires_grad})
         if self.dist.initialised:
-            _write_json(self.run_dir / f"stage{stage}-rank{self.dist.rank}.json",
-                        {"rank": self.dist.rank, "digest": digest})
+            atomic_write_json(self.run_dir / f"stage{stage}-rank{self.dist.rank}.json",
+                              {"rank": self.dist.rank, "digest": digest}, default=str)
         if rid is not None:
-            self._log(rid, {"final_loss": losses[-1] if losses else float("nan"),
+            self.records.log(rid, {"final_loss": losses[-1] if losses else float("nan"),
                             "bad_images": data.stats.bad_images})
             self.tracker.client.set_terminated(rid, "FINISHED")
         return StageResult(stage, total, losses, rid, last_ckpt, data.stats.to_dict())
@@ -621,21 +383,13 @@ class BoostTrainer:
         try:
             return self._run_stages()
         except BaseException as e:
-            if self.tracked:
-                status = "KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED"
-                for rid in self.pipeline["runs"].values():
-                    try:
-                        if self.tracker.client.get_run(rid).info.status == "RUNNING":
-                            self.tracker.client.set_tag(rid, "error", f"{type(e).__name__}: {e}"[:500])
-                            self.tracker.client.set_terminated(rid, status)
-                    except Exception:  # noqa: BLE001 - never hide the original error
-                        log.exception("could not mark run %s %s", rid, status)
+            self.records.mark_unfinished(e)
             raise
 
     def _run_stages(self) -> str | None:
         cfg = self.cfg
         tags = self.run_tags()
-        parent = self._run("parent", f"boost {self.base_spec}",
+        parent = self.records.start_run("parent", f"boost {self.base_spec}",
                            {"encoder": self.base_spec, "encoder_fingerprint": self.base_fingerprint,
                             "lm": cfg.lm, "variant": cfg.variant, "kind": "spatialboost-boost",
                             **{k: v for k, v in tags.items() if k != "boost.run_id"},
@@ -652,8 +406,8 @@ class BoostTrainer:
         for stage in cfg.stages:
             if stage == 3:
                 self.apply_variant()
-            ck = self.latest_checkpoint(stage) if cfg.resume else None
-            state = json.loads((ck / "state.json").read_text()) if ck else None
+            ck = latest_checkpoint(self.run_dir, stage) if cfg.resume else None
+            state = read_state(ck) if ck else None
             if state and state.get("done"):
                 self.echo(f"stage {stage}: already done ({ck})")
                 prev_final, in_memory = ck, False
@@ -666,7 +420,7 @@ class BoostTrainer:
             self.results[stage] = res
             if stage not in self.pipeline["completed"]:
                 self.pipeline["completed"].append(stage)
-            self._save_pipeline()
+            self.records.save()
             prev_final, in_memory = res.checkpoint, True
         if prev_final is not None and not in_memory:
             self.load_params(prev_final)
@@ -705,5 +459,4 @@ def run_boost(cfg: BoostConfig, echo: Callable[[str], None] = print) -> str | No
     try:
         return trainer.run()
     finally:
-        if trainer.dist.initialised:
-            torch.distributed.destroy_process_group()
+        trainer.dist.shutdown()
