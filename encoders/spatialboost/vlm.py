@@ -32,7 +32,7 @@ class Projector(nn.Sequential):
 
 
 def backbone_of(encoder: Encoder) -> nn.Module:
-    """The wrapped backbone inside a harness adapter (``.model`` for every adapter of encoders/adapters.py)."""
+    """The wrapped backbone inside a harness adapter (``.model`` for every adapter of encoders/adapters/)."""
     return getattr(encoder, "model", encoder)
 
 
