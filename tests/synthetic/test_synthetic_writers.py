@@ -192,7 +192,9 @@ def test_scannet_layout_and_safe_load(tiny_world, out):
                 tol = 0.03 * 1.8
                 assert np.all(pts >= np.array(o["aabb"]["min"]) - tol) and np.all(pts <= np.array(o["aabb"]["max"]) + tol)
     scene = root / "scannet_2d" / "scene0001_00"
-    assert sorted(p.name for p in scene.iterdir()) == ["color", "depth", "intrinsic", "pose"]
+    # layout 2 adds ScanNet's raw-scene files (2D instance/label export, aggregation, label map)
+    assert sorted(p.name for p in scene.iterdir()) == ["color", "depth", "instance-filt", "intrinsic", "label-filt",
+                                                       "pose", "scene0001_00.aggregation.json"]
     pose = np.loadtxt(scene / "pose" / "1.txt")
     view = load_view(tiny_world, 1, 1)
     np.testing.assert_allclose(pose, view.cam_to_world, atol=1e-7)
@@ -202,6 +204,18 @@ def test_scannet_layout_and_safe_load(tiny_world, out):
     K = np.loadtxt(scene / "intrinsic" / "intrinsic_depth.txt")
     np.testing.assert_allclose(K[:3, :3], view.K, atol=1e-5)
     assert Image.open(scene / "color" / "1.jpg").format == "JPEG"
+    inst = np.asarray(Image.open(scene / "instance-filt" / "1.png"))
+    assert inst.dtype == np.uint8 and np.array_equal(inst, view.instance)      # 1-based ids, 0 = unannotated
+    lab = np.asarray(Image.open(scene / "label-filt" / "1.png"))
+    assert lab.dtype == np.uint16
+    for c in C.CATEGORIES:                                                       # raw ScanNet ids per class
+        assert np.all(lab[view.semantic == c.id] == C.SCANNET_LABELS[c.name][0])
+    agg = json.loads((scene / "scene0001_00.aggregation.json").read_text())
+    assert {g["objectId"] + 1: g["label"] for g in agg["segGroups"]} == {o.instance_id: o.category for o in view.objects}
+    rows = [r.split("\t") for r in (root / "scannetv2-labels.combined.tsv").read_text().splitlines()]
+    assert rows[0][:3] == ["id", "raw_category", "category"]
+    assert {int(r[0]): r[1] for r in rows[1:]} == {C.SCANNET_LABELS[n][0]: n for n in C.ALL_NAMES}
+    assert C.SCANNET_LABELS["chair"][:2] == (2, "chair") and C.SCANNET_LABELS["floor"][0] == 3  # ScanNet's ids
 
 
 def test_spatial_annotations(tiny_world, out):
