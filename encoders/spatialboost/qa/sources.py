@@ -118,7 +118,9 @@ class ScanNetSource(Source):
         # label-filt/ images hold ScanNet label ids; scannetv2-labels.combined.tsv names them
         self.label_map_path = find_scannet_label_map(self.root, label_map)
         self.label_map = read_scannet_label_map(self.label_map_path) if self.label_map_path else {}
-        if self.label_map_path is None and any((sd / "label-filt").is_dir() for sd in self.d2.iterdir()):
+        # (only where label-filt/ must name instances: scenes with an aggregation file are named by it)
+        if self.label_map_path is None and any((sd / "label-filt").is_dir() and not any(sd.glob("*.aggregation.json"))
+                                               for sd in self.d2.iterdir() if sd.is_dir()):
             self.notes.append(f"ScanNet label map {SCANNET_LABEL_MAP} not found (give it with --label-map, or put it "
                               f"in {self.root} or {self.d2}): label-filt categories are named 'object <label id>'")
             log.warning(self.notes[-1])
