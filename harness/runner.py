@@ -119,7 +119,7 @@ def evaluate(cfg: EvalConfig, *, encoder=None, parent_run_id: str | None = None,
     chash = run_hash(r, encoder, dataset_fp)
     with config_lease(r.workspace, chash, tracker.uri):
         if not cfg.force:
-            found = tracker.find_finished(chash)
+            found = tracker.find_finished(chash) or wait_for_running(tracker, chash)
             if found is not None:
                 return found
         return _run(cfg, r, tracker, encoder, dataset_fp, chash, parent_run_id, cache, on_intermediate)
@@ -146,6 +146,23 @@ def config_lease(ws: Workspace, chash: str, uri: str):
         yield
     finally:
         lock.release()
+
+
+RUNNING_POLL_SECONDS = 15.0
+
+
+def wait_for_running(tracker: Tracker, chash: str, poll: float | None = None) -> RunRecord | None:
+    """Another machine sharing the tracking server runs this exact config (a live RUNNING run: its
+    heartbeat is fresh): wait for it and reuse its result, so overlapping campaigns never compute a job
+    twice. Returns None when there is none, or when it failed or died (then this process runs it)."""
+    run_id = tracker.find_running(chash)
+    if run_id is None:
+        return None
+    print(f"waiting: run {run_id} with the same config (hash {chash}) is in progress elsewhere",
+          file=sys.stderr, flush=True)
+    while tracker.find_running(chash) == run_id:
+        time.sleep(RUNNING_POLL_SECONDS if poll is None else poll)
+    return tracker.find_finished(chash)
 
 
 def _run(cfg, r, tracker, encoder, dataset_fp, chash, parent_run_id, cache, on_intermediate) -> RunRecord:

@@ -206,13 +206,27 @@ class Tracker:
             self.client = mlflow.MlflowClient(tracking_uri=uri)
             exp = self.client.get_experiment_by_name(experiment)
             if exp is None:
-                location = (artifact_root / experiment).resolve().as_uri() if artifact_root else None
+                # a local store keeps artifacts in the workspace; a server decides for itself (its
+                # --serve-artifacts root), so every client of the server can read them
+                local = uri.startswith(("sqlite:", "file:")) or "://" not in uri
+                location = (artifact_root / experiment).resolve().as_uri() if artifact_root and local else None
                 exp_id = self.client.create_experiment(experiment, artifact_location=location)
             else:
                 exp_id = exp.experiment_id
         self.experiment = experiment
         self.experiment_id = exp_id
         self.reaped = reap_dead_runs(self.client, [exp_id])
+
+    def find_running(self, config_hash: str) -> str | None:
+        """The id of a RUNNING run with this config hash whose owner is alive (any host), or None."""
+        runs = self.client.search_runs(
+            [self.experiment_id],
+            filter_string=f"tags.config_hash = '{config_hash}' and attributes.status = 'RUNNING'",
+            max_results=20)
+        for r in runs:
+            if run_is_dead(r.data.tags) is None:
+                return r.info.run_id
+        return None
 
     def find_finished(self, config_hash: str) -> RunRecord | None:
         runs = self.client.search_runs(
@@ -253,6 +267,8 @@ class Tracker:
                     self.client.set_tag(run_id, "pruned", "1")
                 else:
                     self.client.set_tag(run_id, "error", error_message(e))
+                    import traceback
+                    self.client.log_text(run_id, "".join(traceback.format_exception(e)), "traceback.txt")
                 self.client.set_terminated(run_id, status="KILLED" if _interrupted() else "FAILED")
             except Exception:   # noqa: BLE001 - keep the original error; the next command reaps the run
                 pass

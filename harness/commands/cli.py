@@ -19,6 +19,7 @@ EPILOG = """examples:
   spatialboost data generate --world workspace/data/world-default --out qa/ --levels pix,obj,scene
   spatialboost boost --encoder builtin:dinov2-s14-focus --data qa/conversations.jsonl --stages 1,2,3
   spatialboost sweep configs/sweep_cls.yaml --storage postgresql://optuna@127.0.0.1/sweeps
+  spatialboost campaign configs/campaigns/tiny.yaml workers=2
   spatialboost report --experiment demo-default
   spatialboost demo --preset tiny
 """
@@ -313,6 +314,8 @@ def main(argv=None) -> int:
 
     from encoders.spatialboost.cli import add_boost_parser
     from encoders.spatialboost.qa.cli import add_data_parser
+    from harness.commands.campaign import add_campaign_parser
+    add_campaign_parser(sub)  # spatialboost campaign FILE.yaml (harness/commands/campaign.py)
     add_boost_parser(sub)    # spatialboost boost ...          (encoders/spatialboost/README.md)
     add_data_parser(sub)     # spatialboost data generate ...  (encoders/spatialboost/qa/README.md)
 
