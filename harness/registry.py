@@ -118,6 +118,11 @@ for _suite, _target in {
     "cortexbench.dmc": "suites.cortexbench.suite:DMCSuite",
     "cortexbench.adroit": "suites.cortexbench.suite:AdroitSuite",
     "cortexbench.trifinger": "suites.cortexbench.suite:TriFingerSuite",
+    "lexicon3d.semantic": "suites.lexicon3d.semantic:SemanticSuite",
+    "lexicon3d.registration": "suites.lexicon3d.registration:RegistrationSuite",
+    "lexicon3d.scanrefer": "suites.lexicon3d.grounding:ScanReferSuite",
+    "lexicon3d.scanqa": "suites.lexicon3d.qa3d:ScanQASuite",
+    "lexicon3d.sqa3d": "suites.lexicon3d.qa3d:SQA3DSuite",
 }.items():
     SUITES.register(_suite, _target)
 
@@ -149,5 +154,65 @@ def build_encoder(spec: str, workspace=None):
     return enc.eval()
 
 
-for _head, _target in {"linear": "heads.linear_grid:LinearGrid", "knn": "heads.knn:knn_predict"}.items():
-    HEADS.register(_head, _target)
+# -- HEADS and METRICS ------------------------------------------------------------------------------------
+class Described:
+    """A registry entry that names its implementation lazily (``"module:attr"``, imported by ``load()``) and
+    says in one line what it is (``describe``, what ``spatialboost ls`` prints), so listing imports nothing."""
+
+    def __init__(self, target: str, describe: str, used_by: str = ""):
+        self.target, self.describe, self.used_by = target, describe, used_by
+
+    def load(self):
+        module_name, _, attr = self.target.partition(":")
+        obj = importlib.import_module(module_name)
+        for part in attr.split("."):
+            obj = getattr(obj, part)
+        return obj
+
+    def __repr__(self) -> str:
+        return f"Described({self.target!r})"
+
+
+# Head types, named <task>.<head> (the head is what `--head` selects in that task's suites).
+for _name, (_target, _describe, _used_by) in {
+    "cls.linear": ("heads.linear_grid:LinearGrid", "DINOv2 linear classification grid: CLS of the last n blocks "
+                   "(+ avgpool) x lr heads in one pass, SGD, selected on held-out train", "cls.imagenet"),
+    "cls.knn": ("heads.knn:knn_predict", "DINOv2 weighted kNN classifier: cosine similarity, votes exp(sim/T), "
+                "k selected on held-out train", "cls.imagenet"),
+    "depth.linear": ("heads.depth:LinearDepthGrid", "DINOv2 linear depth grid: 1x1 conv to 256 bins on patch tokens "
+                     "(1/4 blocks, +CLS) x lr heads in one pass, SigLoss", "depth.nyud, depth.kitti"),
+    "depth.dpt": ("heads.dpt:DPTDepthHead", "DPT decoder on 4 blocks (reassemble + fusion), AdamW one-cycle "
+                  "(a one-head grid: heads.dpt.train_dpt)", "depth.nyud, depth.kitti"),
+    "seg.linear": ("heads.segmentation:StackedBNLinear", "DINOv2 BNHead: BatchNorm + 1x1 conv on the last block's "
+                   "patch tokens, one head per lr, AdamW poly, slide inference", "seg.ade20k, seg.voc"),
+    "seg.ms": ("heads.segmentation:StackedBNLinear", "DINOv2 +ms: the BNHead on the last 4 blocks resized and "
+               "concatenated (heads.segmentation.resize_concat), multi-scale + flip slide inference",
+               "seg.ade20k, seg.voc"),
+    "retrieval.cosine": ("suites.retrieval.search:rank_gallery", "cosine ranking of the gallery by L2-normalised "
+                         "CLS features (no training)", "retrieval.roxford, .rparis, .amstertime"),
+    "retrieval.knn": ("suites.retrieval.metrics:knn_classify", "Met's non-parametric kNN classifier on the nearest "
+                      "database items (confidence from exp(t * similarity))", "retrieval.met"),
+    "cortexbench.bc_mlp": ("heads.bc_policy:BCPolicy", "CortexBench behaviour-cloning policy: BatchNorm + MLP on "
+                           "3-frame fused embeddings (+ proprioception)", "cortexbench.*"),
+}.items():
+    HEADS.register(_name, Described(_target, _describe, _used_by))
+
+# Metric implementations, named <task>.<metric>.
+for _name, (_target, _describe, _used_by) in {
+    "cls.topk": ("heads.linear_grid:topk_hits", "top-k accuracy from per-head logits, per image (top-1, top-5)",
+                 "cls.imagenet"),
+    "depth.errors": ("suites.depth.metrics:DepthMetric", "monocular depth errors per image (rmse, abs_rel, sq_rel, "
+                     "rmse_log, log10, silog, delta1-3) on the benchmark crop, mean over images",
+                     "depth.nyud, depth.kitti"),
+    "seg.miou": ("suites.segmentation.inference:SegIoU", "mmseg IoUMetric: mIoU, aAcc, mAcc from per-class "
+                 "intersection/union areas summed over images", "seg.ade20k, seg.voc"),
+    "retrieval.map": ("suites.retrieval.metrics:evaluate_revisitop", "revisited Oxford/Paris mAP and mP@k at the "
+                      "easy / medium / hard protocols", "retrieval.roxford, retrieval.rparis"),
+    "retrieval.gap": ("suites.retrieval.metrics:evaluate_met", "Met GAP (global average precision), GAP without "
+                      "distractors, accuracy on non-distractors", "retrieval.met"),
+    "retrieval.amstertime": ("suites.retrieval.metrics:evaluate_amstertime", "AmsterTime mAP and P@k both ways "
+                             "(old->new, new->old) over the full gallery", "retrieval.amstertime"),
+    "cortexbench.success": ("suites.cortexbench.suite:aggregate", "rollout success / score: best and last "
+                            "evaluation epoch per seed, mean and std over seeds", "cortexbench.*"),
+}.items():
+    METRICS.register(_name, Described(_target, _describe, _used_by))

@@ -1,0 +1,113 @@
+"""Kabsch against independent implementations (scipy, roma), RR/RRE/RTE against hand-computed values, the
+REGTR head's shapes and loss."""
+import numpy as np
+import pytest
+import torch
+from scipy.spatial.transform import Rotation
+
+from heads.regtr import RegTRHead, SinePositionalEncoding3D, kabsch, regtr_loss, transform
+from suites.lexicon3d.regmetrics import (farthest_point_sampling, pair_metrics, random_rotation, registration_rmse,
+                                         rre_deg, rte)
+
+
+def _t(x):
+    return torch.from_numpy(np.asarray(x, np.float64))
+
+
+def test_kabsch_recovers_known_pose():
+    rng = np.random.default_rng(0)
+    R = Rotation.random(random_state=1).as_matrix()
+    t = np.array([0.3, -1.2, 2.0])
+    src = rng.normal(size=(50, 3))
+    tgt = src @ R.T + t
+    Re, te = kabsch(_t(src), _t(tgt))
+    assert np.abs(Re.numpy() - R).max() < 1e-6 and np.abs(te.numpy() - t).max() < 1e-6
+    # zero-weighted outliers are ignored
+    bad = tgt.copy()
+    bad[:10] += rng.normal(size=(10, 3)) * 5
+    w = np.ones(50)
+    w[:10] = 0
+    Re, te = kabsch(_t(src), _t(bad), _t(w))
+    assert np.abs(Re.numpy() - R).max() < 1e-6 and np.abs(te.numpy() - t).max() < 1e-6
+    # batched
+    Rb, tb = kabsch(_t(np.stack([src, src])), _t(np.stack([tgt, tgt])))
+    assert Rb.shape == (2, 3, 3) and np.abs(Rb[1].numpy() - R).max() < 1e-6
+
+
+def test_kabsch_matches_scipy_and_roma_with_noise_and_weights():
+    roma = pytest.importorskip("roma")
+    rng = np.random.default_rng(2)
+    src = rng.normal(size=(40, 3))
+    R = Rotation.random(random_state=3).as_matrix()
+    tgt = src @ R.T + [1.0, 2.0, 3.0] + rng.normal(size=(40, 3)) * 0.2
+    w = rng.uniform(0.1, 2.0, 40)
+    Re, te = kabsch(_t(src), _t(tgt), _t(w))
+    cs, ct = (w[:, None] * src).sum(0) / w.sum(), (w[:, None] * tgt).sum(0) / w.sum()
+    ref, _ = Rotation.align_vectors(tgt - ct, src - cs, weights=w)       # rotation of src onto tgt
+    np.testing.assert_allclose(Re.numpy(), ref.as_matrix(), atol=1e-8)
+    np.testing.assert_allclose(te.numpy(), ct - ref.as_matrix() @ cs, atol=1e-8)
+    Rr, tr = roma.rigid_points_registration(_t(src), _t(tgt), weights=_t(w))
+    np.testing.assert_allclose(Re.numpy(), Rr.numpy(), atol=1e-8)
+    np.testing.assert_allclose(te.numpy(), tr.numpy(), atol=1e-8)
+
+
+def test_kabsch_reflection_fix():
+    """Targets that are a mirror image of the source: the best orthogonal fit is a reflection (det -1);
+    Kabsch must return the best proper rotation instead, as scipy does."""
+    rng = np.random.default_rng(4)
+    src = rng.normal(size=(30, 3)) * [3.0, 2.0, 0.5]
+    M = np.diag([1.0, 1.0, -1.0]) @ Rotation.random(random_state=5).as_matrix()   # det -1
+    tgt = src @ M.T
+    Re, _ = kabsch(_t(src), _t(tgt))
+    Re = Re.numpy()
+    assert abs(np.linalg.det(Re) - 1.0) < 1e-9 and np.abs(Re.T @ Re - np.eye(3)).max() < 1e-9
+    # without the fix the SVD solution would be the reflection itself
+    U, _, Vt = np.linalg.svd((src - src.mean(0)).T @ (tgt - tgt.mean(0)))
+    assert np.linalg.det(Vt.T @ U.T) < 0
+    ref, _ = Rotation.align_vectors(tgt - tgt.mean(0), src - src.mean(0))
+    np.testing.assert_allclose(Re, ref.as_matrix(), atol=1e-8)
+
+
+def test_metrics_by_hand():
+    Rz90 = np.array([[0.0, -1, 0], [1, 0, 0], [0, 0, 1]])
+    assert rre_deg(Rz90, np.eye(3)) == pytest.approx(90.0)
+    assert rre_deg(np.eye(3) * (1 + 1e-12), np.eye(3)) == 0.0            # clamped, never nan
+    assert rre_deg(np.diag([1.0, -1, -1]), np.eye(3)) == pytest.approx(180.0)
+    assert rte([0.3, 0.4, 0.0], [0, 0, 0]) == pytest.approx(0.5)
+    src = np.array([[1.0, 0, 0], [0, 1, 0], [0, 0, 0], [5, 5, 5]])
+    ov = np.array([1, 1, 1, 0])
+    m = pair_metrics(np.eye(3), np.array([0.03, 0, 0]), np.eye(3), np.zeros(3), src, ov)
+    assert m == pytest.approx({"RRE": 0.0, "RTE": 0.03, "RMSE": 0.03, "RR": 1.0})
+    m = pair_metrics(np.eye(3), np.array([0.06, 0, 0]), np.eye(3), np.zeros(3), src, ov)
+    assert m["RR"] == 0.0 and m["RMSE"] == pytest.approx(0.06)
+    # rotation error: points (1,0,0), (0,1,0), (0,0,0) under Rz90 vs I move by sqrt2, sqrt2, 0
+    assert registration_rmse(Rz90, np.zeros(3), np.eye(3), np.zeros(3), src, ov) == pytest.approx(np.sqrt(4 / 3))
+    # no overlap point: all source points count
+    assert registration_rmse(np.eye(3), [0, 0, 0.1], np.eye(3), np.zeros(3), src, np.zeros(4)) == pytest.approx(0.1)
+
+
+def test_random_rotation_and_fps():
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        R = random_rotation(rng, 30.0)
+        assert abs(np.linalg.det(R) - 1) < 1e-9 and rre_deg(R, np.eye(3)) <= 30.0 + 1e-6
+    x = np.array([[0.0, 0, 0], [0.1, 0, 0], [10, 0, 0], [5, 0, 0], [0.2, 0, 0]])
+    assert farthest_point_sampling(x, 3, 0).tolist() == [0, 2, 3]
+    assert farthest_point_sampling(x, 9).tolist() == [0, 1, 2, 3, 4]
+
+
+def test_regtr_head_shapes_and_loss_backward():
+    torch.manual_seed(0)
+    head = RegTRHead(16, d=32, heads=4, ffn=64, layers=2)
+    fs, ft = torch.randn(1, 20, 16), torch.randn(1, 25, 16)
+    xs, xt = torch.randn(1, 20, 3), torch.randn(1, 25, 3)
+    out = head(fs, xs, ft, xt)
+    assert out["corr_s"].shape == (1, 20, 3) and out["corr_t"].shape == (1, 25, 3)
+    assert out["R"].shape == (1, 3, 3) and abs(torch.linalg.det(out["R"]).item() - 1) < 1e-4
+    R = torch.from_numpy(Rotation.random(random_state=0).as_matrix()).float()[None]
+    loss, parts = regtr_loss(out, xs, xt, R, torch.zeros(1, 3), torch.ones(1, 20), torch.ones(1, 25))
+    loss.backward()
+    assert set(parts) == {"overlap", "corr", "pose"} and head.proj.weight.grad is not None
+    assert torch.allclose(transform(R, torch.zeros(1, 3), xs), xs @ R[0].T)
+    pe = SinePositionalEncoding3D(256)(torch.zeros(4, 3))
+    assert pe.shape == (4, 256) and pe[0, :42].abs().max() == 0 and pe[0, 42:84].min() == 1
