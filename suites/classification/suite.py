@@ -6,16 +6,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-import numpy as np
 import torch
 
 from harness.config import ConfigError, field
 from harness.device import seed_everything
 from harness.samples import PerSample
 from harness.suite import MetricSpec, RunContext, Suite, SuiteResult, SuiteSpec
+from heads.grid import select
 from heads.knn import knn_predict
 from heads.linear_grid import DINOV2_LRS, InputConfig, LinearGrid, topk_correct, topk_hits, train_linear_grid
 from suites.classification.datasets import ImageFolderSplit
+from suites.classification.figures import per_class_accuracy
 from suites.images import DataError, eval_transform, train_transform
 
 
@@ -194,6 +195,8 @@ class ClassificationSuite(Suite):
         details: dict = {"n_train": len(train), "n_val": len(val), "n_classes": n_classes,
                          "n_fit": len(fit_idx), "n_holdout": len(hold_idx), "blocks": blocks}
 
+        figure_hits = None   # (head, chosen candidate, per-image correctness) of the primary head
+
         def correct(name: str, hits: torch.Tensor) -> None:
             """Report ``name`` (percent) and its per-image correctness, keyed by the val image's path."""
             h = hits.double().numpy()
@@ -234,8 +237,9 @@ class ClassificationSuite(Suite):
                 if hold_acc is not None:
                     metrics[f"{name}.holdout_top1"] = float(hold_acc[kk])
             # first best: ties go to the smaller lr / simpler input
-            best = int(torch.argmax(hold_acc)) if hold_acc is not None else 0
+            best = select(hold_acc, "max") if hold_acc is not None else 0
             correct("lin.top1", hits[1][best])
+            figure_hits = ("lin", names[best], hits[1][best])
             correct("lin.top5", hits[5][best])
             if hold_acc is not None:
                 metrics["lin.holdout_top1"] = float(hold_acc[best])
@@ -249,7 +253,7 @@ class ClassificationSuite(Suite):
             a6 = [kk for kk, (c, lr) in enumerate((c, lr) for c in inputs for lr in o.lrs)
                   if c.n_blocks == 1 and not c.avgpool and lo * (1 - 1e-9) <= lr <= hi * (1 + 1e-9)]
             if a6:
-                b6 = a6[int(torch.argmax(hold_acc[a6]))] if hold_acc is not None else a6[0]
+                b6 = a6[select(hold_acc[a6], "max")] if hold_acc is not None else a6[0]
                 correct("lin_a6.top1", hits[1][b6])
                 correct("lin_a6.top5", hits[5][b6])
                 if hold_acc is not None:
@@ -279,9 +283,18 @@ class ClassificationSuite(Suite):
                 metrics[f"knn.k{k}.top5"] = float(c[5][0]) / len(yval) * 100
             kh = topk_hits(scores[best_k].unsqueeze(0), yval)
             correct("knn.top1", kh[1][0])
+            if figure_hits is None:
+                figure_hits = ("knn", f"k={best_k}", kh[1][0])
             correct("knn.top5", kh[5][0])
             selection["knn"] = {"k": best_k, "rule": rule, "T": T}
-        return SuiteResult(metrics=metrics, selection=selection, details=details, per_sample=per_sample)
+        figures = {}
+        if figure_hits is not None:
+            head, label, h = figure_hits
+            figures["per_class_top1"] = per_class_accuracy(
+                h.numpy(), yval.numpy(), list(train.classes),
+                f"{head} ({label}) per-class val top-1, {enc.info.spec}")
+        return SuiteResult(metrics=metrics, selection=selection, details=details, per_sample=per_sample,
+                           figures=figures)
 
     def _iterations(self, n_fit: int) -> int:
         o = self.options

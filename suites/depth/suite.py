@@ -56,6 +56,7 @@ from harness.samples import PerSample
 from harness.suite import RunContext, Suite, SuiteResult
 from heads.depth import CPU_LRS
 from suites.depth.datasets import KB_HW, NYU_REF_HW, DepthSplit, KittiDepth, NYUDepth
+from suites.depth.figures import error_maps, figure_indices
 from suites.depth.floors import DepthFloors
 from suites.depth.metrics import METRICS
 from suites.depth.options import KittiOptions, NYUdOptions, _spec
@@ -126,6 +127,7 @@ class _DepthSuite(DepthProtocol, DepthTraining, DepthFloors, Suite):
 
     # -- run ------------------------------------------------------------------------------------
     def run(self, ctx: RunContext) -> SuiteResult:
+        o = self.options
         gen = seed_everything(ctx.seed)
         enc = ctx.encoder
         d = self._data(ctx.data, enc.info)
@@ -162,7 +164,10 @@ class _DepthSuite(DepthProtocol, DepthTraining, DepthFloors, Suite):
             metrics[m] = first[m]
             per_sample[m] = per_sample[f"{prefix}.{m}"]
         metrics["val.rmse"] = first["val.rmse"]
-        return SuiteResult(metrics=metrics, selection=selection, details=details, per_sample=per_sample)
+        figure = error_maps(first["predict"], d.test, figure_indices(test_idx), o.min_depth, o.max_depth,
+                            f"{prefix} ({selection[order[0]].get('head', 'dpt')}) on {enc.info.spec}")
+        return SuiteResult(metrics=metrics, selection=selection, details=details, per_sample=per_sample,
+                           figures={"error_maps": figure})
 
 
 class NYUdSuite(_DepthSuite):

@@ -83,6 +83,8 @@ class DepthTraining:
         selection["linear"] = {"head": names[best], "rule": "min rmse on the part of train held out",
                                "val_rmse": out["val.rmse"], "iterations": o.iterations, "blocks": blocks,
                                "n_holdout": int(len(hold))}
+        test_predict = predictor(ftest)
+        out["predict"] = lambda sel: test_predict(sel)[best:best + 1]   # the figure's: the selected head
         return out
 
     def _run_dpt(self, ctx, d, fit, hold, test_idx, gen, metrics, selection, details,
@@ -145,6 +147,7 @@ class DepthTraining:
         selection["dpt"] = {"lr": o.dpt_lr, "blocks": blocks, "channels": o.dpt_channels,
                             "val_rmse": out["val.rmse"], "iterations": total, "warmup": o.dpt_warmup,
                             "params": sum(p.numel() for p in head.parameters())}
+        out["predict"] = predictor(ftest)      # the figure's predictions (one head: row 0)
         return out
 
 

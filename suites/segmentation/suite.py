@@ -12,76 +12,23 @@ cached features of fixed crops (see ``windows.py``). Several learning rates can 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar, Iterator, Literal
+from typing import ClassVar
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 
-from harness.config import ConfigError, field
-from harness.device import seed_everything
+from harness.config import ConfigError
 from harness.samples import PerSample
 from harness.suite import MetricSpec, RunContext, Suite, SuiteResult, SuiteSpec
+from heads.grid import select
 from suites.images import DataError
-
-PAPER_TEST_RATIOS = (1.0, 1.32, 1.73, 2.28, 3.0)
-
-
-@dataclass(frozen=True)
-class SegOptions:
-    # schedule (DINOv2 linear / +ms segmentation configs)
-    iters: int = field(40000, min=1, help="training iterations (DINOv2: 40k)")
-    batch_size: int = field(16, min=1, help="crops per iteration (DINOv2: 2 per GPU x 8 GPUs)")
-    lr: float = field(1e-3, min=0, min_open=True, help="AdamW learning rate (DINOv2: 1e-3)")
-    lr_grid: tuple[float, ...] = field((), min=0, min_open=True,
-                                       help="train one head per lr in the same pass (replaces lr) and select on "
-                                            "held-out train; empty = the single lr")
-    weight_decay: float = field(1e-4, min=0, help="AdamW weight decay (DINOv2: 1e-4; DINOv3: 1e-3)")
-    betas: tuple[float, float] = field((0.9, 0.999), min=0, max=1, max_open=True, help="AdamW betas")
-    warmup_iters: int = field(1500, min=0, help="linear warm-up iterations (mmcv 'linear', ratio warmup_ratio)")
-    warmup_ratio: float = field(1e-6, min=0, max=1, help="lr factor at iteration 0 of the warm-up")
-    poly_power: float = field(1.0, min=0, help="poly decay power over all iterations")
-    min_lr: float = field(0.0, min=0, help="poly floor")
-    selection: Literal["auto", "holdout", "refit"] = field(
-        "auto", help="held-out selection: 'auto' = no hold-out when there is nothing to select (one lr: the head "
-                     "trains on the full train split, no holdout_mIoU), 'refit' with an lr grid; 'refit' = select on "
-                     "holdout_fraction of train, then retrain the chosen lr on the full train split (what sweeps "
-                     "need: holdout_mIoU); 'holdout' = report the head trained on the rest (the pre-v2 behaviour)")
-    holdout_fraction: float = field(0.1, min=0, max=1, min_open=True, max_open=True,
-                                    help="part of train held out to select among lr_grid heads (and the validation "
-                                         "metric of sweeps)")
-    loss_resolution: Literal["label", "patch"] = field(
-        "label", help="'label' = mmseg: logits upsampled to the label size; 'patch' = labels sampled at the centre "
-                      "of each patch and the loss taken on the feature grid (cheap: the demo's CPU choice)")
-    curve_every: int = field(0, min=0, help="fast mode: every n iterations log the held-out mIoU of the training "
-                                            "windows (<head>.curve.holdout_mIoU; needs a hold-out); 0 = off")
-    # linear head geometry
-    crop_size: int = field(512, min=1, help="linear: training crop and slide window")
-    stride: int = field(341, min=1, help="linear: slide stride")
-    scale: int = field(512, min=1, help="linear: short side of the resize (long side <= 4x: mmseg's (2048, 512))")
-    ratio_range: tuple[float, float] = field((0.5, 2.0), min=0, min_open=True,
-                                             help="linear: random resize ratio range")
-    # +ms head geometry
-    ms_layers: int = field(4, min=1, help="+ms: last n layers concatenated")
-    ms_crop_size: int = field(640, min=1, help="+ms: training crop and slide window")
-    ms_stride: int = field(320, min=1, help="+ms: slide stride")
-    ms_scale: int = field(640, min=1, help="+ms: short side of the base resize (long side <= 4x)")
-    ms_ratio_range: tuple[float, float] = field((1.0, 3.0), min=0, min_open=True,
-                                                help="+ms: random resize ratio range")
-    ms_test_ratios: tuple[float, ...] = field(PAPER_TEST_RATIOS, min=0, min_open=True, nonempty=True,
-                                              help="+ms: test-time scales")
-    ms_flip: bool = field(True, help="+ms: test-time horizontal flip")
-    # augmentation / data
-    cat_max_ratio: float = field(0.75, min=0, max=1, min_open=True, help="RandomCrop: max share of one class in a crop")
-    photometric: bool = field(True, help="PhotoMetricDistortion at training (exact mode)")
-    prefer_aug: bool = field(True, help="VOC: train on trainaug.txt + SegmentationClassAug when present")
-    max_val_images: int | None = field(None, min=1, help="evaluate on the first n val images only (smoke runs)")
-    log_every: int = field(50, min=1, hash=False, help="log the training loss every n iterations")
+from suites.segmentation.figures import per_class_iou
+from suites.segmentation.options import SegOptions
+from suites.segmentation.records import seg_samples
+from suites.segmentation.training import SegTraining
 
 
-class SegmentationSuite(Suite):
+class SegmentationSuite(SegTraining, Suite):
     Options = SegOptions
     dataset: ClassVar[str]
     train_split: ClassVar[str]
@@ -100,7 +47,7 @@ class SegmentationSuite(Suite):
 
     @classmethod
     def search_space(cls):
-        # paper App. A.3: lr searched in 1e-4..1e-1 (log). The mapping form: harness.sweep.parse_space
+        # paper App. A.3: lr searched in 1e-4..1e-1 (log). The mapping form: harness.commands.sweep.parse_space
         # reads a tuple spec as a list of categorical values.
         return {"lr": {"type": "float", "low": 1e-4, "high": 1e-1, "log": True}}
 
@@ -231,7 +178,11 @@ class SegmentationSuite(Suite):
                     per_sample[k] = v
             selection[head] = out["selection"]
             details["heads"][head] = out["details"]
-        return SuiteResult(metrics=metrics, selection=selection, details=details, per_sample=per_sample)
+        first = ctx.heads[0]
+        figure = per_class_iou(details["heads"][first]["val_per_class_iou"], floor["IoU"],
+                               f"{first} (lr {selection[first]['lr']:g}) per-class val IoU, {ctx.encoder.info.spec}")
+        return SuiteResult(metrics=metrics, selection=selection, details=details, per_sample=per_sample,
+                           figures={"per_class_iou": figure})
 
     # -- one head ----------------------------------------------------------------------------------
     def _run_head(self, ctx, head, train, val, fit_idx, hold_idx, val_idx, lrs, policy) -> dict:
@@ -247,7 +198,7 @@ class SegmentationSuite(Suite):
             # the held-out part of train selects among lr heads and is what sweeps optimise (never val)
             hold_res = evaluate(model, train, hold_idx, geo, enc.info, window_batch=wb, progress=ctx.progress,
                                 desc=f"{head} holdout")
-            best = int(np.nanargmax([r["mIoU"] for r in hold_res]))   # first best: ties -> smaller index
+            best = select([r["mIoU"] for r in hold_res], "max")   # first best: ties -> smaller index
             metrics["holdout_mIoU"] = hold_res[best]["mIoU"]
             if len(lrs) > 1:
                 for lr, hr in zip(lrs, hold_res):
@@ -285,204 +236,6 @@ class SegmentationSuite(Suite):
             details["refit"] = refit
         return {"metrics": metrics, "selection": selection, "details": details,
                 "per_sample": seg_samples(val_res[k_report])}
-
-    def _train(self, ctx, head, geo, train, idx, lrs, *, curve_idx, tag) -> tuple:
-        """Build a segmentor with one BNHead per lr and train it on the training images ``idx``."""
-        from heads.segmentation import train_heads
-        from suites.segmentation.protocol import build_segmentor
-        o = self.options
-        gen = seed_everything(ctx.seed)
-        enc = ctx.encoder.to(ctx.device).eval()
-        model = build_segmentor(enc, geo, train.num_classes, len(lrs), ctx.precision, seed=ctx.seed).to(ctx.device)
-        dh = model.decode_head
-        t0 = time.perf_counter()
-        if ctx.mode == "fast":
-            batches, n_items, extra = self._fast_batches(ctx, model, geo, train, idx, gen)
-        else:
-            batches, n_items, extra = self._exact_batches(ctx, model, geo, train, idx, gen)
-        curve = None
-        if o.curve_every and curve_idx and ctx.mode == "fast":
-            curve = self._window_curve(ctx, model, geo, train, curve_idx, lrs, tag,
-                                       report=tag == ctx.heads[0])
-        prep_s = time.perf_counter() - t0
-        t1 = time.perf_counter()
-        points: list[tuple[int, float]] = []
-
-        def on_step(step, losses):
-            if step % max(1, o.log_every) == 0 or step == o.iters - 1:
-                ctx.log_curve({f"{tag}.train_loss": float(np.mean(losses))}, step)
-            if curve is not None and ((step + 1) % o.curve_every == 0 or step == o.iters - 1):
-                points.append((step + 1, curve(step + 1)))
-
-        last = train_heads(dh.heads, batches, dh.loss_single, lrs, o.iters, weight_decay=o.weight_decay,
-                           betas=tuple(o.betas), warmup_iters=o.warmup_iters, warmup_ratio=o.warmup_ratio,
-                           power=o.poly_power, min_lr=o.min_lr, on_step=on_step)
-        info = {"train_items": n_items, "train_images": len(idx), "prepare_seconds": round(prep_s, 2),
-                "train_seconds": round(time.perf_counter() - t1, 2), "final_train_loss": last, **extra}
-        if points:
-            info["curve_holdout_mIoU"] = points
-        return model, info
-
-    def _window_features(self, ctx, geo, split, idx):
-        """Cached encoder features + labels of the slide windows of images ``idx`` (fast mode)."""
-        from suites.segmentation.windows import WindowSet, labels_key
-        enc = ctx.encoder
-        ws = WindowSet(split, idx, geo, enc.info)
-        feats = ctx.features(ws, self._cached_layers(ctx, geo), kinds=("patches",), desc="train windows")
-        labels = ws.labels(ctx.cache.root, labels_key(feats.key, ws))
-        blocks = sorted(set(enc.resolve_layers(geo.layers)))
-        arrays = [_Rows(feats[f"patches.{b}"]) for b in blocks]
-        return ws, feats, arrays, _Rows(labels)
-
-    def _cached_layers(self, ctx, geo) -> list[int]:
-        """Blocks to cache: those of every head of the run whose windows are ``geo``'s, so that linear and
-        +ms heads on the same windows share one entry (one encoder pass per window)."""
-        enc = ctx.encoder
-        blocks = set(enc.resolve_layers(geo.layers))
-        for head in ctx.heads:
-            other = self.geometry(head, enc)
-            if other.transform_id() == geo.transform_id():
-                blocks |= set(enc.resolve_layers(other.layers))
-        return sorted(blocks)
-
-    def _fast_batches(self, ctx, model, geo, train, fit_idx, gen):
-        from heads.segmentation import patch_centre_labels
-        ws, feats, arrays, labels = self._window_features(ctx, geo, train, fit_idx)
-        if self.options.loss_resolution == "patch":   # sampled once: [N, h, w] instead of [N, crop, crop]
-            labels = _Rows(patch_centre_labels(labels[torch.arange(len(ws))], ctx.encoder.info.patch_size).numpy())
-        n = len(ws)
-        bs = min(self.options.batch_size, n)
-        dh, dev = model.decode_head, ctx.device
-
-        def batches() -> Iterator:
-            perm = torch.randperm(n, generator=gen)
-            for s in range(0, n - bs + 1, bs):
-                idx = perm[s:s + bs].sort().values
-                maps = [a[idx].to(dev).float().permute(0, 3, 1, 2) for a in arrays]
-                yield dh.features(maps), labels[idx].to(dev).long()
-
-        return batches, n, {"windows": n, "features_cache": feats.key, "features_computed": feats.computed}
-
-    def _window_curve(self, ctx, model, geo, split, idx, lrs, tag, report):
-        """A cheap held-out learning curve: mIoU of each head on the cached windows of the held-out images
-        (logits upsampled to the window, ignore pixels left out), at the training resolution."""
-        ws, _, arrays, labels = self._window_features(ctx, geo, split, idx)
-        dh, dev, c = model.decode_head, ctx.device, model.decode_head.num_classes
-
-        @torch.no_grad()
-        def measure(step: int) -> float:
-            was_training = dh.heads.training
-            dh.heads.eval()
-            inter = torch.zeros(len(lrs), c, dtype=torch.float64)
-            union = torch.zeros(len(lrs), c, dtype=torch.float64)
-            for s in range(0, len(ws), 32):
-                rows = torch.arange(s, min(s + 32, len(ws)))
-                xhat = dh.heads.normalize(dh.features([a[rows].to(dev).float().permute(0, 3, 1, 2)
-                                                      for a in arrays]))
-                lab = labels[rows].long()
-                keep = lab != dh.ignore_index
-                for k in range(len(lrs)):
-                    logits = F.interpolate(dh.heads.project(xhat, k), size=lab.shape[-2:], mode="bilinear",
-                                           align_corners=dh.align_corners)
-                    p, t = logits.argmax(1).cpu()[keep], lab[keep]
-                    hit = torch.bincount(t[p == t], minlength=c)[:c].double()
-                    inter[k] += hit
-                    union[k] += (torch.bincount(p, minlength=c)[:c] + torch.bincount(t, minlength=c)[:c]).double() - hit
-            dh.heads.train(was_training)
-            present = union > 0
-            miou = [float((inter[k][present[k]] / union[k][present[k]]).mean() * 100) for k in range(len(lrs))]
-            values = {f"{tag}.curve.holdout_mIoU": max(miou)}
-            if len(lrs) > 1:
-                values.update({f"{tag}.lr{lr:g}.curve.holdout_mIoU": v for lr, v in zip(lrs, miou)})
-            ctx.log_curve(values, step)
-            if report:
-                ctx.report_intermediate(max(miou), step)
-            return max(miou)
-
-        return measure
-
-    def _exact_batches(self, ctx, model, geo, train, fit_idx, gen):
-        from heads.segmentation import patch_centre_labels
-        from suites.segmentation.mmseg_compat import import_mmseg
-        from suites.segmentation.protocol import train_pipeline
-        ns = import_mmseg()
-        o = self.options
-        ds = train.build(train_pipeline(geo, train.num_classes, train.dataset, o.cat_max_ratio, o.photometric),
-                         indices=fit_idx)
-        bs = min(o.batch_size, len(ds))
-        sampler = _InfiniteShuffle(len(ds), gen)
-        loader = torch.utils.data.DataLoader(ds, batch_size=bs, sampler=sampler, collate_fn=ns.pseudo_collate,
-                                             num_workers=ctx.num_workers, worker_init_fn=_seed_worker,
-                                             persistent_workers=False, drop_last=True)
-        dh = model.decode_head
-
-        patch = ctx.encoder.info.patch_size if o.loss_resolution == "patch" else 0
-
-        def batches() -> Iterator:
-            for data in loader:
-                data = model.data_preprocessor(data, training=True)
-                labels = dh.stack_labels(data["data_samples"])
-                yield (dh.features(model.backbone(data["inputs"])),
-                       patch_centre_labels(labels, patch) if patch else labels)
-
-        return batches, len(ds), {"images": len(ds)}
-
-
-class _Rows:
-    """Row access to a cached [N, ...] array as torch tensors: held in memory (its file size) when small,
-    read from the memmap per batch otherwise (paper-scale caches are tens of GB)."""
-
-    IN_MEMORY_BYTES = 2 << 30
-
-    def __init__(self, array):
-        self.shape = array.shape
-        self.array = torch.from_numpy(np.array(array)) if array.nbytes <= self.IN_MEMORY_BYTES else array
-
-    def __len__(self) -> int:
-        return self.shape[0]
-
-    def __getitem__(self, idx: torch.Tensor) -> torch.Tensor:
-        if isinstance(self.array, torch.Tensor):
-            return self.array[idx]
-        return torch.from_numpy(np.asarray(self.array[idx.numpy()]))
-
-
-def seg_samples(res: dict) -> dict[str, PerSample]:
-    """Per-image statistics of one scored head (or the floor): mIoU from per-class intersections and unions
-    (reduce 'miou': classes with no union over the resampled images are left out, as mmseg's nanmean over
-    classes present in label or prediction), aAcc = correct / labelled pixels (reduce 'ratio'), mAcc from
-    per-class correct and labelled pixels (reduce 'miou' over classes present in the labels)."""
-    inter, union, label = res["per_image"]
-    c = inter.shape[1]
-    ids = res["ids"]
-    return {
-        "mIoU": PerSample(ids, np.hstack([inter, union]), "miou", 100.0,
-                          tuple(f"inter.{i}" for i in range(c)) + tuple(f"union.{i}" for i in range(c))),
-        "aAcc": PerSample(ids, np.stack([inter.sum(1), label.sum(1)], 1), "ratio", 100.0, ("correct", "labelled")),
-        "mAcc": PerSample(ids, np.hstack([inter, label]), "miou", 100.0,
-                          tuple(f"correct.{i}" for i in range(c)) + tuple(f"labelled.{i}" for i in range(c))),
-    }
-
-
-class _InfiniteShuffle(torch.utils.data.Sampler):
-    """Endless epochs, each a fresh permutation (mmengine's InfiniteSampler without distribution)."""
-
-    def __init__(self, n: int, generator: torch.Generator):
-        self.n, self.generator = n, generator
-
-    def __iter__(self):
-        while True:
-            yield from torch.randperm(self.n, generator=self.generator).tolist()
-
-    def __len__(self) -> int:
-        return 2 ** 62
-
-
-def _seed_worker(worker_id: int) -> None:
-    import random
-    seed = torch.initial_seed() % 2 ** 32
-    np.random.seed(seed)
-    random.seed(seed)
 
 
 class ADE20KSuite(SegmentationSuite):

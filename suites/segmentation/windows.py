@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Sequence
 
@@ -22,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from harness.atomic import atomic_file
 from suites.images import DataError
 from suites.segmentation.datasets import SegSplit
 from suites.segmentation.mmseg_compat import center_pad
@@ -98,22 +98,18 @@ class WindowSet(torch.utils.data.Dataset):
         return self.window(j)[0], j
 
     def labels(self, cache_root: Path, key: str) -> np.ndarray:
-        """uint8 [N, crop, crop] label windows, written once (tmp + rename) under ``cache_root``."""
+        """uint8 [N, crop, crop] label windows, written once (``harness.atomic``: temp + rename) under
+        ``cache_root``."""
         final = Path(cache_root) / f"seg-labels-{key}.npy"
         if final.is_file():
             return np.load(final, mmap_mode="r")
-        tmp = final.with_name(f"{final.stem}.tmp-{os.getpid()}.npy")
-        try:
+        with atomic_file(final) as tmp:      # open_memmap writes to the path as given (no .npy appended)
             arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8,
                                             shape=(len(self), self.geo.crop, self.geo.crop))
             for j in range(len(self)):
                 arr[j] = self.window(j)[1]
             arr.flush()
             del arr
-            os.replace(tmp, final)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
         return np.load(final, mmap_mode="r")
 
 
