@@ -28,7 +28,9 @@ class BoostRecords:
         self.tracker = None
         if self.tracked:
             from harness.tracking import Tracker
-            self.tracker = Tracker(workspace.tracking_uri, cfg.experiment, workspace.artifacts)
+            import os     # a team's server ($MLFLOW_TRACKING_URI) wins over the workspace store, as for eval
+            self.tracker = Tracker(os.environ.get("MLFLOW_TRACKING_URI") or workspace.tracking_uri, cfg.experiment,
+                                   workspace.artifacts)
 
     @property
     def runs(self) -> dict[str, str]:
