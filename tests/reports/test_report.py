@@ -59,13 +59,22 @@ def test_tables_rows_deltas_and_provenance(runs, tmp_path):
     t5 = md[md.index("### Table 5"):md.index("### Table 8")]
     row = [l for l in t5.splitlines() if l.startswith("| +SpatialBoost")][0]
     assert "| 65.00 | 69.00 |" in row                         # kNN better, lin. worse: no CI, so no bold
-    assert "suite lexicon3d.scanqa is not implemented" in md
+    assert "no finished lexicon3d.scanqa run" in md       # registered (Lexicon3D), no run in this experiment
     tex = paths["tex"].read_text()
     assert r"\toprule" in tex and "3.25 $\\pm$ 0.35" in tex and r"$\Delta$" in tex and r"\textbf" not in tex
     html = paths["html"].read_text()
     assert f"data-runs='{ids[('base', 0)]},{ids[('base', 1)]}'" in html or \
            f"data-runs='{','.join(sorted([ids[('base', 0)], ids[('base', 1)]]))}'" in html
     assert "data:image/png;base64," in html
+
+
+def test_cells_of_unregistered_suites_say_so(runs):
+    from reports.tables import LAYOUTS, build_table
+    from results.runs import latest_per_config, load_runs
+    uri, _, _ = runs
+    table = build_table(latest_per_config(load_runs(uri, "paper")), LAYOUTS["table3"], {"depth.nyud"})
+    from reports.render import to_markdown
+    assert "suite lexicon3d.scanqa is not implemented in this harness version" in to_markdown(table)
 
 
 def test_unknown_experiment_lists_existing(runs, tmp_path):
