@@ -16,9 +16,9 @@ import numpy as np
 import torch
 
 from harness.config import ConfigError, field
+from harness.errors import NoDefaultData
 from harness.samples import PerSample
 from harness.suite import MetricSpec, RunContext, Suite, SuiteResult, SuiteSpec
-from suites.images import DataError
 from suites.retrieval.datasets import (MET_DISTRACTOR, RevisitedData, load_amstertime, load_met,
                                        load_revisited, make_transform)
 from suites.retrieval.figures import labelled_strip, revisited_strip
@@ -61,12 +61,9 @@ def _unique_ids(names) -> list[str]:
     return [n if seen[n] == 1 else f"{n}#{i}" for i, n in enumerate(names)]
 
 
-class NoDefaultData(DataError, NotImplementedError):
-    """A suite without embedded default data was run without ``--data``: a user error (exit 2), and a
-    NotImplementedError so the demo skips the suite."""
-
-
 def _needs_data(name: str, layout: str):
+    """A suite without embedded default data run without ``--data``: the core's NoDefaultData (a user
+    error, exit 2; the demo skips the suite), naming the layout to pass."""
     raise NoDefaultData(f"suite {name} has no embedded default data: pass --data DIR with the dataset in "
                         f"its layout ({layout}; see suites/retrieval/README.md)")
 
