@@ -316,6 +316,8 @@ def main(argv=None) -> int:
     from encoders.spatialboost.qa.cli import add_data_parser
     from harness.commands.campaign import add_campaign_parser
     add_campaign_parser(sub)  # spatialboost campaign FILE.yaml (harness/commands/campaign.py)
+    from harness.commands.server import add_server_parser
+    add_server_parser(sub)    # spatialboost server: PostgreSQL + mlflow server for a team trial
     add_boost_parser(sub)    # spatialboost boost ...          (encoders/spatialboost/README.md)
     add_data_parser(sub)     # spatialboost data generate ...  (encoders/spatialboost/qa/README.md)
 
@@ -338,7 +340,13 @@ def main(argv=None) -> int:
     p.add_argument("--no-boost", action="store_true", help="evaluate the baseline only (no SpatialBoost training)")
     p.set_defaults(func=cmd_demo)
 
+    for name, p in sub.choices.items():   # every command honours a team's tracking server
+        if name not in ("ls",) and not any("--tracking-uri" in a.option_strings for a in p._actions):
+            p.add_argument("--tracking-uri", help="MLflow tracking URI, e.g. http://host:5000 (default: "
+                                                  "$MLFLOW_TRACKING_URI or the workspace's sqlite store)")
     args = parser.parse_args(argv)
+    if getattr(args, "tracking_uri", None) and args.command != "report":
+        os.environ["MLFLOW_TRACKING_URI"] = args.tracking_uri
     return run_command(args.func, args)
 
 

@@ -170,9 +170,12 @@ def run_demo(preset: str = "default", workspace=None, force: bool = False, suite
              "a ✗ in the signal check means that suite does not separate encoders at the demo's budget; its "
              "README says what it measured"]
     notes += [f"skipped {s}" for s in skipped] + [f"FAILED {s}" for s in failed]
-    paths = build_report(os.environ.get("MLFLOW_TRACKING_URI") or ws.tracking_uri, experiment, ws.reports,
-                         notes=notes)
-    step("done")
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or ws.tracking_uri
+    paths = build_report(uri, experiment, ws.reports, notes=notes)
+    from reports.publish import log_report_run      # the report and its plots, browsable in the MLflow UI
+    report_run = log_report_run(uri, experiment, ws.reports, paths.source_run_ids, paths.tables, ws.artifacts,
+                                formats=list(paths))
+    step(f"done (report run {report_run} in experiment {experiment})")
     print(f"report: {paths['md']}  (also {paths['html'].name}, {paths['tex'].name})")
     print(f"MLflow UI: spatialboost ui --workspace {ws.root}   then open http://127.0.0.1:5000")
     for f in failed:
