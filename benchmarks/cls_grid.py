@@ -25,9 +25,9 @@ def grid_for(inputs, lrs, dim, classes):
 
 def seconds_per_iter(grid, blocks, batch, iters, encoder=None, image_size=224, classes=1000):
     y = torch.randint(0, classes, (batch,))
-    dim = grid.heads[0].weight.shape[1] if encoder is None else encoder.info.embed_dim
-    fixed = {f"cls.{b}": torch.randn(batch, encoder.info.embed_dim if encoder else 384) for b in blocks}
-    fixed[f"avgpool.{blocks[-1]}"] = torch.randn(batch, encoder.info.embed_dim if encoder else 384)
+    dim = grid.heads[0].weight.shape[1] if encoder is None else encoder.info.embed_dim   # input 0 = 1 block, no avgpool
+    fixed = {f"cls.{b}": torch.randn(batch, dim) for b in blocks}
+    fixed[f"avgpool.{blocks[-1]}"] = torch.randn(batch, dim)
 
     def batches():
         while True:
@@ -40,7 +40,6 @@ def seconds_per_iter(grid, blocks, batch, iters, encoder=None, image_size=224, c
                 feats[f"avgpool.{blocks[-1]}"] = out.layers[blocks[-1]].patches.mean((1, 2))
                 yield feats, y
 
-    del dim
     train_linear_grid(grid, batches, blocks, 1, batch)  # warm-up
     t = time.perf_counter()
     train_linear_grid(grid, batches, blocks, iters, batch)
