@@ -37,7 +37,7 @@ def _plain_loop(total, lr, warmup, wd, clip):
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(head.parameters(), clip)
-        log.append((float(loss), opt.param_groups[0]["lr"]))
+        log.append((float(loss.detach()), opt.param_groups[0]["lr"]))
         opt.step()
         if step < total - 1:
             sched.step()
