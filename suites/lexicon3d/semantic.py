@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from harness.config import field
 from harness.samples import PerSample
 from harness.suite import MetricSpec, RunContext, Suite, SuiteResult, SuiteSpec
-from suites.lexicon3d.common import LiftOptions, default_root, load, split_scenes
+from suites.lexicon3d.common import LiftOptions, default_root, load, small_ops_threads, split_scenes
 from suites.lexicon3d.scannet import IGNORE, N_CLASSES, ScanNetData
 
 
@@ -108,10 +108,14 @@ class SemanticSuite(Suite):
                    np.zeros((N_CLASSES, N_CLASSES), np.int64))
 
     def run(self, ctx: RunContext) -> SuiteResult:
-        o = self.options
         t0 = time.perf_counter()
-        _, lifted, layer = load(ctx, o)
+        _, lifted, layer = load(ctx, self.options)
         t_lift = time.perf_counter() - t0
+        with small_ops_threads(ctx.device):
+            return self._train_and_score(ctx, lifted, layer, t_lift)
+
+    def _train_and_score(self, ctx, lifted, layer, t_lift) -> SuiteResult:
+        o = self.options
         fit, hold, val = split_scenes(lifted, o.holdout_fraction)
         gen = torch.Generator().manual_seed(ctx.seed)
         torch.manual_seed(ctx.seed)
