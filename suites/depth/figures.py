@@ -35,12 +35,13 @@ def error_maps(predict, ds, indices: np.ndarray, min_depth: float, max_depth: fl
         hi = float(np.percentile(gt[valid], 99)) if valid.any() else max_depth
         err = np.where(valid, np.abs(p - gt), np.nan)
         rmse = float(np.sqrt(np.nanmean(err ** 2))) if valid.any() else float("nan")
+        emax = max(float(np.nanpercentile(err, 99)), 1e-6) if valid.any() else 1.0
         name = str(ds.samples[int(i)].image)
         for c, (img, label, kw) in enumerate((
                 (p, f"prediction  ({name})", {"vmin": 0, "vmax": hi, "cmap": "magma_r"}),
                 (np.where(valid, gt, np.nan), "ground truth (evaluated pixels)", {"vmin": 0, "vmax": hi,
                                                                                "cmap": "magma_r"}),
-                (err, f"|pred - gt|  (rmse {rmse:.3f} m)", {"vmin": 0, "vmax": max(hi / 4, 1e-6), "cmap": "viridis"}))):
+                (err, f"|pred - gt|  (rmse {rmse:.3f} m)", {"vmin": 0, "vmax": emax, "cmap": "viridis"}))):
             ax = axes[r, c]
             im = ax.imshow(img, **kw)
             ax.set_title(label, fontsize=7)
