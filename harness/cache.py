@@ -6,6 +6,11 @@ before the option existed) or are raw (``norm=False``, its own key). Arrays are
 float16 ``.npy`` files opened as memmaps. A cache is written into ``<key>.tmp-<pid>@<host>`` and renamed when
 complete, so a killed extraction never leaves a folder that a later run would read; the next cache
 opened on that host removes such folders of dead processes.
+
+Under ``torchrun`` (an initialised process group of more than one rank) extraction is data-parallel:
+each rank encodes a contiguous shard of the dataset into ``<tmp>/shard-<rank>/`` of a folder shared by
+all ranks (the cache root must be on a filesystem they all see), and rank 0 assembles the entry only
+when every shard is complete; every rank then reads the same entry.
 """
 from __future__ import annotations
 
@@ -113,6 +118,9 @@ class FeatureCache:
             self.stats.hits += 1
             return self._open(final, key)
         self.stats.misses += 1
+        if _world_size() > 1:
+            return self._compute_distributed(encoder, dataset, blocks, kinds, key, final, torch.device(device),
+                                             precision, batch_size, num_workers, progress, desc, norm)
         tmp = self.root / f"{key}.tmp-{os.getpid()}@{platform.node()}"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
@@ -131,24 +139,93 @@ class FeatureCache:
         feats.computed = True
         return feats
 
+    def _compute_distributed(self, encoder, dataset, blocks, kinds, key, final, device, precision, batch_size,
+                             num_workers, progress, desc, norm) -> Features:
+        import torch.distributed as dist
+        rank, world = dist.get_rank(), dist.get_world_size()
+        name = [f"{key}.tmp-{os.getpid()}@{platform.node()}" if rank == 0 else None]
+        dist.broadcast_object_list(name, src=0)      # one temp folder for all ranks, named by rank 0's pid
+        tmp = self.root / name[0]
+        n = len(dataset)
+        per = -(-n // world)
+        rows = range(min(n, rank * per), min(n, (rank + 1) * per))
+        shard = tmp / f"shard-{rank}"
+        shutil.rmtree(shard, ignore_errors=True)
+        shard.mkdir(parents=True)
+        error = None
+        try:
+            meta = self._extract(encoder, dataset, blocks, kinds, shard, device, precision, batch_size,
+                                 num_workers, progress and rank == 0, desc, norm, rows=rows)
+            (shard / "meta.json").write_text(json.dumps(meta))
+        except Exception as e:   # noqa: BLE001 - every rank must reach the barrier, then all fail together
+            error = f"rank {rank}: {type(e).__name__}: {e}"
+        errors = [None] * world
+        dist.all_gather_object(errors, error)
+        failed = [e for e in errors if e]
+        if not failed and rank == 0:
+            try:
+                self._assemble(tmp, final, world, n)
+            except Exception as e:   # noqa: BLE001
+                failed = [f"rank 0 assembling {tmp}: {e}"]
+        outcome = [failed]
+        dist.broadcast_object_list(outcome, src=0)
+        if outcome[0]:
+            if rank == 0:
+                shutil.rmtree(tmp, ignore_errors=True)
+            raise RuntimeError("distributed feature extraction failed: " + "; ".join(outcome[0]))
+        feats = self._open(final, key)
+        feats.computed = True
+        return feats
+
+    @staticmethod
+    def _assemble(tmp: Path, final: Path, world: int, n: int) -> None:
+        """The entry from its shards, only when all of them are complete; then published by rename."""
+        metas = []
+        for r in range(world):
+            m = tmp / f"shard-{r}" / "meta.json"
+            if not m.is_file():
+                raise RuntimeError(f"shard {r} of {tmp} is incomplete")
+            metas.append(json.loads(m.read_text()))
+        names = sorted({a for m in metas for a in m["arrays"]})
+        for name in names:
+            parts = [(m["rows"], np.load(tmp / f"shard-{r}" / f"{name}.npy", mmap_mode="r"))
+                     for r, m in enumerate(metas) if m["n"]]
+            full = np.lib.format.open_memmap(tmp / f"{name}.npy", mode="w+", dtype=np.float16,
+                                             shape=(n, *parts[0][1].shape[1:]))
+            for (lo, hi), arr in parts:
+                full[lo:hi] = arr
+            full.flush()
+            del full
+        meta = {**next(m for m in metas if m["n"]), "arrays": names, "n": n, "rows": [0, n], "shards": world,
+                "seconds": max(m["seconds"] for m in metas)}
+        for r in range(world):
+            shutil.rmtree(tmp / f"shard-{r}")
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
+        try:
+            os.rename(tmp, final)
+        except OSError:   # another job finished the same key first
+            shutil.rmtree(tmp, ignore_errors=True)
+
     def _open(self, path: Path, key: str) -> Features:
         meta = json.loads((path / "meta.json").read_text())
         arrays = {name: np.load(path / f"{name}.npy", mmap_mode="r") for name in meta["arrays"]}
         return Features(arrays=arrays, key=key, path=path, meta=meta)
 
     def _extract(self, encoder, dataset, blocks, kinds, out: Path, device, precision, batch_size,
-                 num_workers, progress, desc, norm=True) -> dict:
+                 num_workers, progress, desc, norm=True, rows: range | None = None) -> dict:
+        """Features of ``rows`` (default: every item) into ``out``; row k of each array = item rows[k]."""
         encoder = encoder.to(device).eval()
-        n = len(dataset)
-        if n == 0:
+        if len(dataset) == 0:
             raise ValueError("cannot extract features of an empty dataset")
+        rows = range(len(dataset)) if rows is None else rows
+        n = len(rows)
         arrays: dict[str, np.ndarray] = {}
         start = time.perf_counter()
         bar = tqdm(total=n, desc=desc, unit="img", disable=not progress, leave=False)
         i = 0
         bs = batch_size
         while i < n:
-            loader = DataLoader(torch.utils.data.Subset(dataset, range(i, n)), batch_size=bs, shuffle=False,
+            loader = DataLoader(torch.utils.data.Subset(dataset, rows[i:]), batch_size=bs, shuffle=False,
                                 num_workers=num_workers)
             try:
                 for images, _ in loader:
@@ -181,7 +258,13 @@ class FeatureCache:
         bar.close()
         for a in arrays.values():
             a.flush()
-        return {"arrays": sorted(arrays), "n": n, "blocks": blocks, "kinds": list(kinds), "norm": norm,
+        return {"arrays": sorted(arrays), "n": n, "rows": [rows.start, rows.stop], "blocks": blocks, "kinds": list(kinds), "norm": norm,
                 "encoder": encoder.info.spec, "encoder_fingerprint": encoder.fingerprint(),
                 "dataset_fingerprint": dataset.fingerprint(), "transform_id": dataset.transform_id,
                 "seconds": round(time.perf_counter() - start, 3), "final_batch_size": bs}
+
+
+def _world_size() -> int:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_world_size()
+    return 1
