@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--world", default=None)
+    ap.add_argument("--world", default=None, help="a ScanNet-layout folder (default: a small generated world written as ScanNet)")
     ap.add_argument("--samples", type=int, default=2000)
     args = ap.parse_args(argv)
     world = args.world
@@ -42,6 +42,8 @@ def main(argv=None) -> int:
         # process that has rendered with MuJoCo EGL on this machine.
         generate_world(WorldConfig(seed=0, num_scenes=6, views_per_scene=6, image_size=(240, 320), shadows=False,
                                    antialias=0), world, workers=2, progress=False)
+        from suites.synthetic.writers import write_scannet     # the generator reads ScanNet's layout
+        world = write_scannet(world, Path(tmp.name) / "scannet")
     import torch
 
     torch.set_num_threads(1)

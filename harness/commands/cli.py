@@ -16,7 +16,7 @@ EPILOG = """examples:
   spatialboost eval configs/demo_cls.yaml protocol.epochs=2 seed=1
   spatialboost validate --encoder timm:vit_small_patch14_dinov2?ckpt=dinov2.pth --suite cls.imagenet --data D
   spatialboost ls suites --verbose
-  spatialboost data generate --world workspace/data/world-default --out qa/ --levels pix,obj,scene
+  spatialboost data generate --world workspace/data/scannet-default --out qa/ --levels pix,obj,scene
   spatialboost boost --encoder builtin:dinov2-s14-focus --data qa/conversations.jsonl --stages 1,2,3
   spatialboost sweep configs/sweep_cls.yaml --storage postgresql://optuna@127.0.0.1/sweeps
   spatialboost campaign configs/campaigns/tiny.yaml workers=2
