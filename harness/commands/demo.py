@@ -58,7 +58,8 @@ PRESETS = {
                           # the budget buys converged heads on a few suites, not breadth: depth.kitti and
                           # seg.voc repeat what depth.nyud and seg.ade20k measure (`--suites` adds them)
                           suites=("cls.imagenet", "depth.nyud", "seg.ade20k", "retrieval.roxford",
-                                  "retrieval.rparis", "cortexbench.metaworld")),
+                                  "retrieval.rparis", "cortexbench.metaworld", "lexicon3d.semantic",
+                                  "lexicon3d.registration")),
 }
 
 # the kind of data each stage trains on (paper §3.1 / App. A): stage 1 alignment captions, stage 2 instruction
