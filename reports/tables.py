@@ -51,7 +51,7 @@ LAYOUTS: Mapping[str, Layout] = MappingProxyType({l.key: l for l in (
         Column("VOC", "lin.", "seg.voc", "linear.mIoU", "linear"), Column("VOC", "+ms", "seg.voc", "ms.mIoU", "ms"))),
     Layout("table3", "Table 3: 3D-centric tasks (Lexicon3D probing)", "ScanNet scenes.", (
         Column("VLR", "ScanQA", "lexicon3d.scanqa", "bleu1"), Column("VLR", "SQA3D", "lexicon3d.sqa3d", "bleu1"),
-        Column("VG", "ScanRefer", "lexicon3d.scanrefer", "acc_overall"),
+        Column("VG", "ScanRefer", "lexicon3d.scanrefer", "acc50"),
         Column("GU", "RR@0.05m", "lexicon3d.registration", "RR"),
         Column("GU", "RTE", "lexicon3d.registration", "RTE"),
         Column("3D SU", "Acc", "lexicon3d.semantic", "acc"), Column("3D SU", "mIoU", "lexicon3d.semantic", "mIoU"))),

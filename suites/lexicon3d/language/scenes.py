@@ -112,3 +112,41 @@ def pool_objects(coords: np.ndarray, feats: np.ndarray, seen: np.ndarray, boxes:
         if n[m]:
             out[m] = feats[inside].mean(0)
     return out, n
+
+
+def lifted_instances(scene, params, scene_index: int, n_points: int) -> np.ndarray | None:
+    """Instance id (= object id + 1, 0 = none) of each lifted point of ``scene``, from the world's
+    ``<scene>_inst.pth`` beside the cloud, selected as the lifting selects its points; None where the data
+    has no instance file (OpenScene's clouds have none)."""
+    import torch
+
+    from suites.lexicon3d.lifting import select_points
+    from suites.lexicon3d.scannet import load_cloud
+    path = scene.cloud.with_name(scene.cloud.name.replace("_vh_clean_2.pth", "_inst.pth"))
+    if not path.is_file():
+        return None
+    coords, _, _ = load_cloud(scene.cloud)
+    try:
+        inst = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any unreadable file is a DataError naming it
+        raise DataError(f"cannot read instance ids '{path}': {type(e).__name__}: {e}") from None
+    inst = np.asarray(inst.numpy() if hasattr(inst, "numpy") else inst).reshape(-1)
+    if len(inst) != len(coords):
+        raise DataError(f"'{path}' holds {len(inst)} instance ids for a cloud of {len(coords)} points")
+    out = inst[select_points(coords, params, scene_index)].astype(np.int64)
+    if len(out) != n_points:
+        raise DataError(f"'{path}': {len(out)} selected points, the lifted scene has {n_points}")
+    return out
+
+
+def pool_instances(feats: np.ndarray, seen: np.ndarray, inst: np.ndarray, ids: np.ndarray):
+    """Object features = mean of the lifted features of the object's own seen points (instance id =
+    object id + 1). Returns (features [M, D] float32, points used [M])."""
+    out = np.zeros((len(ids), feats.shape[1]), np.float32)
+    n = np.zeros(len(ids), np.int64)
+    for m, oid in enumerate(ids):
+        sel = seen & (inst == oid + 1)
+        n[m] = int(sel.sum())
+        if n[m]:
+            out[m] = feats[sel].mean(0)
+    return out, n
