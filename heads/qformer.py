@@ -110,5 +110,6 @@ class PrefixLM:
             am[b, pad:] = 1
         out = self.model.generate(inputs_embeds=emb, attention_mask=am.to(dev), max_new_tokens=max_new_tokens,
                                   do_sample=False, num_beams=1, eos_token_id=self.eos, pad_token_id=self.pad)
-        return [self.tok.decode([t for t in row.tolist() if t not in (self.eos, self.pad)],
-                                skip_special_tokens=True).strip() for row in out]
+        texts = [self.tok.decode([t for t in row.tolist() if t not in (self.eos, self.pad)],
+                                 skip_special_tokens=True) for row in out]
+        return [t.strip().split("\n", 1)[0].strip() for t in texts]     # an answer ends at its first line break

@@ -21,7 +21,7 @@ from harness.config import field
 from harness.samples import PerSample
 from harness.suite import MetricSpec, RunContext, Suite, SuiteResult, SuiteSpec
 from heads.grounding import GroundingHead
-from suites.lexicon3d.common import LiftOptions, resolve_layer
+from suites.lexicon3d.common import LiftOptions, resolve_layer, small_ops_threads
 from suites.lexicon3d.features import lifted_features
 from suites.lexicon3d.language.common import (default_root, encode_texts, fingerprint, read_split,
                                               scene_objects, split_names)
@@ -184,26 +184,27 @@ class ScanReferSuite(Suite):
             ok = [box_iou(objects[s].boxes[p], objects[s].boxes[k]) >= thr for (s, k, _), p in zip(its, pred)]
             return 100.0 * float(np.mean(ok)) if ok else float("nan")
 
-        best, best_state, best_epoch, step = -1.0, copy.deepcopy(head.state_dict()), 0, 0
-        for epoch in range(o.epochs):
-            head.train()
-            losses = []
-            idx = torch.randperm(len(fit), generator=gen).tolist()
-            for s in range(0, len(fit), o.batch):
-                obj, om, g, t, tm, y = _pack([fit[i] for i in idx[s:s + o.batch]], obj_feats, geo, tokens, masks)
-                loss = F.cross_entropy(head(obj, om, g, t, tm), y)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                losses.append(loss.item())
-                step += 1
-            v = accuracy(hold, predict(hold))
-            ctx.log_curve({"fusion.train_loss": float(np.mean(losses)), "fusion.val_acc50": v}, step)
-            ctx.report_intermediate(v, epoch)
-            if v > best:
-                best, best_state, best_epoch = v, copy.deepcopy(head.state_dict()), epoch + 1
-        head.load_state_dict(best_state)
-        pred = predict(test)
+        with small_ops_threads(ctx.device):      # tiny per-step tensors: 1 intra-op thread (common.py)
+            best, best_state, best_epoch, step = -1.0, copy.deepcopy(head.state_dict()), 0, 0
+            for epoch in range(o.epochs):
+                head.train()
+                losses = []
+                idx = torch.randperm(len(fit), generator=gen).tolist()
+                for s in range(0, len(fit), o.batch):
+                    obj, om, g, t, tm, y = _pack([fit[i] for i in idx[s:s + o.batch]], obj_feats, geo, tokens, masks)
+                    loss = F.cross_entropy(head(obj, om, g, t, tm), y)
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+                    losses.append(loss.item())
+                    step += 1
+                v = accuracy(hold, predict(hold))
+                ctx.log_curve({"fusion.train_loss": float(np.mean(losses)), "fusion.val_acc50": v}, step)
+                ctx.report_intermediate(v, epoch)
+                if v > best:
+                    best, best_state, best_epoch = v, copy.deepcopy(head.state_dict()), epoch + 1
+            head.load_state_dict(best_state)
+            pred = predict(test)
 
         metrics, per_sample = score(val, test, pred, objects)
         metrics["val.acc50"] = best

@@ -130,6 +130,7 @@ def test_exact_match_normalisation():
     assert normalise("  The Red-Chair. ") == "the red chair"
     assert exact_match("Two.", ["two"]) == 1.0 and exact_match("two chairs", ["two"]) == 0.0
     assert exact_match("brown", ["red", "Brown"]) == 1.0
+    assert exact_match("2", ["two"]) == 1.0 and normalise("21 chairs") == "21 chairs"
 
 
 def test_meteor_missing_without_java(monkeypatch):
@@ -143,3 +144,13 @@ def test_meteor_missing_without_java(monkeypatch):
 def test_meteor_through_java():
     s, _, missing = caption_scores(["red chair", "two"], [["red chair"], ["three"]], meteor=True)
     assert not missing and 0 < s["meteor"] < 100
+
+
+def test_pool_instances_uses_the_objects_own_seen_points():
+    from suites.lexicon3d.language.scenes import pool_instances
+    feats = np.array([[1.0], [3.0], [100.0], [7.0], [9.0]], np.float32)
+    inst = np.array([1, 1, 1, 3, 0])                  # object id k has instance id k + 1; 0 = no object
+    seen = np.array([True, True, False, True, True])
+    f, n = pool_instances(feats, seen, inst, np.array([0, 1, 2]))
+    assert n.tolist() == [2, 0, 1]
+    np.testing.assert_allclose(f[:, 0], [2.0, 0.0, 7.0])

@@ -27,8 +27,8 @@ def run_ws(tmp_path_factory):
 def _check(rec, name):
     spec = SUITES.get(name).spec
     for m in spec.metrics:
-        if m.name.startswith("em1."):      # SQA3D types absent from a small val split are NaN
-            continue
+        if m.name.startswith("em1.") or m.name == "meteor":   # types absent from a small val split are NaN;
+            continue                                         # METEOR is off in the tiny preset (missing, not 0)
         assert m.name in rec.metrics, m.name
         assert 0 <= rec.metrics[m.name] <= (1000 if m.name == "cider" else 100), (m.name, rec.metrics[m.name])
     assert any(k.startswith("floor.") for k in rec.metrics)
@@ -39,7 +39,8 @@ def _check(rec, name):
 def test_suite_on_the_world(name, world_lang, run_ws):
     rec = evaluate(_cfg(name, world_lang, run_ws))
     _check(rec, name)
-    assert not evaluate(_cfg(name, world_lang, run_ws)).metrics.keys() ^ rec.metrics.keys()
+    again = evaluate(_cfg(name, world_lang, run_ws))
+    assert again.reused and again.metrics[SUITES.get(name).spec.primary] == rec.metrics[SUITES.get(name).spec.primary]
 
 
 @pytest.mark.slow

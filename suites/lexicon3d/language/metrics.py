@@ -2,7 +2,8 @@
 METEOR, ROUGE-L, CIDEr), reported in percent.
 
 Answers are normalised before scoring (lower case, punctuation removed, whitespace collapsed: what ScanQA's
-and 3D-LLM's evaluation do instead of the Java PTB tokenizer). EM@1 = the greedy answer equals one of the
+and 3D-LLM's evaluation do instead of the Java PTB tokenizer; numerals 0-20 spelled out). A generated answer
+is cut at its first line break (heads/qformer.py). EM@1 = the greedy answer equals one of the
 reference answers after normalisation. METEOR runs pycocoevalcap's ``meteor-1.5.jar`` and needs a Java
 runtime: without ``java`` on PATH it is left out (``missing`` names the reason), never reported as 0.
 Per-sample rows exist for the metrics that are means over questions (EM@1, ROUGE-L, CIDEr); BLEU and
@@ -16,10 +17,15 @@ import shutil
 import numpy as np
 
 _PUNCT = re.compile(r"[^\w\s']")
+_NUMBERS = ("zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
+            "sixteen seventeen eighteen nineteen twenty").split()
 
 
 def normalise(s: str) -> str:
-    return " ".join(_PUNCT.sub(" ", s.lower()).split())
+    """Lower case, punctuation removed, whitespace collapsed, numerals 0-20 spelled out ("2" = "two":
+    ScanQA / SQA3D answers spell numbers, LMs often write digits)."""
+    words = _PUNCT.sub(" ", s.lower()).split()
+    return " ".join(_NUMBERS[int(w)] if w.isdigit() and int(w) <= 20 else w for w in words)
 
 
 def exact_match(pred: str, answers: list[str]) -> float:
