@@ -34,7 +34,6 @@ def _check(rec, name):
     assert any(k.startswith("floor.") for k in rec.metrics)
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("name", NAMES)
 def test_suite_on_the_world(name, world_lang, run_ws):
     rec = evaluate(_cfg(name, world_lang, run_ws))
@@ -43,7 +42,6 @@ def test_suite_on_the_world(name, world_lang, run_ws):
     assert again.reused and again.metrics[SUITES.get(name).spec.primary] == rec.metrics[SUITES.get(name).spec.primary]
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("name", NAMES)
 def test_suite_on_real_formats(name, real_format, run_ws):
     rec = evaluate(_cfg(name, real_format, run_ws))
@@ -59,3 +57,24 @@ def test_demo_and_paper_protocols_build():
             build(cls.Options, cls.demo_protocol(preset), prefix="protocol.")
         o = build(cls.Options, {}, prefix="protocol.")
         assert o.epochs in (30, 35)                               # the paper's epochs stay the default
+
+
+def test_optional_pretraining_stage(real_format, run_ws, tmp_path):
+    """The 3D-Language first stage: a JSONL of {scene, text} captions trains the Q-Former before the QA
+    epochs (its loss is logged); an unknown scene in it is an error naming the file and the line."""
+    import json
+
+    from suites.images import DataError
+    from suites.lexicon3d.language.scenes import scannet_root
+    from suites.lexicon3d.scannet import ScanNetData
+    scenes = [s.name for s in ScanNetData(scannet_root(real_format)).scenes]
+    good = tmp_path / "lang3d.jsonl"
+    good.write_text("\n".join(json.dumps({"scene": s, "text": f"a room called {s}"}) for s in scenes) + "\n")
+    rec = evaluate(_cfg("lexicon3d.scanqa", real_format, run_ws, pretrain=str(good), pretrain_epochs=2))
+    result = json.loads(next(run_ws.rglob(f"{rec.run_id}/**/result.json")).read_text())
+    details = result.get("details", result)
+    assert len(details["pretrain_loss"]) == 2 and not math.isnan(rec.metrics["em1"])
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"scene": scenes[0], "text": "ok"}) + "\n" + json.dumps({"scene": "scene9999_00", "text": "x"}))
+    with pytest.raises(DataError, match=r"bad\.jsonl' line 2: unknown scene 'scene9999_00'"):
+        evaluate(_cfg("lexicon3d.scanqa", real_format, run_ws, pretrain=str(bad), pretrain_epochs=1))
