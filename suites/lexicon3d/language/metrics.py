@@ -35,9 +35,13 @@ def exact_match(pred: str, answers: list[str]) -> float:
 
 def caption_scores(preds: list[str], refs: list[list[str]], meteor: bool = True) -> tuple[dict, dict, dict]:
     """(corpus scores %, per-sample scores % {metric: [n]}, missing {metric: reason})."""
-    from pycocoevalcap.bleu.bleu import Bleu
-    from pycocoevalcap.cider.cider import Cider
-    from pycocoevalcap.rouge.rouge import Rouge
+    try:
+        from pycocoevalcap.bleu.bleu import Bleu
+        from pycocoevalcap.cider.cider import Cider
+        from pycocoevalcap.rouge.rouge import Rouge
+    except ImportError:
+        from harness.errors import UserError
+        raise UserError("the QA metrics need pycocoevalcap: pip install --no-deps pycocoevalcap==1.2") from None
     # an empty hypothesis breaks ROUGE-L / BLEU's length ratio: score it as a one-token nonsense string
     res = {i: [normalise(p) or "<empty>"] for i, p in enumerate(preds)}
     gts = {i: [normalise(a) or "<empty>" for a in r] for i, r in enumerate(refs)}
