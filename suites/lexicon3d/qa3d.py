@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from harness.config import field
-from harness.registry import Registry
+from harness.registry import build_lm
 from harness.samples import PerSample
 from harness.suite import MetricSpec, RunContext, Suite, SuiteResult, SuiteSpec
 from heads.qformer import PrefixLM, QFormer
@@ -35,9 +35,6 @@ from suites.lexicon3d.language.metrics import caption_scores, exact_match
 from suites.lexicon3d.language.scenes import scannet_root
 from suites.lexicon3d.scannet import ScanNetData
 
-# The trainer's LM loader, reached through a lazy registry entry (suites may not import encoders/).
-LMS: Registry = Registry("lms")
-LMS.register("load_lm", "encoders.spatialboost.lm:load_lm")
 QTYPES = ("What", "Is", "How", "Can", "Which", "Others")
 CAPTION = ("bleu1", "bleu2", "bleu3", "bleu4", "meteor", "rouge_l", "cider")
 
@@ -143,7 +140,7 @@ class _QABase(Suite):
             return f, x, m
 
         t1 = time.perf_counter()
-        lm = LMS.get("load_lm")(o.lm, ctx.seed, models_dir=ctx.workspace.models if ctx.workspace else None)
+        lm = build_lm(o.lm, ctx.workspace, ctx.seed)    # the trainer's loader, through the core registry
         plm = PrefixLM(lm.model.to(ctx.device), lm.tokenizer)
         t_lm = time.perf_counter() - t1
         torch.manual_seed(ctx.seed)
