@@ -98,7 +98,7 @@ def _spec(name: str, title: str) -> SuiteSpec:
           MetricSpec("delta1", "max", "fraction max(gt/pred, pred/gt) < 1.25"),
           MetricSpec("delta2", "max", "... < 1.25^2"), MetricSpec("delta3", "max", "... < 1.25^3"),
           MetricSpec("val.rmse", "min", "RMSE on the part of train held out for selection (Optuna objective)")]
-    return SuiteSpec(name=name, version="2", task="depth", heads=("linear", "dpt"), metrics=tuple(ms),
+    return SuiteSpec(name=name, version="3", task="depth", heads=("linear", "dpt"), metrics=tuple(ms),
                      primary="rmse", validation="val.rmse", default_head="linear,dpt", paper_table="Table 1",
                      description=f"{title}: DINOv2 linear depth grid (lr x layers {{1,4}} x CLS concat) selected on "
                                  "held-out train, or a DPT head; per-image metrics on the test split.")

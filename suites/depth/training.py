@@ -94,7 +94,10 @@ class DepthTraining:
         blocks = self._dpt_blocks(enc)
         ftrain = self._features(ctx, d.train, blocks, "train features (dpt)")
         ftest = self._features(ctx, d.test, blocks, "test features (dpt)")
-        head = self._dpt(enc.info.embed_dim).to(ctx.device)
+        with torch.random.fork_rng(devices=[]):   # its init must not depend on the global RNG's history
+            torch.manual_seed(ctx.seed)              # (a feature-cache miss runs DataLoaders that advance it)
+            head = self._dpt(enc.info.embed_dim)
+        head = head.to(ctx.device)
         total = o.dpt_iterations
         batches = self._batches(ctx, d, ftrain, fit, blocks, gen)
         every = max(1, total // 50)

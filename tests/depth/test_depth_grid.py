@@ -70,3 +70,19 @@ def test_stacked_linear_vectors_and_maps_are_the_same_map():
     torch.testing.assert_close(lin(x), want)                                  # [B, D] -> [K, B, C]
     torch.testing.assert_close(lin(x.view(2, 3, 1, 5)), want.view(3, 2, 3, 1, 4))   # maps keep their shape
     torch.testing.assert_close(lin(x.view(2, 3, 1, 5), slice(1, 2)), want[1:2].view(1, 2, 3, 1, 4))
+
+
+def test_dpt_numbers_do_not_depend_on_the_cache(tmp_path, workspace):
+    """A cold feature cache (DataLoaders that advance the global RNG) and a warm one give the same DPT run."""
+    from depth_fixtures import make_nyud
+    from harness.config import build
+    from harness.runner import EvalConfig, evaluate
+    data = make_nyud(tmp_path / "nyu", n_train=8, n_test=3)
+    cfg = {"encoder": "builtin:tiny-vit", "suite": "depth.nyud", "data": str(data), "workspace": str(workspace),
+           "progress": False, "head": "dpt", "protocol": {"batch_size": 4, "dpt_channels": 8, "sig_warm_iter": 2,
+                                                          "dpt_iterations": 6, "dpt_warmup": 2}}
+    cold = evaluate(build(EvalConfig, cfg))
+    warm = evaluate(build(EvalConfig, {**cfg, "force": True}))
+    assert not warm.reused and warm.run_id != cold.run_id
+    for k in ("dpt.rmse", "dpt.val_rmse", "dpt.abs_rel"):
+        assert warm.metrics[k] == cold.metrics[k], k
