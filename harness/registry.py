@@ -202,6 +202,14 @@ for _name, (_target, _describe, _used_by) in {
                       "database items (confidence from exp(t * similarity))", "retrieval.met"),
     "cortexbench.bc_mlp": ("heads.bc_policy:BCPolicy", "CortexBench behaviour-cloning policy: BatchNorm + MLP on "
                            "3-frame fused embeddings (+ proprioception)", "cortexbench.*"),
+    "lexicon3d.linear": ("torch.nn:Linear", "Lexicon3D semantic probe: one Linear(D, 20) on lifted point features, "
+                         "cross-entropy, epoch selected on held-out train scenes", "lexicon3d.semantic"),
+    "lexicon3d.regtr": ("heads.regtr:RegTRHead", "REGTR-style registration head: 3D sine positions, self + cross "
+                        "attention, correspondence + overlap heads, overlap-weighted Kabsch", "lexicon3d.registration"),
+    "lexicon3d.fusion": ("heads.grounding:GroundingHead", "ScanRefer grounding: object self-attention + cross-"
+                         "attention to text tokens, one confidence per object", "lexicon3d.scanrefer"),
+    "lexicon3d.qformer": ("heads.qformer:QFormer", "3D-LLM-style Q-Former: learned queries cross-attend point "
+                          "features, projected as a soft prefix of a frozen LM", "lexicon3d.scanqa, lexicon3d.sqa3d"),
 }.items():
     HEADS.register(_name, Described(_target, _describe, _used_by))
 
@@ -222,5 +230,11 @@ for _name, (_target, _describe, _used_by) in {
                              "(old->new, new->old) over the full gallery", "retrieval.amstertime"),
     "cortexbench.success": ("suites.cortexbench.suite:aggregate", "rollout success / score: best and last "
                             "evaluation epoch per seed, mean and std over seeds", "cortexbench.*"),
+    "lexicon3d.miou": ("suites.lexicon3d.semantic:scores", "3D semantic point accuracy and mIoU from a dataset-level "
+                       "confusion matrix (nanmean over classes)", "lexicon3d.semantic"),
+    "lexicon3d.registration": ("suites.lexicon3d.regmetrics:pair_metrics", "RRE (deg), RTE (m) and RR@0.05 m "
+                               "(RMSE of ground-truth correspondences under the estimate)", "lexicon3d.registration"),
+    "lexicon3d.captions": ("suites.lexicon3d.language.metrics:caption_scores", "EM@1 and BLEU-1..4, METEOR, "
+                           "ROUGE-L, CIDEr through pycocoevalcap", "lexicon3d.scanqa, lexicon3d.sqa3d"),
 }.items():
     METRICS.register(_name, Described(_target, _describe, _used_by))

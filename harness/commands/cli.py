@@ -116,7 +116,7 @@ def cmd_ls(args):
                 line = _summary(reg.get(name))
             except ImportError as e:
                 line = f"(unavailable: {e})"
-            print(f"{name:<16} {line}".rstrip())
+            print(f"{name:<22} {line}".rstrip())
     elif args.what == "suites":
         for name in SUITES.names():
             try:

@@ -2,7 +2,7 @@
 a one-line description, and every entry loads."""
 from harness.registry import HEADS, METRICS, SUITES
 
-FAMILIES = ("cls", "depth", "seg", "retrieval", "cortexbench")   # the built-in suite families
+FAMILIES = ("cls", "depth", "seg", "retrieval", "cortexbench", "lexicon3d")   # the built-in suite families
 
 
 def test_every_head_of_every_builtin_suite_is_registered():
