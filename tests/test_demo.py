@@ -28,7 +28,12 @@ def test_tiny_demo_end_to_end_and_rerun_reuses(tmp_path):
     exp = client.get_experiment_by_name("demo-tiny")
     runs = client.search_runs([exp.experiment_id], filter_string="attributes.status = 'FINISHED'")
     by_suite = {}
+    reports = [r for r in runs if r.data.tags.get("kind") == "report"]
+    assert len(reports) == 1                                         # the report itself, browsable in MLflow
+    assert {a.path for a in client.list_artifacts(reports[0].info.run_id)} >= {"report.md", "report.html"}
     for r in runs:
+        if r.data.tags.get("kind") == "report":
+            continue
         by_suite.setdefault(r.data.tags["suite"], set()).add(r.data.tags["encoder"])
     expected = set(SUITES.names()) - NO_EMBEDDED_DATA
     assert set(by_suite) == expected
