@@ -4,25 +4,9 @@ stack of transformer layers — object self-attention, cross-attention from obje
 a confidence per object; trained with cross-entropy over the scene's objects."""
 from __future__ import annotations
 
-import torch
 from torch import nn
 
-
-class FusionLayer(nn.Module):
-    def __init__(self, d: int, heads: int, ffn: int, dropout: float):
-        super().__init__()
-        self.self_attn = nn.MultiheadAttention(d, heads, dropout=dropout, batch_first=True)
-        self.cross_attn = nn.MultiheadAttention(d, heads, dropout=dropout, batch_first=True)
-        self.ffn = nn.Sequential(nn.Linear(d, ffn), nn.GELU(), nn.Dropout(dropout), nn.Linear(ffn, d))
-        self.n1, self.n2, self.n3 = nn.LayerNorm(d), nn.LayerNorm(d), nn.LayerNorm(d)
-        self.drop = nn.Dropout(dropout)
-
-    def forward(self, x, obj_pad, t, txt_pad):
-        h = self.n1(x)
-        x = x + self.drop(self.self_attn(h, h, h, key_padding_mask=obj_pad, need_weights=False)[0])
-        h = self.n2(x)
-        x = x + self.drop(self.cross_attn(h, t, t, key_padding_mask=txt_pad, need_weights=False)[0])
-        return x + self.drop(self.ffn(self.n3(x)))
+from heads.attention import SelfCrossLayer
 
 
 class GroundingHead(nn.Module):
@@ -35,7 +19,7 @@ class GroundingHead(nn.Module):
         self.obj_in = nn.Sequential(nn.LayerNorm(obj_dim), nn.Linear(obj_dim, d))
         self.geo_in = nn.Linear(geo_dim, d) if geo_dim else None
         self.txt_in = nn.Sequential(nn.LayerNorm(text_dim), nn.Linear(text_dim, d))
-        self.layers = nn.ModuleList(FusionLayer(d, heads, ffn, dropout) for _ in range(layers))
+        self.layers = nn.ModuleList(SelfCrossLayer(d, heads, ffn, dropout) for _ in range(layers))
         self.out = nn.Sequential(nn.LayerNorm(d), nn.Linear(d, 1))
 
     def forward(self, obj, obj_mask, geo, txt, txt_mask):
@@ -44,6 +28,6 @@ class GroundingHead(nn.Module):
             x = x + self.geo_in(geo)
         t = self.txt_in(txt)
         for layer in self.layers:
-            x = layer(x, ~obj_mask, t, ~txt_mask)
+            x = layer(x, t, ~obj_mask, ~txt_mask)
         logits = self.out(x).squeeze(-1)
         return logits.masked_fill(~obj_mask, float("-inf"))

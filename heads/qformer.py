@@ -12,28 +12,14 @@ import math
 import torch
 from torch import nn
 
+from heads.attention import SelfCrossLayer
+
 
 def fourier_xyz(xyz: torch.Tensor, bands: int = 8, max_freq: float = 4.0) -> torch.Tensor:
     """[..., 3] metres -> [..., 3 * 2 * bands] sin/cos features at log-spaced frequencies (cycles per metre)."""
     freqs = torch.logspace(0, math.log10(max_freq), bands, device=xyz.device) * 2 * math.pi
     a = xyz[..., None] * freqs                                       # [..., 3, bands]
     return torch.cat([a.sin(), a.cos()], -1).flatten(-2)
-
-
-class QFormerLayer(nn.Module):
-    def __init__(self, d: int, heads: int, ffn: int, dropout: float):
-        super().__init__()
-        self.self_attn = nn.MultiheadAttention(d, heads, dropout=dropout, batch_first=True)
-        self.cross_attn = nn.MultiheadAttention(d, heads, dropout=dropout, batch_first=True)
-        self.ffn = nn.Sequential(nn.Linear(d, ffn), nn.GELU(), nn.Dropout(dropout), nn.Linear(ffn, d))
-        self.n1, self.n2, self.n3 = nn.LayerNorm(d), nn.LayerNorm(d), nn.LayerNorm(d)
-
-    def forward(self, q, kv, kv_pad):
-        h = self.n1(q)
-        q = q + self.self_attn(h, h, h, need_weights=False)[0]
-        h = self.n2(q)
-        q = q + self.cross_attn(h, kv, kv, key_padding_mask=kv_pad, need_weights=False)[0]
-        return q + self.ffn(self.n3(q))
 
 
 class QFormer(nn.Module):
@@ -46,14 +32,14 @@ class QFormer(nn.Module):
         self.queries = nn.Parameter(torch.randn(queries, d) * 0.02)
         self.point_in = nn.Sequential(nn.LayerNorm(point_dim), nn.Linear(point_dim, d))
         self.pos_in = nn.Linear(6 * bands, d)
-        self.layers = nn.ModuleList(QFormerLayer(d, heads, 4 * d, dropout) for _ in range(layers))
+        self.layers = nn.ModuleList(SelfCrossLayer(d, heads, 4 * d, dropout, residual_dropout=False) for _ in range(layers))
         self.out = nn.Sequential(nn.LayerNorm(d), nn.Linear(d, lm_dim))
 
     def forward(self, feats, xyz, mask):
         kv = self.point_in(feats) + self.pos_in(fourier_xyz(xyz, self.bands))
         q = self.queries[None].expand(feats.shape[0], -1, -1)
         for layer in self.layers:
-            q = layer(q, kv, ~mask)
+            q = layer(q, kv, None, ~mask)
         return self.out(q)
 
 

@@ -107,15 +107,16 @@ def expand(spec: CampaignSpec) -> list[Job]:
 
 
 def run_job(config: dict[str, Any]) -> dict[str, Any]:
-    """One job in whatever process the executor chose: an ordinary evaluation. Never raises (an executor
-    would lose the message); the run itself records the error and traceback in MLflow."""
+    """One job in whatever process the executor chose: an ordinary evaluation. An error becomes a failed
+    result (an executor would lose the message; the run itself records error and traceback in MLflow);
+    Ctrl-C / SIGTERM still stop the campaign."""
     from harness.runner import evaluate
     t0 = time.perf_counter()
     try:
         rec = evaluate(build(EvalConfig, config))
         return {"status": "reused" if rec.reused else "done", "run_id": rec.run_id,
                 "seconds": time.perf_counter() - t0}
-    except BaseException as e:   # noqa: BLE001 - reported by the driver
+    except Exception as e:   # noqa: BLE001 - reported by the driver
         return {"status": "failed", "error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc(),
                 "seconds": time.perf_counter() - t0}
 
@@ -140,6 +141,13 @@ def _pool_init(threads: int) -> None:
 
 
 def execute_local(spec: CampaignSpec, jobs: list[Job], progress):
+    """``workers`` processes of a spawn pool; one worker = the jobs in this process, one after another
+    (no second interpreter to start: a one-job campaign costs what the plain ``eval`` costs)."""
+    if spec.workers == 1:
+        progress.running(1)
+        for job in jobs:
+            yield job, run_job(job.config)
+        return
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor, as_completed
     threads = max(1, (os.cpu_count() or 1) // spec.workers)

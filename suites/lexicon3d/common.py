@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from harness.config import ConfigError, check_range, field
+from harness.suite import Suite
 from suites.lexicon3d.features import Lifted, lifted_features
 from suites.lexicon3d.lifting import LiftParams
 from suites.lexicon3d.scannet import ScanNetData
@@ -91,3 +92,19 @@ def small_ops_threads(device):
         yield
     finally:
         torch.set_num_threads(n)
+
+
+class LiftedSuite(Suite):
+    """A suite whose head trains on lifted point features: one (cached) lifting pass, then
+    ``_train_and_score(ctx, lifted, layer, lift_seconds)`` with the small-ops thread setting."""
+
+    def run(self, ctx):
+        import time
+        t0 = time.perf_counter()
+        _, lifted, layer = load(ctx, self.options)
+        t_lift = time.perf_counter() - t0
+        with small_ops_threads(ctx.device):
+            return self._train_and_score(ctx, lifted, layer, t_lift)
+
+    def _train_and_score(self, ctx, lifted, layer, lift_seconds: float):
+        raise NotImplementedError

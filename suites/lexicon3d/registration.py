@@ -21,9 +21,9 @@ import torch
 
 from harness.config import field
 from harness.samples import PerSample
-from harness.suite import MetricSpec, RunContext, Suite, SuiteResult, SuiteSpec
+from harness.suite import MetricSpec, RunContext, SuiteResult, SuiteSpec
 from heads.regtr import RegTRHead, regtr_loss
-from suites.lexicon3d.common import LiftOptions, default_root, load, small_ops_threads, split_scenes
+from suites.lexicon3d.common import LiftedSuite, LiftOptions, default_root, split_scenes
 from suites.lexicon3d.features import Lifted
 from suites.lexicon3d.regmetrics import farthest_point_sampling, pair_metrics, random_rotation
 from suites.lexicon3d.scannet import ScanNetData
@@ -91,7 +91,7 @@ def _t(x, dtype=torch.float32):
     return torch.from_numpy(np.asarray(x)).to(dtype)[None]
 
 
-class RegistrationSuite(Suite):
+class RegistrationSuite(LiftedSuite):
     spec = SuiteSpec(
         name="lexicon3d.registration", version="1", task="3d-registration", heads=("regtr",),
         metrics=(MetricSpec("RR", "max", "val registration recall (%): RMSE of the GT correspondences under the "
@@ -147,13 +147,6 @@ class RegistrationSuite(Suite):
             res.append(pair_metrics(out["R"][0].double().numpy(), out["t"][0].double().numpy(), p.R, p.t, p.xs,
                                     p.ov_s, self.options.rr_threshold))
         return res
-
-    def run(self, ctx: RunContext) -> SuiteResult:
-        t0 = time.perf_counter()
-        _, lifted, layer = load(ctx, self.options)
-        t_lift = time.perf_counter() - t0
-        with small_ops_threads(ctx.device):
-            return self._train_and_score(ctx, lifted, layer, t_lift)
 
     def _train_and_score(self, ctx, lifted, layer, t_lift) -> SuiteResult:
         o = self.options

@@ -6,7 +6,6 @@ from one dataset-level confusion matrix (nan-mean over the classes present in gr
 from __future__ import annotations
 
 import copy
-import time
 from dataclasses import dataclass
 from typing import Literal
 
@@ -16,8 +15,8 @@ import torch.nn.functional as F
 
 from harness.config import field
 from harness.samples import PerSample
-from harness.suite import MetricSpec, RunContext, Suite, SuiteResult, SuiteSpec
-from suites.lexicon3d.common import LiftOptions, default_root, load, small_ops_threads, split_scenes
+from harness.suite import MetricSpec, RunContext, SuiteResult, SuiteSpec
+from suites.lexicon3d.common import LiftedSuite, LiftOptions, default_root, split_scenes
 from suites.lexicon3d.scannet import IGNORE, N_CLASSES, ScanNetData
 
 
@@ -66,7 +65,7 @@ def block_records(scene: str, xy: np.ndarray, pred: np.ndarray, gt: np.ndarray, 
     return ids, acc, np.concatenate([inter, gtc + prc - inter], 1)
 
 
-class SemanticSuite(Suite):
+class SemanticSuite(LiftedSuite):
     spec = SuiteSpec(
         name="lexicon3d.semantic", version="1", task="3d-semantic", heads=("linear",),
         metrics=(MetricSpec("mIoU", "max", "val mIoU (%) of the selected epoch, dataset-level confusion"),
@@ -106,13 +105,6 @@ class SemanticSuite(Suite):
     def _conf(self, lifted, preds) -> np.ndarray:
         return sum((confusion(p, np.asarray(lifted.labels[lifted.scene(k)])) for k, p in preds.items()),
                    np.zeros((N_CLASSES, N_CLASSES), np.int64))
-
-    def run(self, ctx: RunContext) -> SuiteResult:
-        t0 = time.perf_counter()
-        _, lifted, layer = load(ctx, self.options)
-        t_lift = time.perf_counter() - t0
-        with small_ops_threads(ctx.device):
-            return self._train_and_score(ctx, lifted, layer, t_lift)
 
     def _train_and_score(self, ctx, lifted, layer, t_lift) -> SuiteResult:
         o = self.options
