@@ -1,6 +1,8 @@
 """What every adapter family shares: the spec error, option parsing, rebuilding from a spec after pickling."""
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 from harness.errors import UserError
 
 
@@ -19,6 +21,18 @@ def literal_option(v: str):
 
 def flag(opts: dict, key: str) -> bool:
     return str(opts.get(key, "0")).lower() in ("1", "true", "yes")
+
+
+@contextmanager
+def seeded_build(opts: dict):
+    """Build a model under a fixed seed (``?random_seed=N``, default 0) without touching the caller's RNG.
+
+    A ``?random=1`` model keeps its library initialisation, and an unseeded one would give every run a
+    different encoder (and fingerprint) under the same spec; a checkpoint overwrites the weights anyway."""
+    import torch
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(opts.get("random_seed", 0)))
+        yield
 
 
 def rebuild_from_spec(spec: str, state: dict):

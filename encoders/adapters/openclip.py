@@ -6,7 +6,7 @@ from torch import nn
 from encoders.base import CLIP_MEAN, CLIP_STD, Encoder, EncoderInfo, LayerFeatures
 from encoders.checkpoint import load_into
 
-from .common import EncoderSpecError, flag
+from .common import EncoderSpecError, flag, seeded_build
 from .timm_vit import TimmEncoder
 
 
@@ -43,7 +43,8 @@ def build_open_clip(target: str, opts: dict, spec: str, workspace=None) -> Encod
         raise EncoderSpecError(f"'{spec}': pass ?ckpt=PATH (open_clip state dict) or ?random=1; "
                                "weights are never downloaded at run time.")
     try:
-        model = open_clip.create_model(target, pretrained=None)
+        with seeded_build(opts):
+            model = open_clip.create_model(target, pretrained=None)
     except RuntimeError as e:
         raise EncoderSpecError(f"'{spec}': open_clip cannot build '{target}': {e}") from None
     visual = model.visual

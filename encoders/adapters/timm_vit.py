@@ -7,7 +7,7 @@ from torch import nn
 from encoders.base import IMAGENET_MEAN, IMAGENET_STD, Encoder, EncoderInfo, LayerFeatures
 from encoders.checkpoint import CheckpointError, load_into
 
-from .common import EncoderSpecError, flag, literal_option
+from .common import EncoderSpecError, flag, literal_option, seeded_build
 
 
 class TimmEncoder(Encoder):
@@ -57,7 +57,7 @@ class TimmEncoder(Encoder):
 def build_timm(target: str, opts: dict, spec: str, workspace=None) -> Encoder:
     import timm
     # any other option is an architecture keyword for timm.create_model (depth=6, img_size=518, ...)
-    kwargs = {k: literal_option(v) for k, v in opts.items() if k not in ("ckpt", "remap", "random")}
+    kwargs = {k: literal_option(v) for k, v in opts.items() if k not in ("ckpt", "remap", "random", "random_seed")}
     kwargs.setdefault("dynamic_img_size", True)
     ckpt = opts.get("ckpt")
     if not ckpt and not flag(opts, "random"):
@@ -65,14 +65,15 @@ def build_timm(target: str, opts: dict, spec: str, workspace=None) -> Encoder:
             f"'{spec}': weights are never downloaded at run time. Pass ?ckpt=PATH (safetensors or .pth "
             f"state dict for timm '{target}'), or ?random=1 for a randomly initialised model.")
     try:
-        model = timm.create_model(target, pretrained=False, num_classes=0, **kwargs)
+        with seeded_build(opts):
+            model = timm.create_model(target, pretrained=False, num_classes=0, **kwargs)
     except TypeError as e:   # an option that is not a keyword of the model's constructor
         import re
         bad = re.search(r"unexpected keyword argument '([^']+)'", str(e))
         what = f"option '{bad.group(1)}'" if bad else f"one of the options {sorted(kwargs)}"
         raise EncoderSpecError(
             f"'{spec}': {what} is not an argument of timm model '{target}' (every option except ckpt, remap "
-            f"and random is passed to timm.create_model): {e}") from None
+            f"random and random_seed is passed to timm.create_model): {e}") from None
     except RuntimeError as e:
         raise EncoderSpecError(f"'{spec}': timm cannot build '{target}': {e}") from None
     if ckpt:

@@ -10,7 +10,7 @@ from torch import nn
 from encoders.base import Encoder, EncoderInfo, LayerFeatures
 from encoders.checkpoint import load_into
 
-from .common import EncoderSpecError, flag, literal_option, rebuild_from_spec
+from .common import EncoderSpecError, flag, literal_option, rebuild_from_spec, seeded_build
 
 
 class HubEncoder(Encoder):
@@ -55,9 +55,11 @@ def build_torchhub(target: str, opts: dict, spec: str, workspace=None) -> Encode
         raise EncoderSpecError(f"'{spec}': '{repo_dir}' is not a local torch.hub repo (no hubconf.py); "
                                "clone it once and pass its folder")
     # any other option is a keyword of the hub entry (the DINOv2/DINOv3 entries pass them to the model)
-    kwargs = {k: literal_option(v) for k, v in opts.items() if k not in ("ckpt", "remap", "random", "img_size")}
+    kwargs = {k: literal_option(v) for k, v in opts.items()
+              if k not in ("ckpt", "remap", "random", "random_seed", "img_size")}
     try:
-        model = torch.hub.load(str(repo_dir), entry, source="local", pretrained=False, **kwargs)
+        with seeded_build(opts):
+            model = torch.hub.load(str(repo_dir), entry, source="local", pretrained=False, **kwargs)
     except TypeError as e:
         raise EncoderSpecError(f"'{spec}': the hub entry '{entry}' rejects the options "
                                f"{sorted(kwargs)}: {e}") from None
