@@ -70,6 +70,9 @@ class BoostConfig:
     seed: int = field(0, help="seed of initialisation and data order")
     device: str = field("auto", help="auto, cpu, cuda, cuda:N", hash=False)
     precision: Literal["auto", "fp32", "bf16"] = field("auto", help="auto = bf16 autocast on GPU, fp32 on CPU")
+    strategy: Literal["ddp", "fsdp"] = field("ddp", help="multi-process stage 2: ddp (replicas) or fsdp (LM, "
+                                             "encoder and projector sharded; torch FSDP2); stages 1/3 use DDP",
+                                             hash=False)
     grad_checkpointing: Literal["auto", "on", "off"] = field("auto", help="auto = on for GPU", hash=False)
     checkpoint_every: int = field(50, help="checkpoint every N optimiser steps (and at the end of a stage)",
                                   hash=False)

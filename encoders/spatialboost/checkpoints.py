@@ -1,6 +1,7 @@
 """Stage checkpoints of a boost run, and resuming from them.
 
-``<run>/stage<k>/ckpt-<step>/`` holds ``model.safetensors`` (every parameter trained so far), ``optimizer.pt``,
+``<run>/stage<k>/ckpt-<step>/`` holds ``model.safetensors`` (every parameter trained so far, unsharded),
+``optimizer.pt`` (AdamW state keyed by parameter name, unsharded: any world size / strategy can resume it),
 ``rng.safetensors`` (the torch CPU generator) and ``state.json`` (step, losses so far, ``done``). Each is
 written into a temporary folder and renamed when complete (``harness.atomic.atomic_dir``), so the last
 ``ckpt-*`` folder is always whole: a rerun of the same config resumes there and continues the same loss curve.
@@ -34,7 +35,7 @@ def read_state(ckpt: Path) -> dict:
     return json.loads((ckpt / "state.json").read_text())
 
 
-def write_checkpoint(final: Path, params: dict[str, torch.Tensor], optimizer: torch.optim.Optimizer,
+def write_checkpoint(final: Path, params: dict[str, torch.Tensor], optimizer_state: dict,
                      state: dict, keep: int) -> Path:
     """Publish ``final`` (the trained ``params``, the optimiser, the RNG, ``state``); keep the last ``keep``
     checkpoints of the stage and remove temporary folders of killed writers."""
@@ -43,7 +44,7 @@ def write_checkpoint(final: Path, params: dict[str, torch.Tensor], optimizer: to
     rng = {"torch": torch.get_rng_state()}
     with atomic_dir(final, replace=True) as tmp:
         save_file(tensors, str(tmp / "model.safetensors"))
-        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        torch.save(optimizer_state, tmp / "optimizer.pt")
         save_file(rng, str(tmp / "rng.safetensors"))
         (tmp / "state.json").write_text(json.dumps({**state, "saved": sorted(tensors)}, indent=1))
         for f in tmp.iterdir():                   # flush file contents before the rename makes them visible
@@ -73,11 +74,19 @@ def load_params(model: nn.Module, ckpt: Path) -> list[str]:
     return list(tensors)
 
 
-def restore_training_state(ckpt: Path, optimizer: torch.optim.Optimizer, device: torch.device) -> tuple[int, list[float]]:
+def restore_training_state(ckpt: Path, optimizer: torch.optim.Optimizer, device: torch.device,
+                           model: nn.Module) -> tuple[int, list[float]]:
     """Optimiser and RNG as they were at ``ckpt`` (the parameters come from :func:`load_params`); returns the
-    step to continue from and the losses so far."""
+    step to continue from and the losses so far. ``model`` maps the saved parameter names to ``optimizer``'s
+    parameters (sharded under FSDP or not)."""
     from safetensors.torch import load_file
-    optimizer.load_state_dict(torch.load(ckpt / "optimizer.pt", weights_only=True, map_location=device))
+    from . import fsdp
+    saved = torch.load(ckpt / "optimizer.pt", weights_only=True, map_location="cpu" if fsdp.is_sharded(model)
+                       else device)
+    if fsdp.is_sharded(model):
+        fsdp.load_full_optimizer_state(model, optimizer, saved)
+    else:
+        fsdp.load_optimizer_state(model, optimizer, saved)
     st = read_state(ckpt)
     torch.set_rng_state(load_file(str(ckpt / "rng.safetensors"))["torch"])
     return int(st["step"]), list(st["losses"])

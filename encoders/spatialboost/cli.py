@@ -19,6 +19,7 @@ EPILOG = """examples:
   spatialboost boost --encoder builtin:dinov2-s14-focus --lm builtin:smollm2-135m --data qa.jsonl --stages 3
   spatialboost boost boost.yaml variant=lora stage3.lr=1e-4
   torchrun --nproc_per_node 2 -m encoders.spatialboost.cli boost --encoder builtin:tiny-vit --data qa.jsonl
+  spatialboost boost --dry-run --encoder dinov2-l --lm qwen2-7b --stages 2 --world-size 8 strategy=fsdp
 """
 
 
@@ -56,6 +57,8 @@ def cmd_boost(args) -> int:
             from harness.config import to_yaml
             print(to_yaml(cfg))
             return 0
+        if args.dry_run:
+            return dry_run(cfg, args)
         # a bad --lm / --data / encoder stops here before any run folder or MLflow run exists
         spec = run_boost(cfg, echo=lambda m: print(m, file=sys.stderr))
     except UserError as e:
@@ -64,6 +67,21 @@ def cmd_boost(args) -> int:
     if spec:
         print(spec)
     return 0
+
+
+def dry_run(cfg, args) -> int:
+    """Print the memory estimate per GPU of each configured stage (no weights, data or run folder touched);
+    exit status 0 when every stage fits, 3 when one does not."""
+    import os
+    from .memory import EstimateError, dry_run_report
+    world = args.world_size or int(os.environ.get("WORLD_SIZE", "1"))
+    try:
+        text, ests = dry_run_report(cfg, world, args.gpu_memory)
+    except EstimateError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(text)
+    return 0 if all(e.fits for e in ests) else 3
 
 
 def add_boost_parser(subparsers) -> argparse.ArgumentParser:
@@ -86,6 +104,10 @@ def add_boost_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--restart", action="store_true", help="ignore existing checkpoints of this config")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    p.add_argument("--dry-run", action="store_true", help="print the estimated memory per GPU of each stage "
+                   "(parameter counts from configs; nothing loads) and exit: 0 fits, 3 does not")
+    p.add_argument("--world-size", type=int, default=0, help="GPUs for --dry-run (default $WORLD_SIZE or 1)")
+    p.add_argument("--gpu-memory", type=float, default=80.0, help="GB per GPU for --dry-run (default 80)")
     p.set_defaults(func=cmd_boost)
     return p
 

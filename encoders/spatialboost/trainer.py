@@ -51,6 +51,7 @@ from .checkpoints import (latest_checkpoint, load_params, params_digest, read_st
                           stage_dir, write_checkpoint)
 from .data import ConversationData, ImageLoader, collate
 from .distributed import Dist, init_distributed
+from . import fsdp
 from .dual_attention import alpha_stats, dual_channel_parameters, wrap_dual_channel
 from .records import BoostRecords
 from .vlm import SpatialVLM, backbone_of
@@ -105,6 +106,7 @@ class BoostTrainer:
         # folder, pipeline.json or an MLflow run exists
         self.warnings: list[str] = []
         self.check_inputs(check_lm=vlm is None)
+        self.built_here = vlm is None             # an FSDP stage rebuilds the unsharded model afterwards
         if vlm is None:
             vlm = build_vlm(cfg, ws)
         self.vlm = vlm.to(self.device)
@@ -136,7 +138,7 @@ class BoostTrainer:
     def check_inputs(self, check_lm: bool = True) -> None:
         """Cheap checks of what a user passes; raises a UserError (ConfigError / LMSpecError / DataError)."""
         from harness.config import ConfigError
-        from .data import DataError
+        from .llava import check_sources
         from .lm import check_lm_spec
         bad = [st for st in self.cfg.stages if st not in (1, 2, 3)]
         if bad or not self.cfg.stages:
@@ -144,15 +146,13 @@ class BoostTrainer:
         if check_lm:
             check_lm_spec(self.cfg.lm, self.ws.models)
         paths = self.stage_data_paths()
+        shared: dict[str, list[int]] = {}
         for st, path in paths.items():
             key = f"stage{st}.data" if getattr(self.cfg, f"stage{st}").data else "data"
             if not path:
                 raise ConfigError(f"stage {st} has no data: set data=FILE (every stage) or stage{st}.data=FILE")
-            if not Path(path).expanduser().is_file():
-                raise DataError(f"{key}='{path}': conversation data file does not exist")
-        shared: dict[str, list[int]] = {}
-        for st, path in paths.items():
-            shared.setdefault(str(Path(path).expanduser().resolve()), []).append(st)
+            srcs = check_sources(key, path, self.cfg.image_root)      # FILE[@IMAGE_ROOT],... (.llava)
+            shared.setdefault(",".join(str(f.resolve()) for f, _ in srcs), []).append(st)
         for path, stages in shared.items():
             if len(stages) > 1:
                 self.warnings.append(
@@ -168,6 +168,7 @@ class BoostTrainer:
         """What a report needs to say about this candidate: the LM (and whether it is random), steps and
         samples seen per stage, variant and the boost run. Copied into every eval run of the boosted encoder."""
         from .lm import lm_is_random
+        from .records import data_tags      # levels / order / views / samples / source of the QA data
         steps, seen = [], []
         for st in self.cfg.stages:
             sc: StageConfig = getattr(self.cfg, f"stage{st}")
@@ -178,7 +179,7 @@ class BoostTrainer:
         return {"boost.lm": self.cfg.lm, "boost.lm_random": "1" if lm_is_random(self.cfg.lm) else "0",
                 "boost.steps": ",".join(steps), "boost.samples": ",".join(seen), "boost.variant": self.cfg.variant,
                 "boost.run_id": parent_rid or self.pipeline["runs"].get("parent") or "",
-                "boost.config_hash": self.hash}
+                "boost.config_hash": self.hash, **data_tags(self.stage_data_paths())}
 
     def _grad_ckpt(self) -> bool:
         return self.cfg.grad_checkpointing == "on" or (self.cfg.grad_checkpointing == "auto"
@@ -192,9 +193,10 @@ class BoostTrainer:
             from harness.config import ConfigError
             raise ConfigError(f"stage {stage} has no data: set data=FILE (or stage{stage}.data=FILE)")
         if path not in self._data_cache:
-            self._data_cache[path] = ConversationData(
+            from .llava import load_stage_data
+            self._data_cache[path] = load_stage_data(
                 path, self.vlm.tokenizer, self.vlm.tokens_per_image(self.image_size), self.cfg.max_length,
-                self.cfg.overflow, self.cfg.image_root or None)
+                self.cfg.overflow, self.cfg.image_root)
         return self._data_cache[path]
 
     # ---------------------------------------------------------------------------- which parameters train
@@ -254,10 +256,18 @@ class BoostTrainer:
 
     # ---------------------------------------------------------------------------- checkpoints
     def save_checkpoint(self, stage: int, step: int, opt: torch.optim.Optimizer, state: dict) -> Path:
+        """Full (unsharded) parameters + name-keyed optimiser state: resumable with any world size."""
         final = stage_dir(self.run_dir, stage) / f"ckpt-{step:07d}"
-        if self.dist.main:
+        if fsdp.is_sharded(self.vlm):               # collectives: every rank takes part, rank 0 gets the tensors
+            tensors = fsdp.full_params(self.vlm, self.saved_names())
+            opt_state = fsdp.full_optimizer_state(self.vlm, opt)
+        elif self.dist.main:
             named = dict(self.vlm.named_parameters())
-            write_checkpoint(final, {n: named[n] for n in self.saved_names()}, opt, state, self.cfg.keep_checkpoints)
+            tensors = {n: named[n] for n in self.saved_names()}
+            opt_state = fsdp.optimizer_state_by_name(self.vlm, opt)
+        if self.dist.main:
+            write_checkpoint(final, tensors, opt_state, {**state, "world_size": self.dist.world},
+                             self.cfg.keep_checkpoints)
         self.dist.barrier()
         return final
 
@@ -281,13 +291,23 @@ class BoostTrainer:
         params = self.set_trainable(stage)
         if stage == 2:
             self.trained_lm = True
+        if resume_from is not None:             # before wrapping: FSDP shards (and DDP broadcasts) these values
+            self.load_params(resume_from)
+        sharded = stage == 2 and cfg.strategy == "fsdp" and self.dist.initialised
+        if sharded:
+            if not self.built_here:
+                raise ValueError("strategy=fsdp needs a VLM the trainer builds itself (it rebuilds it after stage 2)")
+            model = fsdp.shard_vlm(self.vlm, W, self.device, self.precision)
+            params = [p for p in self.vlm.parameters() if p.requires_grad]
+        else:
+            fsdp.set_param_dtypes(self.vlm, self.precision)
+            model = self.dist.wrap(self.vlm, self.device)
         opt = torch.optim.AdamW(params, lr=sc.lr, betas=(0.9, 0.999), weight_decay=sc.weight_decay)
-        model: nn.Module = self.dist.wrap(self.vlm, self.device)
         start, losses = 0, []
         if resume_from is not None:
-            self.load_params(resume_from)
-            start, losses = restore_training_state(resume_from, opt, self.device)
-            self.echo(f"stage {stage}: resumed from {resume_from.name} (step {start}/{total})")
+            start, losses = restore_training_state(resume_from, opt, self.device, self.vlm)
+            self.echo(f"stage {stage}: resumed from {resume_from.name} (step {start}/{total}, written by "
+                      f"{read_state(resume_from).get('world_size', 1)} process(es), now {W})")
         rid = self.records.start_run(f"stage{stage}", f"stage{stage}", {"stage": stage, "encoder": self.base_spec,
                                                            "encoder_fingerprint": self.base_fingerprint,
                                                            "lm": cfg.lm, "variant": cfg.variant,
@@ -332,7 +352,8 @@ class BoostTrainer:
             loss_sum, tokens = 0.0, 0
             for k, b in enumerate(batches):
                 b = b.to(self.device)
-                with self.dist.sync(model, last_micro_batch=k == len(batches) - 1):
+                last = k == len(batches) - 1
+                with (fsdp.grad_sync(model, last) if sharded else self.dist.sync(model, last)):
                     from harness.device import autocast
                     with autocast(self.device, self.precision):
                         s, _ = model(b)
@@ -367,8 +388,11 @@ class BoostTrainer:
         if bar is not None:
             bar.close()
         self.vlm.eval()
-        digest = params_digest({n: p for n, p in self.vlm.named_parameters() if p.requires_grad})
-        if self.dist.initialised:
+        if sharded:                 # back to an unsharded model for what follows (stage 3, the export)
+            self.vlm = build_vlm(cfg, self.ws).to(self.device)
+            self.load_params(last_ckpt)
+        if self.dist.initialised and not sharded:
+            digest = params_digest({n: p for n, p in self.vlm.named_parameters() if p.requires_grad})
             atomic_write_json(self.run_dir / f"stage{stage}-rank{self.dist.rank}.json",
                               {"rank": self.dist.rank, "digest": digest}, default=str)
         if rid is not None:
