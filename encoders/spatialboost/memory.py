@@ -37,7 +37,7 @@ KNOWN_LMS: dict[str, dict] = {
     "smollm2-135m": dict(model_type="llama", vocab_size=49152, hidden_size=576, intermediate_size=1536,
                          num_hidden_layers=30, num_attention_heads=9, num_key_value_heads=3,
                          tie_word_embeddings=True),
-    "tiny-qwen2": dict(model_type="qwen2", vocab_size=262, hidden_size=64, intermediate_size=128,
+    "tiny-qwen2": dict(model_type="qwen2", vocab_size=260, hidden_size=64, intermediate_size=128,
                        num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True),
 }
 LM_ALIASES = {"qwen2-7b-instruct": "qwen2-7b", "vicuna-7b-v1.5": "vicuna-7b", "vicuna-1.5-7b": "vicuna-7b",
