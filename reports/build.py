@@ -13,7 +13,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from harness.atomic import atomic_write
-from reports.plots import PLOTS, data_uri, report_plots
+from reports.ablations import ABLATIONS, build_ablation, present
+from reports.plots import PLOTS, ablation_curve, data_uri, report_plots
 from reports.render import signal_latex, signal_markdown, to_html, to_latex, to_markdown
 from reports.tables import LAYOUTS, build_table, summary_layout
 from results.runs import ResultsError, check_conflicts, latest_per_config, load_runs
@@ -52,21 +53,23 @@ def build_report(tracking_uri: str, experiment: str, out_dir: Path, tables: list
     """Write the report; ``allow_missing`` skips runs whose results cannot be read (listed in the notes)
     instead of failing; ``resamples=0`` leaves the Δ rows without CIs (and downloads no per-sample data)."""
     from harness.registry import SUITES
-    unknown = [t for t in tables or [] if t not in LAYOUTS and t != "summary"]
+    unknown = [t for t in tables or [] if t not in LAYOUTS and t not in ABLATIONS and t != "summary"]
     if unknown:
-        raise ValueError(f"unknown table '{unknown[0]}'; tables: summary, {', '.join(LAYOUTS)}")
+        raise ValueError(f"unknown table '{unknown[0]}'; tables: summary, {', '.join(LAYOUTS)}, "
+                         f"{', '.join(ABLATIONS)} (ablations)")
     skipped: list = []
     df = latest_per_config(load_runs(tracking_uri, experiment, allow_missing=allow_missing, skipped=skipped))
     if df.empty:
         raise ResultsError(f"experiment '{experiment}' has no finished evaluation run with metrics"
                            + (f" ({len(skipped)} skipped as unreadable)" if skipped else ""))
     check_conflicts(df)
-    keys = tables or ["summary", *LAYOUTS]
+    keys = tables or ["summary", *LAYOUTS, *present(df)]     # ablation tables: those the runs vary
     registered = set(SUITES.names())
     with PerSampleStore(tracking_uri) as store:
         samples = store if resamples > 0 else None
-        built = [build_table(df, summary_layout(df) if k == "summary" else LAYOUTS[k], registered, samples,
-                             resamples, seed) for k in keys]
+        built = [build_ablation(df, ABLATIONS[k], registered, samples, resamples, seed) if k in ABLATIONS
+                 else build_table(df, summary_layout(df) if k == "summary" else LAYOUTS[k], registered, samples,
+                                  resamples, seed) for k in keys]
         signal = next((t for t, k in zip(built, keys) if k == "summary"), None)
         if signal is None:
             signal = build_table(df, summary_layout(df), registered, samples, resamples, seed)
@@ -84,6 +87,12 @@ def build_report(tracking_uri: str, experiment: str, out_dir: Path, tables: list
     paths = ReportFiles(experiment, keys, sorted(set(df["run_id"])))
     stem = report_stem(out_dir, experiment)
     pngs = report_plots(df)
+    for t in built:
+        if t.layout.key in ABLATIONS and ABLATIONS[t.layout.key].x:
+            fig = ablation_curve(t)
+            if fig is not None:
+                from reports.plots import png_bytes
+                pngs[t.layout.key] = png_bytes(fig)
     for name, png in pngs.items():
         paths.plots[name] = _write(plots_dir(out_dir, experiment) / f"{name}.png", png)
     for old in plots_dir(out_dir, experiment).glob("*.png"):   # a plot an earlier build had, this one not
@@ -98,6 +107,8 @@ def build_report(tracking_uri: str, experiment: str, out_dir: Path, tables: list
                                                                   + [to_latex(t) for t in built]))
     if "html" in formats:
         plots = [(caption, data_uri(pngs[name])) for name, caption in PLOTS if name in pngs]
+        plots += [(ABLATIONS[k].title + " (Δ vs base, paired 95 % CI band)", data_uri(pngs[k]))
+                  for k in ABLATIONS if k in pngs]
         paths["html"] = _write(stem.with_suffix(".html"), to_html(title, built, plots, notes, signal))
     return paths
 

@@ -106,3 +106,50 @@ def scaling_curves(df: pd.DataFrame):
         ax.set_title(f"{suite} {s['metric'].iloc[0]}", fontsize=9)
         ax.legend(fontsize=7)
     return fig
+
+
+def ablation_curve(table):
+    """Table 18 as a plot: per column, each variant's metric vs its stage-3 samples (log x), the paired 95 %
+    CI of its Δ against the base encoder drawn as a band around the base's value + Δ (so the band holds
+    the base line where the CI holds 0), and the base encoder as a dashed line. ``table`` is a built
+    :class:`reports.tables.Table` of an x-layout (reports/ablations.py); None without two points."""
+    import math
+    cols = table.layout.columns
+    series = []          # (base row, [(x, value cell, delta cell)])
+    rows = table.rows
+    for i, r in enumerate(rows):
+        if r.kind == "baseline":
+            series.append((r, []))
+        elif r.kind == "boosted" and r.encoder and series and i + 1 < len(rows) and rows[i + 1].kind == "delta":
+            try:
+                x = float(r.label.split()[0])
+            except ValueError:
+                continue
+            series[-1][1].append((x, r.cells, rows[i + 1].cells))
+    if not any(len(pts) >= 2 for _, pts in series):
+        return None
+    fig = _figure((3.4 * len(cols), 3.0))
+    axes = fig.subplots(1, len(cols), squeeze=False)
+    for j, (ax, col) in enumerate(zip(axes[0], cols)):
+        for base, pts in series:
+            pts = [(x, c[j], d[j]) for x, c, d in sorted(pts, key=lambda p: p[0]) if c[j].mean is not None]
+            if not pts:
+                continue
+            xs = [p[0] for p in pts]
+            line = ax.plot(xs, [p[1].mean for p in pts], marker="o", label=base.label[-24:])[0]
+            b = base.cells[j].mean
+            if b is not None and all(p[2].ci is not None for p in pts):
+                ax.fill_between(xs, [b + p[2].ci.low for p in pts], [b + p[2].ci.high for p in pts],
+                                color=line.get_color(), alpha=0.2, lw=0)
+            if b is not None and not math.isnan(b):
+                ax.axhline(b, color=line.get_color(), ls="--", lw=1)
+        ax.set_xscale("log")
+        ax.set_xlabel("stage-3 QA samples")
+        arrow = {"max": "↑", "min": "↓"}.get(next((r.cells[j].direction for r in rows if r.cells and
+                                                   r.cells[j].mean is not None), ""), "")
+        ax.set_title(f"{col.label} {arrow}", fontsize=9)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
+    fig.suptitle("Data scalability: metric vs samples (dashed: base encoder; band: paired 95 % CI of Δ)",
+                 fontsize=10, y=1.08)
+    return fig

@@ -22,7 +22,12 @@ from harness.errors import UserError
 
 COLUMNS = ("experiment", "run_id", "encoder", "boosted_from", "suite", "task", "dataset", "head", "mode",
            "metric", "value", "direction", "primary", "seed", "config_hash", "start_time", "boost_samples",
-           "boost_variant", "random_of", "boost_lm", "boost_lm_random", "boost_steps", "boost_run", "run_std")
+           "boost_variant", "random_of", "boost_lm", "boost_lm_random", "boost_steps", "boost_run", "run_std",
+           # what a boost ablation varied in its spatial QA data (encoders/spatialboost/records.py data_tags)
+           "boost_levels", "boost_order", "boost_views", "boost_data_samples", "boost_source")
+BOOST_DATA_TAGS = {"boost_levels": "boost.data.levels", "boost_order": "boost.data.order",
+                   "boost_views": "boost.data.views", "boost_data_samples": "boost.data.samples",
+                   "boost_source": "boost.data.source"}
 CELL_KEYS = ("encoder", "suite", "dataset", "head", "mode", "metric", "seed")
 REPORT_KIND = "report"      # tag kind of report runs (reports.publish)
 
@@ -96,7 +101,8 @@ def load_runs(tracking_uri: str, experiment: str, allow_missing: bool = False,
                          "boost_variant": tags.get("boost.variant", ""), "random_of": tags.get("random_of", ""),
                          "boost_lm": tags.get("boost.lm", ""), "boost_lm_random": tags.get("boost.lm_random", ""),
                          "boost_steps": tags.get("boost.steps", ""), "boost_run": tags.get("boost.run_id", ""),
-                         "run_std": run.data.metrics.get(f"{metric}.std", float("nan"))})
+                         "run_std": run.data.metrics.get(f"{metric}.std", float("nan")),
+                         **{col: tags.get(tag, "") for col, tag in BOOST_DATA_TAGS.items()}})
     return pd.DataFrame(rows, columns=list(COLUMNS))
 
 

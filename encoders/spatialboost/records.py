@@ -94,3 +94,40 @@ class BoostRecords:
                     self.tracker.client.set_terminated(rid, status)
             except Exception:  # noqa: BLE001 - never hide the original error
                 log.exception("could not mark run %s %s", rid, status)
+
+
+def data_tags(stage_paths: dict[int, str]) -> dict[str, str]:
+    """What an ablation varies in the spatial QA data, from the ``dataset_card.json`` beside the last stage's
+    conversation file (the chain-of-thought data the paper's ablations vary): reasoning levels and their order
+    (Tables 7, 15), views (single / multi / a mix, Tables 7, 16), unique conversations (Table 18) and whether
+    depth / masks came from ground truth or estimators (Table 19). Missing or unreadable card: no tags (a run
+    on hand-made data is still a valid boost, the report just cannot group it by these)."""
+    if not stage_paths:
+        return {}
+    last = stage_paths[max(stage_paths)]
+    if not last:
+        return {}
+    card_path = Path(last).expanduser().parent / "dataset_card.json"
+    try:
+        card = json.loads(card_path.read_text())
+    except (OSError, ValueError):
+        return {}
+    parts = card.get("parts") or [card]         # a mixed file lists its parts (views 1 + views 2, ...)
+    opts = [p.get("options") or {} for p in parts]
+    if not all(opts):
+        return {}
+    levels = ",".join(dict.fromkeys(lv for o in opts for lv in o.get("levels", [])))
+    views = ",".join(f"{o.get('views', 1)}:{p.get('samples', '')}" for o, p in zip(opts, parts)) \
+        if len(parts) > 1 else str(opts[0].get("views", 1))
+    sources = {_source(p.get("estimators") or {}) for p in parts}
+    return {"boost.data.levels": levels, "boost.data.order": "+".join(dict.fromkeys(o.get("order", "") for o in opts)),
+            "boost.data.views": views, "boost.data.samples": str(sum(int(p.get("samples", 0)) for p in parts)),
+            "boost.data.source": "+".join(sorted(sources))}
+
+
+def _source(estimators: dict) -> str:
+    """``gt`` when depth and masks are the source's ground truth, else the estimators' names
+    (``depth=DepthPro,segmenter=SAM``)."""
+    est = {k: v for k, v in estimators.items() if k in ("depth", "segmenter", "reconstructor")
+           and v and not str(v).startswith("ground truth")}
+    return ",".join(f"{k}={v}" for k, v in sorted(est.items())) or "gt"

@@ -128,7 +128,7 @@ class BoostTrainer:
         self.trained_lm = False
         self.records = BoostRecords(self.run_dir, cfg, self.hash, ws, self.dist.main)
         self.pipeline, self.tracker, self.tracked = self.records.pipeline, self.records.tracker, self.records.tracked
-        if self.device.type == "cuda" and self._grad_ckpt():
+        if self._grad_ckpt():       # (auto: GPU only) HF recomputes only in train mode: see fsdp.lm_train_mode
             self.vlm.lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
     def stage_data_paths(self) -> dict[int, str]:
@@ -330,7 +330,7 @@ class BoostTrainer:
             bar = tqdm(total=total, initial=start, desc=f"stage {stage}", unit="step", dynamic_ncols=True)
         self.vlm.train()
         self.vlm.encoder.eval()                 # no dropout / stochastic depth in the encoder
-        self.vlm.lm.train(stage == 2)
+        self.vlm.lm.train(fsdp.lm_train_mode(self.vlm.lm, stage, self._grad_ckpt()))
         perm_cache: dict[int, torch.Tensor] = {}
         last_ckpt = resume_from
         for step in range(start, total):
@@ -390,6 +390,8 @@ class BoostTrainer:
         self.vlm.eval()
         if sharded:                 # back to an unsharded model for what follows (stage 3, the export)
             self.vlm = build_vlm(cfg, self.ws).to(self.device)
+            if self._grad_ckpt():
+                self.vlm.lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
             self.load_params(last_ckpt)
         if self.dist.initialised and not sharded:
             digest = params_digest({n: p for n, p in self.vlm.named_parameters() if p.requires_grad})

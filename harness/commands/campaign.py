@@ -16,6 +16,8 @@ on with the others and exits 1 at the end. A report of the campaign's experiment
 """
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import sys
 import time
@@ -57,6 +59,13 @@ class CampaignSpec:
     tracking_uri: str | None = field(None, help="MLflow URI shared by all workers (a server for "
                                                 "several machines)")
     report: bool = field(True, help="build the report of the experiment at the end")
+    boost: dict[str, Any] = field(default_factory=dict, help="the base of every boost variant: {encoder, config: "
+                                  "BoostConfig overrides, data: {stage<k>: QA options}, suites: [...]} "
+                                  "(harness/commands/campaign_boost.py)")
+    boosts: list[Any] = field(default_factory=list, help="boost variants [{name, config, data}]: each trained once "
+                              "(`boost`), then evaluated as boosted:<run>/boosted on boost.suites")
+    variants: dict[str, Any] = field(default_factory=dict, help="named overrides of this file, applied with "
+                                     "--variant NAME (e.g. demo: CPU sizes)")
 
 
 @dataclass
@@ -70,8 +79,38 @@ class Job:
         return f"{c['suite']} {c['encoder'].split('?')[0]} seed={c['seed']}"
 
 
-def load_campaign(path: str | Path, overrides: dict[str, Any] | None = None) -> CampaignSpec:
-    return build(CampaignSpec, merge(load_yaml(path), overrides or {}))
+def load_campaign(path: str | Path, overrides: dict[str, Any] | None = None,
+                  variant: str | None = None) -> CampaignSpec:
+    """The file, then its ``variants[variant]`` (each top-level key it names replaces the file's: a demo
+    variant states its whole ``boost`` / ``suites``, nothing of the paper's leaks in), then overrides."""
+    data = load_yaml(path)
+    if variant:
+        named = data.get("variants") or {}
+        if variant not in named:
+            raise ConfigError(f"{path}: no variant '{variant}'; variants: {', '.join(named) or '(none)'}")
+        if not isinstance(named[variant], dict) or "variants" in named[variant]:
+            raise ConfigError(f"{path}: variants.{variant} must be a mapping of top-level keys (without 'variants')")
+        data = {**data, **named[variant]}
+    return build(CampaignSpec, merge(data, overrides or {}))
+
+
+def boost_suites(spec: CampaignSpec) -> dict[str, Any]:
+    """The suites boosted encoders are evaluated on: ``boost.suites`` (names of the campaign's suites) or all."""
+    names = (spec.boost or {}).get("suites") or list(spec.suites)
+    unknown = [n for n in names if n not in spec.suites]
+    if unknown:
+        raise ConfigError(f"boost.suites: {unknown} not in the campaign's suites ({', '.join(spec.suites)})")
+    return {n: spec.suites[n] for n in names}
+
+
+def expand_boosted(spec: CampaignSpec, encoders: list[str], start: int = 0) -> list[Job]:
+    """Eval jobs of boosted encoders (or, before boosting, of the base encoder standing in for them)."""
+    if not encoders:
+        return []
+    jobs = expand(dataclasses.replace(spec, encoders=list(encoders), suites=boost_suites(spec)))
+    for j in jobs:
+        j.index += start
+    return jobs
 
 
 def expand(spec: CampaignSpec) -> list[Job]:
@@ -228,16 +267,29 @@ class Progress:
 class CampaignResult:
     jobs: list[Job]
     results: dict[int, dict]
+    boosts: dict[str, dict] = dataclasses.field(default_factory=dict)   # variant name -> status, spec / error
 
     def count(self, status: str) -> int:
         return sum(1 for r in self.results.values() if r.get("status") == status)
 
+    @property
+    def failed(self) -> int:
+        return self.count("failed") + sum(1 for b in self.boosts.values() if b["status"] == "failed")
+
 
 def run_campaign(spec: CampaignSpec, *, progress: bool = True, log=print) -> CampaignResult:
+    from harness.commands.campaign_boost import plan_boosts, run_boosts
     jobs = expand(spec)
+    plans = plan_boosts(spec)
+    if plans:       # every boosted job validated (base encoder standing in) before anything trains
+        expand_boosted(spec, [spec.boost["encoder"]])
     log(f"campaign '{spec.experiment}': {len(jobs)} jobs ({len(spec.suites)} suites x {len(spec.encoders)} "
-        f"encoders x {len(spec.seeds)} seeds) on executor '{spec.executor}'")
+        f"encoders x {len(spec.seeds)} seeds) on executor '{spec.executor}'"
+        + (f"; {len(plans)} boost variants, each then evaluated on {', '.join(boost_suites(spec))}" if plans else ""))
     prepare_data(jobs)
+    boosts = run_boosts(spec, plans, progress, log) if plans else {}
+    specs = [b["spec"] for b in boosts.values() if b.get("spec")]
+    jobs += expand_boosted(spec, list(dict.fromkeys(specs)), len(jobs))
     bar = Progress(len(jobs), progress)
     results: dict[int, dict] = {}
     try:
@@ -248,7 +300,7 @@ def run_campaign(spec: CampaignSpec, *, progress: bool = True, log=print) -> Cam
                 log(f"FAILED {job.label}: {res['error']}")
     finally:
         bar.close()
-    return CampaignResult(jobs, results)
+    return CampaignResult(jobs, results, boosts)
 
 
 def tracking_of(spec: CampaignSpec) -> tuple[str, Any]:
@@ -259,14 +311,20 @@ def tracking_of(spec: CampaignSpec) -> tuple[str, Any]:
 
 def cmd_campaign(args) -> int:
     from harness.config import parse_overrides
-    spec = load_campaign(args.file, parse_overrides(args.overrides))
+    spec = load_campaign(args.file, parse_overrides(args.overrides), args.variant)
     if args.executor:
         spec = build(CampaignSpec, {**to_dict(spec), "executor": args.executor})
     if args.dry_run:
+        from harness.commands.campaign_boost import plan_boosts
         for job in expand(spec):
             print(f"{job.index:4d}  {job.label}  {job.config.get('device', '')}".rstrip())
+        for plan in plan_boosts(spec):
+            print(f"boost {plan.name}: {json.dumps({'config': plan.config, 'data': plan.data}, default=str)}"
+                  f" -> eval on {', '.join(boost_suites(spec))} x seeds {spec.seeds}")
         return 0
     res = run_campaign(spec, progress=not args.no_progress)
+    if res.boosts:
+        print(f"{len(res.boosts)} boost variants: " + ", ".join(f"{k} {v['status']}" for k, v in res.boosts.items()))
     print(f"{len(res.jobs)} jobs: {res.count('done')} computed, {res.count('reused')} reused, "
           f"{res.count('failed')} failed")
     if spec.report:
@@ -274,7 +332,7 @@ def cmd_campaign(args) -> int:
         uri, ws = tracking_of(spec)
         paths = build_report(uri, spec.experiment, ws.reports / spec.experiment, allow_missing=True)
         print(f"report: {paths['md']}")
-    return 1 if res.count("failed") else 0
+    return 1 if res.failed else 0
 
 
 def add_campaign_parser(sub) -> None:
@@ -284,6 +342,7 @@ def add_campaign_parser(sub) -> None:
     p.add_argument("file", help="campaign YAML (keys: see CampaignSpec in harness/commands/campaign.py)")
     p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. workers=2 seeds=[0,1]")
     p.add_argument("--executor", choices=EXECUTORS, help="override the file's executor")
+    p.add_argument("--variant", help="apply the file's variants.NAME overrides (e.g. demo: the CPU-sized ablation)")
     p.add_argument("--dry-run", action="store_true", help="list the jobs and stop")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_campaign)

@@ -13,7 +13,7 @@ CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").rglob("*.yaml
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
 def test_config_resolves(path):
     data = load_yaml(path)
-    if path.parent.name == "campaigns":             # campaign files: their own schema, every suite's protocol
+    if path.parent.name in ("campaigns", "ablations"):   # campaign files: their own schema, every suite's protocol
         from harness.commands.campaign import CampaignSpec
         spec = build(CampaignSpec, data)
         for name, extra in spec.suites.items():
