@@ -288,7 +288,7 @@ def generate_metaworld(root: Path, tasks, num_demos: int = 25, size: int = 256, 
     ``seed0..``; evaluation rollouts use other seeds). Episodes end ``extra_steps`` after the first success
     (or at ``horizon``). A task folder that is already complete with at least ``num_demos`` episodes at
     this size is kept. Returns ``root``."""
-    from suites.cortexbench.rollout import spawn_pool
+    from suites.cortexbench.vecenv import spawn_pool
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     for leftover in root.iterdir():          # task folders of a generator that was killed mid-way

@@ -101,12 +101,26 @@ class FrameRenderer:
         if fast:
             self.renderer.scene.flags[mujoco.mjtRndFlag.mjRND_SHADOW] = 0
             self.renderer.scene.flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = 0
-        self.camera = camera
-        self.flip = flip
-        self.frames = 0
+        self.model, self.camera, self.flip, self.frames = model, camera, flip, 0
+        self._option = mujoco.MjvOption()           # mujoco.Renderer's default scene options
+        self._cam = mujoco.MjvCamera()
+        cam_id = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_CAMERA, camera) if isinstance(camera, str) else camera
+        if cam_id is None or cam_id < -1 or cam_id >= model.ncam:
+            raise ValueError(f"camera {camera!r} does not exist in the model")
+        self._cam.fixedcamid = cam_id
+        if cam_id == -1:
+            self._cam.type = mujoco.mjtCamera.mjCAMERA_FREE
+            mujoco.mjv_defaultFreeCamera(model, self._cam)
+        else:
+            self._cam.type = mujoco.mjtCamera.mjCAMERA_FIXED
 
-    def __call__(self, data) -> np.ndarray:
-        self.renderer.update_scene(data, camera=self.camera)
+    def __call__(self, data, model=None) -> np.ndarray:
+        """Render ``data``; ``model`` = the model of ``data`` when it is not the renderer's own: another env of
+        the same task (identical assets, its own body positions), so one renderer serves several envs in
+        lockstep rollouts (`suites.cortexbench.rollout`); the frame is the one that env's own renderer gives."""
+        import mujoco
+        mujoco.mjv_updateScene(self.model if model is None else model, data, self._option, None, self._cam,
+                               mujoco.mjtCatBit.mjCAT_ALL.value, self.renderer.scene)
         img = self.renderer.render()
         if self.flip:  # MetaWorld's corner camera looks upside down: rotate by 180 degrees
             img = img[::-1, ::-1]
@@ -151,7 +165,7 @@ class MetaWorldEnv(SimEnv):
     suite = "metaworld"
 
     def __init__(self, task: str, size: int = 256, camera: str = METAWORLD_CAMERA, fast_render: bool = True,
-                 horizon: int = 500):
+                 horizon: int = 500, renderer: "FrameRenderer | None" = None):
         check_task("metaworld", task, METAWORLD_TASKS)
         require("metaworld")
         from metaworld.env_dict import ALL_V3_ENVIRONMENTS_GOAL_OBSERVABLE as ENVS
@@ -164,7 +178,7 @@ class MetaWorldEnv(SimEnv):
         self.action_dim = 4
         self.proprio_dim = 4
         self.expert = getattr(policies, f"Sawyer{_camel(task)}V3Policy")()
-        self.renderer = FrameRenderer(self.env.model, size, camera, fast_render, flip=camera == "corner")
+        self.renderer = renderer or FrameRenderer(self.env.model, size, camera, fast_render, flip=camera == "corner")
         self._obs = None
 
     def reset(self, seed: int) -> None:
@@ -176,7 +190,7 @@ class MetaWorldEnv(SimEnv):
         return StepResult(float(reward), bool(info["success"]))
 
     def render(self):
-        return self.renderer(self.env.data)
+        return self.renderer(self.env.data, self.env.model)
 
     def proprio(self):  # CortexBench: env._get_obs()[:4] = hand xyz + gripper opening
         return np.asarray(self._obs[:4], np.float32)
@@ -190,7 +204,7 @@ class DMCEnv(SimEnv):
     suite = "dmc"
 
     def __init__(self, task: str, size: int = 256, camera: int = 0, fast_render: bool = True,
-                 frame_skip: int = 1, horizon: int | None = None):
+                 frame_skip: int = 1, horizon: int | None = None, renderer: "FrameRenderer | None" = None):
         check_task("dmc", task, DMC_TASKS)
         require("dmc")
         self.task = task
@@ -202,7 +216,7 @@ class DMCEnv(SimEnv):
         spec = self.env.action_spec()
         self.action_dim = int(spec.shape[0])
         self._lo, self._hi = spec.minimum, spec.maximum
-        self.renderer = FrameRenderer(self.env.physics.model.ptr, size, camera, fast_render)
+        self.renderer = renderer or FrameRenderer(self.env.physics.model.ptr, size, camera, fast_render)
 
     def reset(self, seed: int) -> None:
         self.env.task.random.seed(int(seed))   # the task's RandomState draws the initial state
@@ -219,7 +233,7 @@ class DMCEnv(SimEnv):
         return StepResult(total, False)
 
     def render(self):
-        return self.renderer(self.env.physics.data.ptr)
+        return self.renderer(self.env.physics.data.ptr, self.env.physics.model.ptr)
 
 
 class AdroitEnv(SimEnv):
@@ -233,7 +247,7 @@ class AdroitEnv(SimEnv):
     SUCCESS_STEPS = {"pen": 20, "relocate": 25}
 
     def __init__(self, task: str, size: int = 256, camera: str | None = None, fast_render: bool = True,
-                 horizon: int | None = None):
+                 horizon: int | None = None, renderer: "FrameRenderer | None" = None):
         check_task("adroit", task, ADROIT_TASKS)
         require("adroit")
         import gymnasium as gym
@@ -243,7 +257,8 @@ class AdroitEnv(SimEnv):
         self.horizon = int(horizon or self.HORIZON[task])
         self.action_dim = int(self.env.action_space.shape[0])
         self.proprio_dim = self.PROPRIO[task]
-        self.renderer = FrameRenderer(self.env.model, size, camera if camera is not None else -1, fast_render)
+        self.renderer = renderer or FrameRenderer(self.env.model, size, camera if camera is not None else -1,
+                                                  fast_render)
         self._obs = None
         self.goal_steps = 0
 
@@ -257,7 +272,7 @@ class AdroitEnv(SimEnv):
         return StepResult(float(reward), self.goal_steps > self.SUCCESS_STEPS[self.task])
 
     def render(self):
-        return self.renderer(self.env.data)
+        return self.renderer(self.env.data, self.env.model)
 
     def proprio(self):
         return np.asarray(self._obs[:self.proprio_dim], np.float32)

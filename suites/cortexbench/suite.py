@@ -107,8 +107,11 @@ class CortexOptions:
     eval_seed: int = field(12345, min=0, help="env seed of the first evaluation episode (+i for the i-th); "
                                               "demos use other seeds")
     fast_render: bool = field(True, help="shadows/reflections off when rendering (must match the demos)")
-    rollout_workers: int = field(2, min=1, max=256, hash=False, help="spawned rollout processes (one renderer "
-                                                                     "each)")
+    rollout_workers: int = field(2, min=1, max=256, hash=False, help="spawned simulator processes (one renderer "
+                                                                     "each, shared by their envs)")
+    rollout_batch: int = field(36, min=1, max=1024, hash=False,
+                               help="episodes stepped in lockstep (one batched encoder forward per step); "
+                                    "results do not depend on it, memory does (~25 MB per MetaWorld env)")
 
 
 @dataclass(frozen=True)
@@ -251,7 +254,8 @@ class CortexBenchSuite(Suite):
 
     # -- protocol -----------------------------------------------------------------------------
     def run(self, ctx: RunContext) -> SuiteResult:
-        from suites.cortexbench.rollout import RolloutPool, WorkerSpec
+        from suites.cortexbench.rollout import Embedder, run_rollouts
+        from suites.cortexbench.vecenv import EnvSpec, shared_workers
         o = self.options
         enc = ctx.encoder
         blk = enc.resolve_layers([o.layer])[0]
@@ -271,8 +275,9 @@ class CortexBenchSuite(Suite):
                                     "floor_proprio": "the same BC policy and protocol on proprioception alone "
                                                      "(no image)"}}
         timing = {"render": 0.0, "embed": 0.0, "policy": 0.0, "sim": 0.0, "frames": 0, "train": 0.0,
-                  "features": 0.0, "pool_start": 0.0, "floors": 0.0}
+                  "features": 0.0, "pool_start": 0.0, "floors": 0.0, "rollouts": 0.0}
         require(self.kind)
+        embed = Embedder(enc.eval(), tf, blk, ctx.device, ctx.precision)
         for task in self.tasks():
             demos = self._demos(ctx.data, task)
             t0 = time.perf_counter()
@@ -291,59 +296,72 @@ class CortexBenchSuite(Suite):
             info = {"demos": len(demos.episodes), "samples": len(x), "frame_size": demos.frame_size,
                     "demo_source": demos.source, "policy_input": int(x.shape[1]), "env": env_kw,
                     **{k: v for k, v in demos.info.items() if v is not None}, "curves": {}}
-            spec = WorkerSpec(self.kind, task, demos.frame_size, env_kw, enc.cpu() if ctx.device.type != "cuda" else enc,
-                              o.crop_size, str(ctx.device), ctx.precision, blk, o.history, x.shape[1] > o.history * emb.shape[1],
-                              workspace=str(ctx.workspace.root) if ctx.workspace else None)
+            use_proprio = x.shape[1] > o.history * emb.shape[1]
             for k in evals:
                 evals[k][task] = {}
             t0 = time.perf_counter()
-            with RolloutPool(spec, o.rollout_workers) as pool:
-                timing["pool_start"] += time.perf_counter() - t0
-                t0 = time.perf_counter()
-                floor_rows[task] = pool.evaluate(MeanActionPolicy.fit(y), eval_seeds, o.stop_at_success)
-                timing["floors"] += time.perf_counter() - t0
-                info["floor"] = {n: self.score(floor_rows[task], n) for n in names}
-                info["mean_action"] = [round(float(v), 5) for v in y.mean(0)]
-                kinds = [("bc", x)] + ([("proprio", px)] if o.proprio_floor and px.shape[1] > 0 else [])
+            jobs = len(seeds) * len(eval_seeds)          # rollouts per evaluation, in even lockstep chunks
+            envs = shared_workers(EnvSpec.of(self.kind, task, demos.frame_size, env_kw),
+                                  -(-jobs // -(-jobs // o.rollout_batch)), o.rollout_workers)
+            timing["pool_start"] += time.perf_counter() - t0
+
+            def rollouts(policies, record_job=None):
+                """Every policy on every eval env seed, in lockstep; rows[i][k] = policy i on eval_seeds[k]."""
+                jobs = [(i, s) for i in range(len(policies)) for s in eval_seeds]
+                got = run_rollouts(envs, policies, jobs, embed=embed, history=o.history, use_proprio=use_proprio,
+                                   stop_at_success=o.stop_at_success, record_job=record_job,
+                                   record_frames=FRAMES if record_job is not None else 0)
+                return [got[i * len(eval_seeds):(i + 1) * len(eval_seeds)] for i in range(len(policies))]
+
+            t0 = time.perf_counter()
+            floor_rows[task] = rollouts([MeanActionPolicy.fit(y)])[0]
+            timing["floors"] += time.perf_counter() - t0
+            info["floor"] = {n: self.score(floor_rows[task], n) for n in names}
+            info["mean_action"] = [round(float(v), 5) for v in y.mean(0)]
+            kinds = [("bc", x)] + ([("proprio", px)] if o.proprio_floor and px.shape[1] > 0 else [])
+            # one policy per (kind, seed), trained epoch by epoch side by side: each has its own init (under
+            # its seed) and its own shuffling generator, so the order does not change any of them
+            train = {}
+            for kind, inputs in kinds:
                 for seed in seeds:
-                    for kind, inputs in kinds:
-                        gen = torch.Generator().manual_seed(seed)
-                        with torch.random.fork_rng():
-                            torch.manual_seed(seed)
-                            policy = BCPolicy(inputs.shape[1], y.shape[1], o.hidden, kind=kind)
-                        opt = torch.optim.Adam(policy.parameters(), lr=o.lr)
-                        curve = []
-                        for epoch in range(1, o.epochs + 1):
-                            t0 = time.perf_counter()
-                            loss = train_epoch(policy, opt, inputs, y, o.batch_size, gen)
-                            timing["train" if kind == "bc" else "floors"] += time.perf_counter() - t0
-                            if epoch not in epochs_eval:
-                                continue
-                            t0 = time.perf_counter()
-                            record = kind == "bc" and seed == seeds[0] and epoch == epochs_eval[-1]
-                            rows = pool.evaluate(policy, eval_seeds, o.stop_at_success,
-                                                 record_frames=FRAMES if record else 0)
-                            if "frames" in rows[0]:         # the episode the run's figure shows
-                                shown[task] = {**rows[0], "frames": rows[0].pop("frames"), "epoch": epoch,
-                                               "policy_seed": seed}
-                            curve.append((epoch, rows))
-                            prefix = "" if kind == "bc" else "floor_proprio."
-                            ctx.log_curve({f"{prefix}{names[0]}.{task}.seed{seed}": self.score(rows),
-                                           f"{prefix}bc_loss.{task}.seed{seed}": loss}, epoch)
-                            if kind != "bc":
-                                timing["floors"] += time.perf_counter() - t0
-                                continue
-                            for r in rows:
-                                for part in ("render", "embed", "policy", "sim"):
-                                    timing[part] += r[f"t_{part}"]
-                                timing["frames"] += r["steps"]
-                        evals[kind][task][seed] = curve
-                        if kind == "bc":
-                            info["curves"][str(seed)] = [{"epoch": e, **{n: self.score(r, n) for n in names}}
-                                                         for e, r in curve]
-                        else:
-                            info.setdefault("floor_proprio_curves", {})[str(seed)] = [
-                                {"epoch": e, **{n: self.score(r, n) for n in names}} for e, r in curve]
+                    with torch.random.fork_rng():
+                        torch.manual_seed(seed)
+                        policy = BCPolicy(inputs.shape[1], y.shape[1], o.hidden, kind=kind)
+                    train[kind, seed] = (policy, torch.optim.Adam(policy.parameters(), lr=o.lr),
+                                         torch.Generator().manual_seed(seed), inputs)
+            curves = {key: [] for key in train}
+            for epoch in range(1, o.epochs + 1):
+                losses = {}
+                for (kind, seed), (policy, opt, gen, inputs) in train.items():
+                    t0 = time.perf_counter()
+                    losses[kind, seed] = train_epoch(policy, opt, inputs, y, o.batch_size, gen)
+                    timing["train" if kind == "bc" else "floors"] += time.perf_counter() - t0
+                if epoch not in epochs_eval:
+                    continue
+                for kind, _ in kinds:
+                    t0 = time.perf_counter()
+                    record = 0 if kind == "bc" and epoch == epochs_eval[-1] else None   # first seed, first env seed
+                    per_seed = rollouts([train[kind, s][0] for s in seeds], record)
+                    timing["rollouts" if kind == "bc" else "floors"] += time.perf_counter() - t0
+                    for seed, rows in zip(seeds, per_seed):
+                        if "frames" in rows[0]:         # the episode the run's figure shows
+                            shown[task] = {**rows[0], "frames": rows[0].pop("frames"), "epoch": epoch,
+                                           "policy_seed": seed}
+                        curves[kind, seed].append((epoch, rows))
+                        prefix = "" if kind == "bc" else "floor_proprio."
+                        ctx.log_curve({f"{prefix}{names[0]}.{task}.seed{seed}": self.score(rows),
+                                       f"{prefix}bc_loss.{task}.seed{seed}": losses[kind, seed]}, epoch)
+                        if kind != "bc":
+                            continue
+                        for r in rows:
+                            for part in ("render", "embed", "policy", "sim"):
+                                timing[part] += r[f"t_{part}"]
+                            timing["frames"] += r["steps"]
+            for (kind, seed), curve in curves.items():
+                evals[kind][task][seed] = curve
+                key = "curves" if kind == "bc" else "floor_proprio_curves"
+                info.setdefault(key, {})[str(seed)] = [{"epoch": e, **{n: self.score(r, n) for n in names}}
+                                                       for e, r in curve]
             details["tasks"][task] = info
         metrics, per_sample = self._summarise(evals, floor_rows, names, details)
         busy = sum(timing[k] for k in ("render", "embed", "policy", "sim")) or 1.0

@@ -214,15 +214,14 @@ class _FakeEnv:
         return np.zeros(4, np.float32)
 
 
-def test_success_is_scored_at_the_last_step_of_the_full_horizon(monkeypatch):
+def test_success_is_scored_at_the_last_step_of_the_full_horizon():
     from heads.bc_policy import MeanActionPolicy
-    from suites.cortexbench import rollout as ro
-    monkeypatch.setattr(ro, "_W", {"spec": None, "env": _FakeEnv()})
+    from suites.cortexbench.rollout import run_rollouts
+    from suites.cortexbench.vecenv import LocalEnvs
     pol = MeanActionPolicy(torch.zeros(4))
-    state = {k: v for k, v in pol.state_dict().items()}
-    full = ro.rollout(pol.config(), state, [7], stop_at_success=False)[0]
+    full = run_rollouts(LocalEnvs([_FakeEnv()]), [pol], [(0, 7)], stop_at_success=False)[0]
     assert full["steps"] == 8 and full["success"] is False and full["reached"] is True and full["first_success"] == 3
-    early = ro.rollout(pol.config(), state, [7], stop_at_success=True)[0]
+    early = run_rollouts(LocalEnvs([_FakeEnv()]), [pol], [(0, 7)], stop_at_success=True)[0]
     assert early["steps"] == 4 and early["success"] is True and early["reached"] is True
     suite = MetaWorldSuite(MetaWorldSuite.Options())
     assert suite.metric_names() == ("success", "success_reached")
@@ -305,29 +304,73 @@ def test_demo_presets_build():
 
 
 class _RenderingEnv(_FakeEnv):
-    """_FakeEnv whose frame at step t is filled with the value t."""
+    """_FakeEnv whose frame at step t is filled with the value t; the proprioception carries the env seed
+    and the step, so a policy's action depends on the episode."""
 
     def reset(self, seed):
-        self.t = 0
+        self.t, self.seed = 0, seed
+
+    def step(self, action):
+        from suites.cortexbench.envs import StepResult
+        self.t += 1
+        self.actions = getattr(self, "actions", []) + [np.asarray(action).copy()]
+        return StepResult(float(np.sum(action)), bool(action[0] > 0))
 
     def render(self):
         return np.full((6, 6, 3), self.t, np.uint8)
 
+    def proprio(self):
+        return np.array([self.seed % 7, self.t, 1, 0], np.float32)
 
-def test_rollout_records_evenly_spaced_frames_of_one_episode(monkeypatch):
-    from types import SimpleNamespace
+
+def _frame_mean_embed(frames):
+    return torch.stack([torch.from_numpy(f).float().mean((0, 1)) for f in frames])
+
+
+def test_rollout_records_evenly_spaced_frames_of_one_episode():
     from heads.bc_policy import BCPolicy
-    from suites.cortexbench import rollout as ro
-    monkeypatch.setattr(ro, "_W", {"spec": SimpleNamespace(history=2, use_proprio=False), "env": _RenderingEnv()})
-    monkeypatch.setattr(ro, "embed", lambda frames: torch.zeros(1, 3))
+    from suites.cortexbench.rollout import run_rollouts
+    from suites.cortexbench.vecenv import LocalEnvs
     pol = BCPolicy(6, 4, (8,)).eval()
-    rows = ro.rollout(pol.config(), pol.state_dict(), [7, 8], False, record_seed=8, record_frames=3)
-    assert "frames" not in rows[0]                                   # only the episode of record_seed
+    rows = run_rollouts(LocalEnvs([_RenderingEnv(), _RenderingEnv()]), [pol], [(0, 7), (0, 8)],
+                        embed=lambda f: torch.zeros(len(f), 3), history=2, use_proprio=False, record_job=1,
+                        record_frames=3)
+    assert "frames" not in rows[0]                                   # only the episode of record_job
     steps = [t for t, _ in rows[1]["frames"]]
     assert steps == [0, 4, 7]                                        # stride ceil(8 / 2), plus the last step
     assert [int(f[0, 0, 0]) for _, f in rows[1]["frames"]] == steps  # each the frame rendered at that step
-    plain = ro.rollout(pol.config(), pol.state_dict(), [8], False)[0]
+    plain = run_rollouts(LocalEnvs([_RenderingEnv()]), [pol], [(0, 8)], embed=lambda f: torch.zeros(len(f), 3),
+                         history=2, use_proprio=False)[0]
     assert "frames" not in plain and plain["steps"] == rows[1]["steps"]
+
+
+def test_lockstep_rows_equal_one_episode_at_a_time():
+    """Several policies (BC on frames, proprio-only, mean action) x env seeds stepped together give every
+    episode exactly the row and the actions it gets alone; the frame history starts with the first frame
+    repeated and each BC policy sees its own episode's frames."""
+    from heads.bc_policy import BCPolicy, MeanActionPolicy
+    from suites.cortexbench.rollout import run_rollouts
+    from suites.cortexbench.vecenv import LocalEnvs
+    torch.manual_seed(0)
+    pols = [BCPolicy(3 * 3 + 4, 4, (16,)).eval(), BCPolicy(3 * 3 + 4, 4, (16,)).eval(),
+            BCPolicy(4, 4, (16,), kind="proprio").eval(), MeanActionPolicy(torch.tensor([0.5, -1, 0, 0]))]
+    for p in pols[:3]:
+        p.input_bn.running_var.fill_(4.0)
+    jobs = [(p, s) for p in range(4) for s in (3, 4, 5)]
+    envs = [_RenderingEnv() for _ in range(5)]                      # 12 jobs in chunks of 5
+    together = run_rollouts(LocalEnvs(envs), pols, jobs, embed=_frame_mean_embed, history=3)
+    for (p, s), row in zip(jobs, together):
+        env = _RenderingEnv()
+        alone = run_rollouts(LocalEnvs([env]), pols, [(p, s)], embed=_frame_mean_embed, history=3)[0]
+        for k in ("seed", "return", "success", "reached", "first_success", "steps", "kind"):
+            assert row[k] == alone[k], (p, s, k)
+        # the first action of a BC policy: history = the reset frame (value 0) three times, then proprio
+        first = torch.cat([torch.zeros(1, 6), torch.zeros(1, 3), torch.tensor([[s % 7, 0, 1, 0]])], 1).float()
+        if p < 2:
+            with torch.inference_mode():
+                np.testing.assert_array_equal(env.actions[0], pols[p](first)[0].numpy())
+    assert {r["kind"] for r in together} == {"bc", "proprio", "mean_action"}
+    assert len({r["return"] for r in together}) > 4                  # the episodes really differ
 
 
 def test_rollout_strip_marks_success():
@@ -347,3 +390,34 @@ def test_rollout_strip_marks_success():
     assert "SUCCESS (first at t=3)" in axes[0, 0].get_ylabel() and "FAILURE" in axes[1, 0].get_ylabel()
     reached = rollout_strip({"b": lost}, "success_reached")          # ever succeeded counts here
     assert next(iter(reached.axes[2].spines.values())).get_edgecolor() == g
+
+
+def test_lockstep_metaworld_workers_match_sequential_and_rerun():
+    """Real MetaWorld envs in a spawned worker (one renderer, shared by its 3 envs) and the tiny ViT:
+    3 episodes in lockstep give the rows that each episode gives alone, and a rerun gives them again."""
+    pytest.importorskip("metaworld")
+    from harness.registry import build_encoder
+    from heads.bc_policy import BCPolicy
+    from suites.cortexbench.rollout import Embedder, run_rollouts
+    from suites.cortexbench.vecenv import EnvSpec, EnvWorkers
+    from suites.images import eval_transform
+    enc = build_encoder("builtin:tiny-vit").eval()
+    embed = Embedder(enc, eval_transform(enc.info, 64)[0], 2, torch.device("cpu"))
+    torch.manual_seed(0)
+    pol = BCPolicy(3 * enc.info.embed_dim + 4, 4, (32,)).eval()
+    pol.input_bn.running_var.fill_(0.01)                          # large actions: the episodes move
+    envs = EnvWorkers(EnvSpec.of("metaworld", "drawer-open", 64, {"horizon": 12}), 3, workers=1)
+    try:
+        jobs = [(0, 12345), (0, 12346), (0, 12347)]
+        together = run_rollouts(envs, [pol], jobs, embed=embed)
+        again = run_rollouts(envs, [pol], jobs, embed=embed, record_job=2, record_frames=2)
+        alone = [run_rollouts(envs, [pol], [j], embed=embed)[0] for j in jobs]
+    finally:
+        envs.close()
+    keys = ("seed", "return", "success", "first_success", "steps")
+    assert [[r[k] for k in keys] for r in together] == [[r[k] for k in keys] for r in alone]
+    assert [[r[k] for k in keys] for r in together] == [[r[k] for k in keys] for r in again]
+    assert len({r["return"] for r in together}) == 3 and all(r["steps"] == 12 for r in together)
+    frames = again[2]["frames"]
+    assert [t for t, _ in frames] == [0, 11] and frames[0][1].shape == (64, 64, 3) and frames[1][1].any()
+    assert not np.array_equal(frames[0][1], frames[1][1])         # the arm moved
