@@ -119,3 +119,18 @@ def set_param_dtypes(model: nn.Module, precision: str) -> None:
             want = torch.float32 if (p.requires_grad or precision != "bf16") else torch.bfloat16
             if p.dtype != want and p.is_floating_point():
                 p.data = p.data.to(want)
+
+
+def lm_train_mode(lm: nn.Module, stage: int, grad_ckpt: bool) -> bool:
+    """Whether the LM runs in train mode: always in stage 2; in stages 1/3 (frozen LM) only to let Hugging Face
+    gradient checkpointing recompute (it does so only in train mode), and only when the LM has no active
+    dropout, so that train mode computes exactly what eval mode would."""
+    if stage == 2:
+        return True
+    if not grad_ckpt:
+        return False
+    cfg = getattr(lm, "config", None)
+    rates = [float(getattr(cfg, k, 0.0) or 0.0) for k in ("attention_dropout", "hidden_dropout", "dropout",
+                                                          "resid_pdrop", "embd_pdrop", "attn_pdrop")]
+    rates += [m.p for m in lm.modules() if isinstance(m, nn.Dropout)]
+    return all(r == 0 for r in rates)
