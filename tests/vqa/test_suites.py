@@ -1,0 +1,86 @@
+"""``vqa.*`` end to end on the hand-made layout: trainer stages 1-2 (encoder frozen), lmms-eval in-process,
+MLflow run with per-sample records and lmms-eval's samples; the VLM is trained once per key and reused."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from harness.config import build
+from harness.registry import SUITES
+from harness.runner import EvalConfig, evaluate
+
+LOCAL = ("vqa.blink_depth_local", "vqa.spatialrgpt_qual_local", "vqa.spatialrgpt_quant_local")
+
+
+def _cfg(suite, data, ws, encoder="builtin:tiny-vit", **extra):
+    proto = {**SUITES.get(suite).demo_protocol("tiny"), **extra}
+    return build(EvalConfig, {"encoder": encoder, "suite": suite, "data": str(data), "workspace": str(ws),
+                              "progress": False, "protocol": proto})
+
+
+@pytest.fixture(scope="module")
+def run_ws(tmp_path_factory):
+    return tmp_path_factory.mktemp("vqa-runs")
+
+
+def test_local_suites_end_to_end(layout, run_ws):
+    import mlflow
+    from harness.registry import build_encoder
+    from harness.workspace import open_workspace
+    enc = build_encoder("builtin:tiny-vit", open_workspace(run_ws))
+    before = {k: v.clone() for k, v in enc.state_dict().items()}
+    recs = {name: evaluate(_cfg(name, layout, run_ws)) for name in LOCAL}
+    vlm_dirs = list((run_ws / "vqa" / "vlm").iterdir())
+    assert len(vlm_dirs) == 1                         # one VLM per (encoder, LM, data, recipe), shared by tasks
+    from safetensors.torch import load_file
+    ck = sorted((vlm_dirs[0] / "stage2").glob("ckpt-*"))[-1]
+    saved = load_file(str(ck / "model.safetensors"))
+    assert saved and not any(k.startswith("encoder.") for k in saved)      # the encoder is frozen
+    assert any(k.startswith("lm.") for k in saved) and any(k.startswith("projector.") for k in saved)
+    enc_after = build_encoder("builtin:tiny-vit", open_workspace(run_ws))
+    assert all(np.array_equal(before[k].numpy(), v.numpy()) for k, v in enc_after.state_dict().items())
+    client = mlflow.tracking.MlflowClient(f"sqlite:///{run_ws / 'mlflow.db'}")
+    for name, rec in recs.items():
+        assert 0 <= rec.metrics["acc"] <= 1 and 0 <= rec.metrics["floor.acc"] <= 1
+        assert 1 <= rec.metrics["n"] <= 5                                    # tiny preset: limit 5
+        arts = [a.path for a in client.list_artifacts(rec.run_id, "per_sample")]
+        assert {"per_sample/acc.npz", "per_sample/floor.acc.npz"} <= set(arts)
+        local = client.download_artifacts(rec.run_id, "lmms_eval_samples")
+        rows = [json.loads(x) for f in sorted(__import__("pathlib").Path(local).glob("*.jsonl"))
+                for x in f.read_text().splitlines()]
+        assert len(rows) == rec.metrics["n"] and np.mean([r["acc"] for r in rows]) == pytest.approx(rec.metrics["acc"])
+        assert np.mean([r["floor"] for r in rows]) == pytest.approx(rec.metrics["floor.acc"])
+    again = evaluate(_cfg("vqa.blink_depth_local", layout, run_ws))
+    assert again.reused and again.metrics["acc"] == recs["vqa.blink_depth_local"].metrics["acc"]
+
+
+def test_floor_is_the_train_majority(layout, tmp_path):
+    from suites.vqa.suite import SpatialRGPTQualLocalSuite, VQAOptions
+    from suites.vqa.tasks import GenOptions, generate, read_docs
+    root = generate(layout, tmp_path / "gen", GenOptions(depth_pairs=2, object_pairs=2))
+    suite = SpatialRGPTQualLocalSuite(VQAOptions())
+    docs = read_docs(root / "spatialrgpt_qual_local.jsonl")
+    floor, _ = suite.floor(docs, root)
+    train = read_docs(root / "train" / "spatialrgpt_qual_local.jsonl")
+    for d, f in zip(docs, floor):          # same geometry in every view: the train majority is always right
+        same = [t["target"] for t in train if t["qtype"] == d["qtype"]]
+        assert f == float(max(set(same), key=same.count) == d["target"])
+
+
+def test_bad_data_and_bad_protocol(tmp_path, run_ws):
+    from harness.errors import UserError
+    with pytest.raises(UserError, match="neither blink_depth_local.jsonl"):
+        evaluate(_cfg("vqa.blink_depth_local", tmp_path, run_ws))
+    with pytest.raises(UserError, match="protocol.tolerance"):
+        _cfg("vqa.spatialrgpt_quant_local", tmp_path, run_ws, tolerance=0)
+
+
+def test_paper_and_demo_protocols_build():
+    for name in (*LOCAL, "vqa.lmms"):
+        cls = SUITES.get(name)
+        for preset in ("tiny", "default"):
+            build(cls.Options, cls.demo_protocol(preset), prefix="protocol.")
+        o = cls.Options()
+        assert (o.stage1_lr, o.stage1_batch, o.stage2_lr, o.stage2_batch, o.feature_layer) == (2e-3, 256, 2e-5, 128, -2)

@@ -1,0 +1,66 @@
+"""Local task generation: answers agree with the known geometry of the hand-made layout; ids are stable."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from suites.vqa.lmms_tasks import UnknownTaskError, write_task
+from suites.vqa.tasks import TASKS, GenOptions, VQADataError, generate, read_docs
+
+
+@pytest.fixture(scope="module")
+def generated(layout, tmp_path_factory):
+    return generate(layout, tmp_path_factory.mktemp("gen") / "vqa", GenOptions(depth_pairs=4, object_pairs=2))
+
+
+def test_depth_answers_follow_the_depth_map(generated, layout):
+    docs = read_docs(generated / "blink_depth_local.jsonl")
+    assert len(docs) == 2 * 4                               # 2 val views x 4 pairs
+    assert [d["answer_index"] for d in docs[:4]] == [0, 1, 0, 1]     # balanced letters
+    for d in docs:
+        view = d["id"].split("#")[0]
+        depth = np.asarray(Image.open(layout / f"images/{view}_depth.png")) / 1000
+        (ya, xa), (yb, xb) = d["points_yx"]
+        closer = 0 if depth[ya, xa] < depth[yb, xb] else 1
+        assert closer == d["answer_index"]
+        assert (xa < xb) == (closer == 0)                    # the ramp: further left = closer
+        assert abs(depth[ya, xa] - depth[yb, xb]) / max(depth[ya, xa], depth[yb, xb]) >= 0.2
+        marked = np.asarray(Image.open(generated / d["image"]).convert("RGB")).astype(int)
+        assert marked.shape[:2] == depth.shape
+    train = read_docs(generated / "train" / "blink_depth_local.jsonl")
+    assert len(train) == 4 * 4 and not {d["id"] for d in train} & {d["id"] for d in docs}
+
+
+def test_relations_and_quantities(generated):
+    qual = read_docs(generated / "spatialrgpt_qual_local.jsonl")
+    quant = read_docs(generated / "spatialrgpt_quant_local.jsonl")
+    assert qual and quant
+    for d in qual:                  # (chair, sofa) or (sofa, chair): chair is left, lower, smaller
+        assert d["target"] in d["options"]
+        assert d["answer"].lower().count(d["target"]) == 1
+    sizes = {"width": {0.5, 2.0}, "height": {0.9, 1.0}}
+    for d in quant:
+        if d["qtype"] == "distance":   # centres (0.25, 0.2, 0.45) and (3.0, 0.5, 1.0)
+            assert d["target_value"] == pytest.approx(np.linalg.norm([2.75, 0.3, 0.55]), rel=1e-6)
+        else:
+            assert any(d["target_value"] == pytest.approx(v) for v in sizes[d["qtype"]])
+    conv = [json.loads(x) for x in (generated / "train" / "stage2.jsonl").read_text().splitlines()]
+    assert all(c["conversations"][0]["value"].startswith("<image>\n") for c in conv)
+
+
+def test_ids_are_stable(generated, layout, tmp_path):
+    again = generate(layout, tmp_path / "again", GenOptions(depth_pairs=4, object_pairs=2))
+    for t in TASKS:
+        assert [d["id"] for d in read_docs(again / f"{t}.jsonl")] == [d["id"] for d in read_docs(generated / f"{t}.jsonl")]
+
+
+def test_missing_dataset_and_unknown_task_are_clear(generated, tmp_path):
+    with pytest.raises(VQADataError, match="annotations.jsonl"):
+        generate(tmp_path / "nowhere", tmp_path / "out")
+    with pytest.raises(VQADataError, match="spatialrgpt_qual_local.jsonl' does not exist"):
+        write_task("spatialrgpt_qual_local", tmp_path, tmp_path / "t")
+    with pytest.raises(UnknownTaskError, match="Did you mean: blink_depth_local"):
+        write_task("blink_depth_locl", generated, tmp_path / "t")
