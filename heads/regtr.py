@@ -77,8 +77,12 @@ class CrossEncoderLayer(nn.Module):
 
 class RegTRHead(nn.Module):
     def __init__(self, in_dim: int, d: int = 256, heads: int = 8, ffn: int = 1024, layers: int = 6,
-                 pos_scale: float = 8 * math.pi):
+                 pos_scale: float = 8 * math.pi, distance_prior: float = 0.0):
         super().__init__()
+        # optional (not REGTR's): attention logits of the correspondence heads get -||x_s - x_t||^2 / sigma^2
+        # with a learned sigma starting at ``distance_prior`` (m), i.e. the prior that the two clouds are
+        # roughly aligned already (small random motions); 0 = off
+        self.log_sigma = nn.Parameter(torch.tensor(math.log(distance_prior))) if distance_prior > 0 else None
         self.proj = nn.Linear(in_dim, d)
         self.pos = SinePositionalEncoding3D(d, pos_scale)
         self.layers = nn.ModuleList([CrossEncoderLayer(d, heads, ffn) for _ in range(layers)])
@@ -98,8 +102,12 @@ class RegTRHead(nn.Module):
             a, b = layer(a, b, ps, pt)
         a, b = self.norm(a), self.norm(b)
         scale = 1.0 / math.sqrt(a.shape[-1])
-        att_st = torch.softmax(self.q(a) @ self.k(b).transpose(1, 2) * scale, -1)   # [B, N, M]
-        att_ts = torch.softmax(self.q(b) @ self.k(a).transpose(1, 2) * scale, -1)   # [B, M, N]
+        logit_st = self.q(a) @ self.k(b).transpose(1, 2) * scale                   # [B, N, M]
+        logit_ts = self.q(b) @ self.k(a).transpose(1, 2) * scale                   # [B, M, N]
+        if self.log_sigma is not None:
+            prior = torch.cdist(xs, xt) ** 2 / torch.exp(2 * self.log_sigma)
+            logit_st, logit_ts = logit_st - prior, logit_ts - prior.transpose(1, 2)
+        att_st, att_ts = torch.softmax(logit_st, -1), torch.softmax(logit_ts, -1)
         corr_s = att_st @ xt                                # source points predicted in the target frame
         corr_t = att_ts @ xs                                # target points predicted in the source frame
         ov_s, ov_t = self.overlap(a).squeeze(-1), self.overlap(b).squeeze(-1)

@@ -53,3 +53,29 @@ def farthest_point_sampling(x: np.ndarray, m: int, start: int = 0) -> np.ndarray
         out[i] = int(d.argmax())
         d = np.minimum(d, ((x - x[out[i]]) ** 2).sum(1))
     return out
+
+
+def kabsch_np(src: np.ndarray, tgt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Unweighted least-squares rigid fit R src + t ~ tgt with det R = +1 (numpy, for the geometric floor)."""
+    cs, ct = src.mean(0), tgt.mean(0)
+    U, _, Vt = np.linalg.svd((src - cs).T @ (tgt - ct))
+    D = np.diag([1.0, 1.0, np.sign(np.linalg.det(Vt.T @ U.T)) or 1.0])
+    R = Vt.T @ D @ U.T
+    return R, ct - R @ cs
+
+
+def icp(src: np.ndarray, tgt: np.ndarray, iters: int = 30, trim: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
+    """Features-free geometric baseline: trimmed point-to-point ICP from the identity (each iteration matches
+    every source point to its nearest target point, keeps the ``trim`` fraction with the smallest distances and
+    refits with Kabsch). It uses the fact that the random transforms are small, which the head must learn."""
+    from scipy.spatial import cKDTree
+    tree = cKDTree(tgt)
+    R, t = np.eye(3), np.zeros(3)
+    for _ in range(iters):
+        d, j = tree.query(src @ R.T + t)
+        keep = d <= np.quantile(d, trim)
+        R_new, t_new = kabsch_np(src[keep], tgt[j[keep]])
+        if np.allclose(R_new, R, atol=1e-10) and np.allclose(t_new, t, atol=1e-10):
+            break
+        R, t = R_new, t_new
+    return R, t

@@ -6,8 +6,8 @@ import torch
 from scipy.spatial.transform import Rotation
 
 from heads.regtr import RegTRHead, SinePositionalEncoding3D, kabsch, regtr_loss, transform
-from suites.lexicon3d.regmetrics import (farthest_point_sampling, pair_metrics, random_rotation, registration_rmse,
-                                         rre_deg, rte)
+from suites.lexicon3d.regmetrics import (farthest_point_sampling, icp, kabsch_np, pair_metrics, random_rotation,
+                                         registration_rmse, rre_deg, rte)
 
 
 def _t(x):
@@ -111,3 +111,45 @@ def test_regtr_head_shapes_and_loss_backward():
     assert torch.allclose(transform(R, torch.zeros(1, 3), xs), xs @ R[0].T)
     pe = SinePositionalEncoding3D(256)(torch.zeros(4, 3))
     assert pe.shape == (4, 256) and pe[0, :42].abs().max() == 0 and pe[0, 42:84].min() == 1
+
+
+def test_icp_floor_recovers_small_motion_and_kabsch_np_matches_torch():
+    rng = np.random.default_rng(5)
+    # a "room": floor + two walls + a box, so point-to-point ICP has a unique basin for a small motion
+    pts = np.concatenate([np.c_[rng.uniform(0, 4, 300), rng.uniform(0, 3, 300), np.zeros(300)],
+                          np.c_[np.zeros(150), rng.uniform(0, 3, 150), rng.uniform(0, 2.5, 150)],
+                          np.c_[rng.uniform(0, 4, 150), np.zeros(150), rng.uniform(0, 2.5, 150)],
+                          np.c_[rng.uniform(1, 1.6, 100), rng.uniform(1, 1.5, 100), rng.uniform(0, 0.8, 100)]])
+    R = Rotation.from_rotvec(np.radians(4.0) * np.array([0.3, 0.2, 0.93]) / np.linalg.norm([0.3, 0.2, 0.93])).as_matrix()
+    t = np.array([0.08, -0.05, 0.03])
+    src = (pts - t) @ R                                # R src + t = pts
+    Re, te = icp(src, pts, iters=100, trim=0.9)
+    assert rre_deg(Re, R) < 1e-4 and rte(te, t) < 1e-6
+    # a large motion is outside ICP's basin: the floor does not solve the task by construction
+    R2 = Rotation.from_rotvec([0, 0, np.radians(90.0)]).as_matrix()
+    Re2, _ = icp((pts - pts.mean(0)) @ R2 + pts.mean(0), pts)
+    assert rre_deg(Re2, R2) > 10
+    a, b = rng.normal(size=(30, 3)), rng.normal(size=(30, 3))
+    Rn, tn = kabsch_np(a, b)
+    Rt, tt = kabsch(_t(a), _t(b))
+    np.testing.assert_allclose(Rn, Rt.numpy(), atol=1e-10)
+    np.testing.assert_allclose(tn, tt.numpy(), atol=1e-10)
+
+
+def test_regtr_distance_prior_matches_nearest_points():
+    """With a sharp distance prior the correspondence attention picks each point's nearest neighbour in the
+    other cloud, whatever the features: identical clouds register to the identity, and a tiny shift of the
+    source (far below the point spacing) is recovered."""
+    torch.manual_seed(0)
+    g = np.stack(np.meshgrid(np.arange(5), np.arange(5), np.arange(4), indexing="ij"), -1).reshape(-1, 3) * 0.5
+    x = torch.from_numpy(g).float()[None]
+    head = RegTRHead(8, 16, 2, 32, 1, distance_prior=0.01).eval()
+    f = torch.randn(1, len(g), 8)
+    with torch.no_grad():
+        out = head(f, x, torch.randn(1, len(g), 8), x)
+        np.testing.assert_allclose(out["corr_s"][0].numpy(), g, atol=1e-5)
+        assert np.abs(out["R"][0].numpy() - np.eye(3)).max() < 1e-5 and out["t"].abs().max() < 1e-5
+        shift = torch.tensor([0.02, -0.01, 0.015])
+        out = head(f, x - shift, f, x)               # source = target moved by -shift: GT t = +shift
+        np.testing.assert_allclose(out["t"][0].numpy(), shift.numpy(), atol=1e-4)
+    assert RegTRHead(8, 16, 2, 32, 1).log_sigma is None   # off by default (the paper's head)

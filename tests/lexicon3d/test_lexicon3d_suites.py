@@ -20,7 +20,8 @@ from suites.lexicon3d.scannet import SCANNET_K_640, PoseError, ScanNetData, load
 H, W = 48, 64
 TINY = {"frame_size": [H, W], "border": 2, "voxel": 0.05, "max_points": 400, "epochs": 2, "lr": 0.01}
 TINY_REG = {**{k: v for k, v in TINY.items() if k != "lr"}, "num_points": 32, "d_model": 16, "num_heads": 2,
-            "ffn_dim": 32, "num_layers": 1, "pairs_per_scene": 2, "lr": 1e-3}
+            "ffn_dim": 32, "num_layers": 1, "pairs_per_scene": 2, "lr": 1e-3,
+            "distance_prior": 0.3}
 
 
 def _render(pose, K, box):
@@ -97,13 +98,13 @@ def test_both_suites_on_openscene_fixture(openscene, workspace):
         assert np.isfinite(sem.metrics[m]), m
     assert 0 <= sem.metrics["floor.acc"] <= 100
     reg = evaluate(_cfg("lexicon3d.registration", workspace, openscene, **TINY_REG))
-    for m in ("RR", "RRE", "RTE", "RMSE", "val.RR", "floor.RR", "floor.RTE"):
+    for m in ("RR", "RRE", "RTE", "RMSE", "val.RR", "floor.RR", "floor.RTE", "floor_icp.RR", "floor_icp.RTE"):
         assert np.isfinite(reg.metrics[m]), m
     assert reg.metrics["floor.RRE"] > 0                  # the source was moved
     import mlflow
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{workspace}/mlflow.db")
     arts = [a.path for a in client.list_artifacts(reg.run_id, "per_sample")]
-    assert "per_sample/RR.npz" in arts and "per_sample/floor.RTE.npz" in arts
+    assert "per_sample/RR.npz" in arts and "per_sample/floor.RTE.npz" in arts and "per_sample/floor_icp.RR.npz" in arts
     # one lifting pass: the registration run found the semantic run's lifted features
     derived = list((workspace / "cache" / "derived").iterdir())
     assert len([p for p in derived if not p.name.startswith(".")]) == 1
