@@ -72,6 +72,19 @@ LAYOUTS: Mapping[str, Layout] = MappingProxyType({l.key: l for l in (
         Column("Robot", "MetaWorld", "cortexbench.metaworld", "success"),
         Column("Cls.", "ImageNet lin.", "cls.imagenet", "lin.top1"),
         Column("Ret.", "Oxford-H", "retrieval.roxford", "mAP.H"))),
+    Layout("table9", "Table 9: Vision-language understanding (LLaVA-1.5 VLM per frozen encoder, lmms-eval)",
+           "Accuracy; '(world)' columns are the local tasks generated from the synthetic world.", (
+        Column("SpatialRGPT (world)", "Qual.", "vqa.spatialrgpt_qual_local", "acc"),
+        Column("SpatialRGPT (world)", "Quan.", "vqa.spatialrgpt_quant_local", "acc"),
+        Column("BLINK (world)", "Depth", "vqa.blink_depth_local", "acc"),
+        Column("BLINK", "Depth", "vqa.blink_depth", "score"),
+        Column("General", "VQAv2", "vqa.vqav2", "score"), Column("General", "GQA", "vqa.gqa", "score"),
+        Column("General", "SQA-I", "vqa.sqa_img", "score"), Column("General", "MME", "vqa.mme", "score"))),
+    Layout("table21", "Table 21: More VLM benchmarks (LLaVA-1.5 VLM per frozen encoder, lmms-eval)", "", (
+        Column("", "MMMU", "vqa.mmmu", "score"), Column("", "RealWorldQA", "vqa.realworldqa", "score"),
+        Column("", "OCRBench", "vqa.ocrbench", "score"), Column("", "DocVQA", "vqa.docvqa", "score"),
+        Column("", "BLINK", "vqa.blink", "score"), Column("", "MUIRBench", "vqa.muirbench", "score"),
+        Column("", "ERQA", "vqa.erqa", "score"))),
 )})
 
 

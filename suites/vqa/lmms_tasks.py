@@ -64,6 +64,10 @@ def write_task(task: str, data_root: Path, out: Path, tolerance: float = 0.25, j
 
 def task_manager(include_path: Path | None, defaults: bool):
     from lmms_eval.tasks import TaskManager
+    import sys
+    from loguru import logger
+    logger.remove()                     # lmms-eval logs every unparsable YAML of its index at DEBUG
+    logger.add(sys.stderr, level="WARNING")
     return TaskManager("WARNING", include_path=str(include_path) if include_path else None,
                        include_defaults=defaults)
 

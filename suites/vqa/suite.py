@@ -213,39 +213,3 @@ class SpatialRGPTQuantLocalSuite(_VQABase):
     task = "spatialrgpt_quant_local"
     spec = _spec("vqa.spatialrgpt_quant_local", "Table 9", "SpatialRGPT-style quantities on the world (distance, "
                  "width, height in m), success within 25 %")
-
-
-@dataclass(frozen=True)
-class LmmsOptions(VQAOptions):
-    task: str = field("", help="lmms-eval task name (e.g. blink, gqa, mme, vqav2_val); its data must be local")
-    include_path: str = field("", help="extra folder of lmms-eval task YAMLs (e.g. copies pointing at local data)")
-    train_data: str = field("", help="folder with stage1.jsonl + stage2.jsonl to train the VLM (default: the "
-                            "world's local conversations)")
-
-
-class LmmsTaskSuite(_VQABase):
-    """Any lmms-eval task through its own YAML (Table 9: VQAv2, GQA, SQA-I, MME; Table 21: MMMU, RealWorldQA, ...)."""
-    Options = LmmsOptions
-    spec = _spec("vqa.lmms", "Table 9 / Table 21", "any lmms-eval task (protocol.task) on locally available data")
-
-    def default_data(self, workspace) -> Path:
-        return super().default_data(workspace)
-
-    def dataset_fingerprint(self, data: Path) -> str:
-        return f"lmms:{self.options.task}:{self.options.include_path}"
-
-    def run(self, ctx: RunContext) -> SuiteResult:
-        o = self.options
-        offline_env(ctx.workspace.cache)
-        manager = task_manager(Path(o.include_path) if o.include_path else None, defaults=True)
-        check_task(o.task, manager)
-        self.task = "blink_depth_local"
-        root = Path(o.train_data) if o.train_data else self.task_root(ctx.data, ctx.workspace)
-        model, info = self.trained_model(ctx, root)
-        out = evaluate(model, [o.task], manager, limit=o.limit)
-        res = out["results"][o.task]
-        metrics = {k.split(",")[0]: float(v) for k, v in res.items()
-                   if isinstance(v, (int, float)) and not isinstance(v, bool)}
-        if "acc" not in metrics:
-            raise VQADataError(f"lmms-eval task '{o.task}' reports no 'acc' metric ({', '.join(metrics)})")
-        return SuiteResult(metrics=metrics, selection={"vlm": info["key"]}, details={"lmms_eval": metrics})

@@ -84,3 +84,16 @@ def test_paper_and_demo_protocols_build():
             build(cls.Options, cls.demo_protocol(preset), prefix="protocol.")
         o = cls.Options()
         assert (o.stage1_lr, o.stage1_batch, o.stage2_lr, o.stage2_batch, o.feature_layer) == (2e-3, 256, 2e-5, 128, -2)
+
+
+@pytest.mark.slow
+def test_real_benchmark_without_local_data_and_unknown_name(layout, run_ws):
+    """lmms-eval's full task index (~2000 tasks): a typo lists close names; a real benchmark whose data is not
+    on disk stops before any VLM is trained, with the reason and where to read how to provide it."""
+    from harness.errors import UserError
+    with pytest.raises(UserError, match="Did you mean: gqa"):
+        evaluate(_cfg("vqa.lmms", layout, run_ws, task="gqaa"))
+    n_vlm = len(list((run_ws / "vqa" / "vlm").glob("*"))) if (run_ws / "vqa" / "vlm").exists() else 0
+    with pytest.raises(UserError, match="not available offline"):
+        evaluate(_cfg("vqa.gqa", layout, run_ws))
+    assert n_vlm == (len(list((run_ws / "vqa" / "vlm").glob("*"))) if (run_ws / "vqa" / "vlm").exists() else 0)
