@@ -99,3 +99,33 @@ class PrefixLM:
         texts = [self.tok.decode([t for t in row.tolist() if t not in (self.eos, self.pad)],
                                  skip_special_tokens=True) for row in out]
         return [t.strip().split("\n", 1)[0].strip() for t in texts]     # an answer ends at its first line break
+
+
+class QAClassifier(nn.Module):
+    """Closed-set answer head (ScanQA's own baseline form: a classifier over the fitting answers) with the
+    Q-Former's body: learned queries and the question's token features share the self-attention (as BLIP-2's
+    Q-Former shares it between queries and text), every token cross-attends to the scene's points, and the
+    mean of the query outputs scores each candidate answer. No LM: the CPU-sized alternative to
+    ``QFormer`` + ``PrefixLM`` (same point input, same layer).
+
+    ``forward(feats [B,N,D], xyz [B,N,3], mask [B,N], txt [B,T,E], txt_mask [B,T]) -> logits [B, answers]``."""
+
+    def __init__(self, point_dim: int, text_dim: int, answers: int, queries: int = 8, d: int = 128,
+                 layers: int = 2, heads: int = 4, dropout: float = 0.1, bands: int = 8):
+        super().__init__()
+        self.bands = bands
+        self.queries = nn.Parameter(torch.randn(queries, d) * 0.02)
+        self.point_in = nn.Sequential(nn.LayerNorm(point_dim), nn.Linear(point_dim, d))
+        self.pos_in = nn.Linear(6 * bands, d)
+        self.txt_in = nn.Sequential(nn.LayerNorm(text_dim), nn.Linear(text_dim, d))
+        self.layers = nn.ModuleList(SelfCrossLayer(d, heads, 4 * d, dropout, residual_dropout=False) for _ in range(layers))
+        self.out = nn.Sequential(nn.LayerNorm(d), nn.Dropout(dropout), nn.Linear(d, answers))
+
+    def forward(self, feats, xyz, mask, txt, txt_mask):
+        kv = self.point_in(feats) + self.pos_in(fourier_xyz(xyz, self.bands))
+        B, Q = feats.shape[0], self.queries.shape[0]
+        x = torch.cat([self.queries[None].expand(B, -1, -1), self.txt_in(txt)], 1)
+        pad = torch.cat([torch.zeros(B, Q, dtype=torch.bool, device=feats.device), ~txt_mask], 1)
+        for layer in self.layers:
+            x = layer(x, kv, pad, ~mask)
+        return self.out(x[:, :Q].mean(1))

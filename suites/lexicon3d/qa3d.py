@@ -15,8 +15,10 @@ from __future__ import annotations
 import copy
 import json
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -59,6 +61,12 @@ class QAOptions(LiftOptions):
     meteor: bool = field(True, help="METEOR through pycocoevalcap's jar (needs java; ~1 min on 2 loaded cores)")
     pretrain: str | None = field(None, help="optional first stage: JSONL of {scene, text} (3D-Language data)")
     pretrain_epochs: int = field(10, min=1, help="epochs of the optional first stage (paper: 10)")
+    text_encoder: str = field("builtin:minilm", help="classify head only: frozen text encoder of the question "
+                              "(builtin:minilm or a local HF folder)")
+    max_tokens: int = field(64, min=4, help="classify head only: question (+ situation) tokens kept")
+    features: Literal["encoder", "oracle"] = field("encoder", help="point features: the encoder's lifted ones, or "
+                                                   "(diagnostic upper bound) the one-hot ground-truth class of the "
+                                                   "point's object + its RGB colour (needs instance ids, the world's)")
 
 
 class _QABase(Suite):
@@ -71,11 +79,15 @@ class _QABase(Suite):
             return {"lm": "builtin:tiny-qwen2", "points": 256, "queries": 4, "d_model": 32, "qformer_layers": 1,
                     "qformer_heads": 2, "epochs": 2, "batch": 8, "max_answer_tokens": 4, "meteor": False,
                     "frame_size": (96, 128), "border": 4, "max_points": 500}
-        # the frozen SmolLM2 costs ~1 s CPU per question per step and ~0.8 s per generated answer on 2 cores:
-        # this only checks the pipeline inside ~2 min per encoder; it cannot train a useful Q-Former (README)
-        return {"layer": -4, "max_points": 3000, "points": 1024, "queries": 8, "d_model": 128,
-                "qformer_layers": 2, "qformer_heads": 4, "epochs": 1, "batch": 16, "max_questions": 64,
-                "max_answer_tokens": 4, "eval_every": 1, "meteor": False, "lr": 1e-3}
+        # the frozen SmolLM2 costs ~1 s CPU per question per training step and ~0.8 s per generated answer on 2
+        # cores (README): the demo runs the closed-set ``classify`` head (demo_heads) on the same lifted points
+        return {"layer": -4, "max_points": 3000, "points": 256, "queries": 8, "d_model": 128,
+                "qformer_layers": 2, "qformer_heads": 4, "epochs": 12, "batch": 32, "lr": 1e-3,
+                "max_tokens": 48, "meteor": False}
+
+    @classmethod
+    def demo_heads(cls, preset: str) -> str | None:
+        return "classify" if preset == "default" else None
 
     def default_data(self, workspace):
         return default_root(workspace)
@@ -118,12 +130,15 @@ class _QABase(Suite):
 
         # per-scene seen points
         scenes = {}
+        classes = sorted({n for ob in objects.values() for n in ob.names})
         for k, name in enumerate(lifted.scenes):
             sl = lifted.scene(k)
             seen = np.flatnonzero(lifted.counts[:, sl].sum(0) > 0)
             if len(seen) == 0:
                 raise DataError(f"scene '{name}': no point of its cloud is seen by any frame")
-            scenes[name] = (np.asarray(lifted.coords[sl], np.float32)[seen], lifted.all_views(sl)[seen])
+            feats = lifted.all_views(sl) if o.features == "encoder" else \
+                oracle_features(data.scenes[k], o.lift_params(), k, sl.stop - sl.start, objects[name], classes)
+            scenes[name] = (np.asarray(lifted.coords[sl], np.float32)[seen], feats[seen])
         eval_draw = {n: np.random.default_rng([ctx.seed, k]).permutation(len(c))[:o.points]
                      for k, (n, (c, _)) in enumerate(scenes.items())}
 
@@ -139,6 +154,8 @@ class _QABase(Suite):
                 m[b, :len(idx)] = True
             return f, x, m
 
+        if self.head(ctx) == "classify":
+            return self._run_classify(ctx, lifted, layer, t_lift, fit, hold, val, scenes, eval_draw, batch_points)
         t1 = time.perf_counter()
         lm = build_lm(o.lm, ctx.workspace, ctx.seed)    # the trainer's loader, through the core registry
         plm = PrefixLM(lm.model.to(ctx.device), lm.tokenizer)
@@ -202,9 +219,7 @@ class _QABase(Suite):
         t_gen = time.perf_counter() - t2
         metrics, per_sample, missing = self.score(val, preds, fit, o.meteor)
         metrics["val.em1"] = best
-        details = {"floors": {"floor": "the most frequent fitting answer",
-                              "floor_blind": "the most frequent fitting answer to the same question text "
-                                             "(a blind, text-only prior), else the most frequent"},
+        details = {**self._floor_details(), "head": "qformer",
                    "missing_metrics": missing, "questions": {"fit": len(fit), "held_out": len(hold), "val": len(val)},
                    "train_loss": losses, "pretrain_loss": pre_losses, "held_out_em1_curve": curve,
                    "examples": [{"q": self.prompt(q), "pred": p, "answers": q.answers} for q, p in list(zip(val, preds))[:20]],
@@ -212,6 +227,98 @@ class _QABase(Suite):
                    "lifting_cached": not lifted.computed, "lifted_key": lifted.key, "block": layer, "lm": o.lm}
         selection = {"qformer": {"epoch": best_epoch, "rule": "max EM@1 on the held-out train scenes",
                                  "val_em1": best, "block": layer}}
+        return SuiteResult(metrics=metrics, selection=selection, details=details, per_sample=per_sample)
+
+    @staticmethod
+    def _floor_details() -> dict:
+        return {"floors": {"floor": "the most frequent fitting answer of the question's type (its first two "
+                                    "words, VQA-style), else the most frequent",
+                           "floor_global": "the most frequent fitting answer",
+                           "floor_blind": "the most frequent fitting answer to the same question text (a blind, "
+                                          "text-only prior), else the most frequent"}}
+
+    def head(self, ctx: RunContext) -> str:
+        if len(ctx.heads) != 1:
+            from harness.errors import UserError
+            raise UserError(f"{self.spec.name} runs one head at a time (qformer or classify), got {','.join(ctx.heads)}")
+        return ctx.heads[0]
+
+    def _run_classify(self, ctx, lifted, layer, t_lift, fit, hold, val, scenes, eval_draw, batch_points) -> SuiteResult:
+        """The ``classify`` head: the Q-Former body scores the fitting answers (no LM; heads/qformer.py
+        ``QAClassifier``). Question (and situation) tokens from the frozen text encoder, cached per text set."""
+        from heads.qformer import QAClassifier
+        from suites.lexicon3d.common import small_ops_threads
+        from suites.lexicon3d.language.common import encode_texts
+        o = self.options
+        t0 = time.perf_counter()
+        text_of = lambda q: self.prompt(q)[:-len(" Answer:")]        # noqa: E731 - the prompt minus its cue
+        texts = sorted({text_of(q) for q in fit + hold + val})
+        tokens, masks, tdim = encode_texts(ctx, o.text_encoder, o.max_tokens, texts)
+        tix = {t: i for i, t in enumerate(texts)}
+        t_text = time.perf_counter() - t0
+        vocab = [a for a, _ in Counter(q.answers[0] for q in fit).most_common()]
+        aix = {a: i for i, a in enumerate(vocab)}
+        torch.manual_seed(ctx.seed)
+        D = next(iter(scenes.values()))[1].shape[1]
+        head = QAClassifier(D, tdim, len(vocab), o.queries, o.d_model, o.qformer_layers, o.qformer_heads, o.dropout)
+        opt = torch.optim.AdamW(head.parameters(), lr=o.lr, weight_decay=o.weight_decay)
+
+        def inputs(its, draw):
+            f, x, m = batch_points([q.scene for q in its], draw)
+            k = [tix[text_of(q)] for q in its]
+            return f, x, m, tokens[k], masks[k]
+
+        def answer(its):
+            head.eval()
+            out = []
+            with torch.no_grad():
+                for s in range(0, len(its), 64):
+                    out += [vocab[int(i)] for i in head(*inputs(its[s:s + 64], eval_draw)).argmax(1)]
+            return out
+
+        t1 = time.perf_counter()
+        losses, curve, step = [], [], 0
+        best, best_state, best_epoch = -1.0, copy.deepcopy(head.state_dict()), 0
+        with small_ops_threads(ctx.device):
+            for e in range(o.epochs):
+                head.train()
+                draw = {n: np.random.default_rng([ctx.seed, 1100 + e, k]).permutation(len(c))[:o.points]
+                        for k, (n, (c, _)) in enumerate(scenes.items())}
+                order = np.random.default_rng([ctx.seed, 100 + e]).permutation(len(fit))
+                ls = []
+                for s in range(0, len(fit), o.batch):
+                    its = [fit[i] for i in order[s:s + o.batch]]
+                    y = torch.tensor([aix[q.answers[0]] for q in its])
+                    loss = torch.nn.functional.cross_entropy(head(*inputs(its, draw)), y)
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+                    ls.append(loss.item())
+                    step += 1
+                losses.append(float(np.mean(ls)))
+                v = 100.0 * float(np.mean([exact_match(p, q.answers) for p, q in zip(answer(hold), hold)]))
+                ctx.log_curve({"classify.train_loss": losses[-1], "classify.val_em1": v}, step)
+                ctx.report_intermediate(v, e)
+                curve.append((e + 1, round(v, 2)))
+                if v > best:
+                    best, best_state, best_epoch = v, copy.deepcopy(head.state_dict()), e + 1
+            head.load_state_dict(best_state)
+            t_train = time.perf_counter() - t1
+            t2 = time.perf_counter()
+            preds = answer(val)
+            t_gen = time.perf_counter() - t2
+        metrics, per_sample, missing = self.score(val, preds, fit, o.meteor)
+        metrics["val.em1"] = best
+        details = {**self._floor_details(), "head": "classify", "answers": len(vocab), "missing_metrics": missing,
+                   "questions": {"fit": len(fit), "held_out": len(hold), "val": len(val)},
+                   "fit_scenes": sorted({q.scene for q in fit}), "features": o.features,
+                   "train_loss": losses, "held_out_em1_curve": curve,
+                   "examples": [{"q": self.prompt(q), "pred": p, "answers": q.answers} for q, p in list(zip(val, preds))[:20]],
+                   "seconds": {"lifting": round(t_lift, 3), "text": round(t_text, 3), "train": round(t_train, 3),
+                               "answer_val": round(t_gen, 3)},
+                   "lifting_cached": not lifted.computed, "lifted_key": lifted.key, "block": layer}
+        selection = {"classify": {"epoch": best_epoch, "rule": "max EM@1 on the held-out train scenes",
+                                  "val_em1": best, "block": layer}}
         return SuiteResult(metrics=metrics, selection=selection, details=details, per_sample=per_sample)
 
     def score(self, val, preds, fit, meteor: bool):
@@ -224,18 +331,48 @@ class _QABase(Suite):
         metrics.update(cap)
         for k, v in per.items():
             per_sample[k] = PerSample(ids, v[:, None] / 100.0, reduce="mean", scale=100.0)
-        # floors: most frequent answer overall / for the same question text
-        from collections import Counter
+        # floors (no scene): the majority fitting answer of the question's type, overall, to the same text
         top = Counter(q.answers[0] for q in fit).most_common(1)[0][0]
         by_q: dict[str, Counter] = {}
+        by_t: dict[str, Counter] = {}
         for q in fit:
             by_q.setdefault(q.question, Counter())[q.answers[0]] += 1
-        for name, guess in (("floor", lambda q: top),
-                            ("floor_blind", lambda q: by_q[q.question].most_common(1)[0][0] if q.question in by_q else top)):
+            by_t.setdefault(prefix_type(q.question), Counter())[q.answers[0]] += 1
+
+        def majority(table, key):
+            return table[key].most_common(1)[0][0] if key in table else top
+        for name, guess in (("floor", lambda q: majority(by_t, prefix_type(q.question))),
+                            ("floor_global", lambda q: top),
+                            ("floor_blind", lambda q: majority(by_q, q.question))):
             f = np.array([exact_match(guess(q), q.answers) for q in val])
             metrics[f"{name}.em1"] = 100.0 * float(f.mean())
             per_sample[f"{name}.em1"] = PerSample(ids, f[:, None], reduce="mean", scale=100.0)
         return metrics, per_sample, missing
+
+
+def oracle_features(scene, params, k: int, n: int, objs, classes: list[str]) -> np.ndarray:
+    """Diagnostic point features [n, C + 3]: one-hot ground-truth class of the point's object (zeros off
+    objects) + the point's RGB in [-1, 1]: what a perfect encoder could tell the head (an upper bound)."""
+    from suites.lexicon3d.language.scenes import lifted_instances
+    from suites.lexicon3d.lifting import select_points
+    from suites.lexicon3d.scannet import load_cloud
+    inst = lifted_instances(scene, params, k, n)
+    if inst is None:
+        raise DataError(f"scene '{scene.name}': features=oracle needs instance ids beside the cloud (_inst.pth)")
+    coords, colors, _ = load_cloud(scene.cloud)
+    rgb = np.asarray(colors, np.float32)[select_points(coords, params, k)]
+    cix = {oid + 1: classes.index(name) for oid, name in zip(objs.ids.tolist(), objs.names)}
+    out = np.zeros((n, len(classes) + 3), np.float32)
+    for i, v in enumerate(inst.tolist()):
+        if v in cix:
+            out[i, cix[v]] = 1.0
+    out[:, len(classes):] = rgb
+    return out
+
+
+def prefix_type(question: str) -> str:
+    """The question's type for the floor: its first two words, lower case (VQA's question-type prefixes)."""
+    return " ".join(question.lower().replace("?", " ").split()[:2])
 
 
 def read_pretrain(path: Path, scenes: dict) -> list[dict]:
@@ -264,7 +401,7 @@ def read_pretrain(path: Path, scenes: dict) -> list[dict]:
 class ScanQASuite(_QABase):
     kind = "scanqa"
     spec = SuiteSpec(
-        name="lexicon3d.scanqa", version="1", task="3d-qa", heads=("qformer",),
+        name="lexicon3d.scanqa", version="2", task="3d-qa", heads=("qformer", "classify"),
         metrics=(MetricSpec("em1", "max", "val EM@1 (%): greedy answer equals a reference answer"),)
         + tuple(MetricSpec(m, "max", f"val {m} (%), pycocoevalcap") for m in CAPTION)
         + (MetricSpec("val.em1", "max", "EM@1 on the train scenes held out for selection (%)"),),
@@ -275,7 +412,7 @@ class ScanQASuite(_QABase):
 class SQA3DSuite(_QABase):
     kind = "sqa3d"
     spec = SuiteSpec(
-        name="lexicon3d.sqa3d", version="1", task="3d-qa", heads=("qformer",),
+        name="lexicon3d.sqa3d", version="2", task="3d-qa", heads=("qformer", "classify"),
         metrics=(MetricSpec("em1", "max", "val EM@1 (%): greedy answer equals a reference answer"),)
         + tuple(MetricSpec(f"em1.{t.lower()}", "max", f"val EM@1 of '{t}' questions (%)") for t in QTYPES)
         + tuple(MetricSpec(m, "max", f"val {m} (%), pycocoevalcap") for m in CAPTION)

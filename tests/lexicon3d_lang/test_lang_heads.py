@@ -86,3 +86,35 @@ def test_grounding_head_learns_to_pick_the_named_object():
     assert (pred != M - 1).all()
     keep = y != M - 1
     assert (pred[keep] == y[keep]).float().mean() > 0.9
+
+
+def test_qa_classifier_answers_from_the_points_the_question_names():
+    """The closed-set head learns "is there a <class>?": the answer depends on the question's token and on
+    which feature direction the scene's points carry; padded points do not change its output."""
+    from heads.qformer import QAClassifier
+    torch.manual_seed(0)
+    n_cls, B = 4, 64
+    present = torch.rand(B, n_cls) > 0.5                       # which classes each scene holds
+    asked = torch.randint(0, n_cls, (B,))
+    feats = torch.zeros(B, 16, n_cls)
+    for b in range(B):
+        cls = present[b].nonzero().flatten()
+        if len(cls):
+            feats[b, torch.arange(16), cls[torch.arange(16) % len(cls)]] = 1.0
+    txt = F.one_hot(asked, n_cls).float()[:, None, :]           # one "token": the asked class
+    y = present[torch.arange(B), asked].long()
+    xyz, mask, tmask = torch.rand(B, 16, 3), torch.ones(B, 16, dtype=torch.bool), torch.ones(B, 1, dtype=torch.bool)
+    head = QAClassifier(n_cls, n_cls, 2, queries=2, d=32, layers=1, heads=2, dropout=0.0)
+    opt = torch.optim.AdamW(head.parameters(), lr=3e-3)
+    for _ in range(300):
+        loss = F.cross_entropy(head(feats, xyz, mask, txt, tmask), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    head.eval()
+    with torch.no_grad():
+        acc = (head(feats, xyz, mask, txt, tmask).argmax(1) == y).float().mean().item()
+        padded = head(torch.cat([feats, torch.randn(B, 5, n_cls)], 1), torch.cat([xyz, torch.rand(B, 5, 3)], 1),
+                      torch.cat([mask, torch.zeros(B, 5, dtype=torch.bool)], 1), txt, tmask)
+    assert acc > 0.95, acc
+    assert torch.allclose(padded, head(feats, xyz, mask, txt, tmask), atol=1e-5)

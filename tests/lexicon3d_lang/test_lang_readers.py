@@ -40,6 +40,11 @@ def test_world_files_are_consistent_with_boxes(world_lang):
                 names = [objs[q.scene].names[objs[q.scene].index(i)] for i in q.object_ids]
                 assert len(set(names)) == 1
                 assert q.answers[0] == ["zero", "one", "two", "three", "four", "five", "six"][len(q.object_ids)]
+            if q.question.startswith("is there a "):         # presence: yes iff the class is in the boxes file
+                cat = q.question[len("is there a "):-len(" in the room?")]
+                assert q.answers[0] == ("yes" if cat in objs[q.scene].names else "no")
+        presence = [q.answers[0] for q in qa if q.question.startswith("is there a ")]
+        assert presence and presence.count("yes") == presence.count("no")      # balanced per scene
         sqa, _ = read_split(world_lang, "sqa3d", split, objs)
         assert all(q.situation.startswith("I am standing by the") for q in sqa)
 

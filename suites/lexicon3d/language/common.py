@@ -16,12 +16,12 @@ from suites.lexicon3d.scannet import ScanNetData
 
 
 def default_root(workspace) -> Path:
-    """``<workspace>/data/lexicon3d-lang-<world>``: the world's ScanRefer / ScanQA / SQA3D files generated
+    """``<workspace>/data/lexicon3d-lang-<world>-v<generator version>``: the world's ScanRefer / ScanQA / SQA3D files generated
     from the written ScanNet root (``scannet-<world>``, linked as ``scannet``)."""
     from suites.lexicon3d.common import default_root as scannet_default
-    from suites.lexicon3d.language.world import write_language
+    from suites.lexicon3d.language.world import VERSION, write_language
     scannet = scannet_default(workspace)
-    return write_language(scannet, Path(workspace.data) / f"lexicon3d-lang-{workspace.world}")
+    return write_language(scannet, Path(workspace.data) / f"lexicon3d-lang-{workspace.world}-v{VERSION}")
 
 
 def fingerprint(root: Path, files: list[Path]) -> str:

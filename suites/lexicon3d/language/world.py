@@ -4,8 +4,9 @@ never from the world's internals, so the generator also runs on any ScanNet root
 
 Descriptions (ScanRefer): category + colour + nearest neighbour, and, where the class repeats in the scene
 (distractors), what singles the target out: its size rank or being the closest / farthest of its class to a
-unique anchor object. Questions (ScanQA): counting, colour, "what is next to / on the X", the largest
-object. Situated questions (SQA3D): "I am standing by the A facing the B." + what is on my left / right /
+unique anchor object. Questions (ScanQA): counting (balanced: every repeated class and as many classes
+seen once), presence ("is there a X in the room?", as many absent classes as present ones), colour, "what
+is next to / on the X", the largest object. Situated questions (SQA3D): "I am standing by the A facing the B." + what is on my left / right /
 behind me, is X on my left, how many objects are in front of me, which of X / Y is closer, can I see X
 without turning around. Every answer follows from the boxes; ambiguous cases (margins under 0.3 m) are
 not asked. The colour names are the nearest of a small palette to the object's mean point colour.
@@ -21,7 +22,7 @@ from harness.atomic import atomic_dir, atomic_write_json
 from suites.lexicon3d.language.scenes import SceneObjects, load_objects
 from suites.lexicon3d.scannet import ScanNetData, load_cloud
 
-VERSION = 1
+VERSION = 2        # 2: balanced counting, presence yes/no questions, 30 situated questions per scene
 PALETTE = {"red": (200, 40, 40), "green": (40, 160, 60), "blue": (40, 70, 200), "yellow": (220, 200, 40),
            "orange": (230, 130, 30), "purple": (130, 50, 160), "pink": (230, 130, 180), "brown": (120, 80, 40),
            "white": (235, 235, 235), "gray": (128, 128, 128), "black": (25, 25, 25)}
@@ -68,6 +69,7 @@ class _Scene:
         self.c = (self.box[:, :3] + self.box[:, 3:]) / 2
         self.vol = np.prod(self.box[:, 3:] - self.box[:, :3], 1)
         self.n = len(keep)
+        self.all_cats = set(objs.names)                 # unseen objects too: never asked as absent
 
     def count(self, cat: str) -> int:
         return sum(c == cat for c in self.cat)
@@ -110,16 +112,29 @@ def describe(s: _Scene, i: int) -> list[str]:
     return out[:4]
 
 
-def scanqa_questions(s: _Scene, scene: str, start: int) -> list[dict]:
+def scanqa_questions(s: _Scene, scene: str, start: int, rng: np.random.Generator, categories: list[str]) -> list[dict]:
     qs = []
 
     def add(q, a, objs):
         qs.append({"question_id": f"{scene}-{start + len(qs)}", "scene_id": scene, "question": q, "answers": [a],
                    "object_ids": [int(s.ids[j]) for j in objs], "object_names": [s.cat[j] for j in objs]})
 
-    for cat in sorted(set(s.cat)):
-        js = [j for j in range(s.n) if s.cat[j] == cat]
-        add(f"how many {plural(cat)} are in the room?", NUMBERS[min(len(js), 10)], js)
+    present = sorted(set(s.cat))
+    # counting, balanced: every class that repeats, and as many (at least one) of the classes seen once
+    multi = [c for c in present if s.count(c) > 1]
+    once = [c for c in present if s.count(c) == 1]
+    keep = set(multi) | {once[int(k)] for k in rng.permutation(len(once))[:max(1, len(multi))]}
+    for cat in present:
+        if cat in keep:
+            js = [j for j in range(s.n) if s.cat[j] == cat]
+            add(f"how many {plural(cat)} are in the room?", NUMBERS[min(len(js), 10)], js)
+    # presence, balanced yes / no: as many absent classes (of the whole dataset's) as present ones
+    absent = [c for c in categories if c not in s.all_cats]
+    k = min(len(present), len(absent))
+    for cat in [present[int(j)] for j in rng.permutation(len(present))[:k]]:
+        add(f"is there a {cat} in the room?", "yes", [j for j in range(s.n) if s.cat[j] == cat])
+    for cat in [absent[int(j)] for j in rng.permutation(len(absent))[:k]]:
+        add(f"is there a {cat} in the room?", "no", [])
     for i in range(s.n):
         unique = s.count(s.cat[i]) == 1
         nb = s.nearest(i)
@@ -203,14 +218,20 @@ def sqa_questions(s: _Scene, scene: str, rng: np.random.Generator, start: int, p
     return Q, A
 
 
-def write_language(scannet_root: Path, out: Path, sqa_per_scene: int = 12, seed: int = 0) -> Path:
+def write_language(scannet_root: Path, out: Path, sqa_per_scene: int = 30, seed: int = 0) -> Path:
     """ScanRefer / ScanQA / SQA3D files for every scene of ``scannet_root`` into ``out`` (atomic folder),
     with a relative symlink ``out/scannet`` to the ScanNet root the suites lift features from."""
     out = Path(out)
     if (out / "lexicon3d_language.json").is_file():
         return out
     data = ScanNetData(scannet_root)
-    rng = np.random.default_rng(seed)
+    rng, qa_rng = np.random.default_rng(seed), np.random.default_rng([seed, 1])
+    categories = set()          # the classes some scene's frames see: the candidates of "is there a X"
+    for split, scenes in data.splits.items():
+        for sc in scenes:
+            o = load_objects(scannet_root, sc.name, split)
+            categories |= {n for n, p in zip(o.names, o.points) if p != 0}
+    categories = sorted(categories)
     with atomic_dir(out) as tmp:
         stats = {}
         for split, scenes in data.splits.items():
@@ -222,7 +243,7 @@ def write_language(scannet_root: Path, out: Path, sqa_per_scene: int = 12, seed:
                     for k, d in enumerate(describe(s, i)):
                         refer.append({"scene_id": sc.name, "object_id": str(int(s.ids[i])), "object_name": s.cat[i],
                                       "ann_id": str(k), "description": d, "token": d.replace(".", " .").split()})
-                scanqa += scanqa_questions(s, sc.name, len(scanqa))
+                scanqa += scanqa_questions(s, sc.name, len(scanqa), qa_rng, categories)
                 q, a = sqa_questions(s, sc.name, rng, len(sq) + (0 if split == "train" else 10 ** 6), sqa_per_scene)
                 sq += q
                 sa += a
