@@ -150,14 +150,14 @@ def run_job(config: dict[str, Any]) -> dict[str, Any]:
     result (an executor would lose the message; the run itself records error and traceback in MLflow);
     Ctrl-C / SIGTERM still stop the campaign."""
     from harness.runner import evaluate
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     try:
         rec = evaluate(build(EvalConfig, config))
         return {"status": "reused" if rec.reused else "done", "run_id": rec.run_id,
-                "seconds": time.perf_counter() - t0}
+                "seconds": time.perf_counter() - t0, "cpu_seconds": time.process_time() - c0}
     except Exception as e:   # noqa: BLE001 - reported by the driver
         return {"status": "failed", "error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc(),
-                "seconds": time.perf_counter() - t0}
+                "seconds": time.perf_counter() - t0, "cpu_seconds": time.process_time() - c0}
 
 
 def prepare_data(jobs: list[Job]) -> None:
@@ -298,6 +298,9 @@ def run_campaign(spec: CampaignSpec, *, progress: bool = True, log=print) -> Cam
             bar.finished(res["status"])
             if res["status"] == "failed":
                 log(f"FAILED {job.label}: {res['error']}")
+            elif not progress:      # the time each job took (wall; CPU of the worker process: all its threads)
+                log(f"{res['status']} {job.label} in {res.get('seconds', 0):.0f}s wall, "
+                    f"{res.get('cpu_seconds', 0):.0f}s CPU (run {res.get('run_id')})")
     finally:
         bar.close()
     return CampaignResult(jobs, results, boosts)

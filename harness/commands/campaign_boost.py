@@ -24,6 +24,7 @@ run of a boosted encoder copies them, so the report groups rows by them (reports
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
 import json
@@ -160,6 +161,25 @@ def exported(ws, cfg) -> str | None:
     return None
 
 
+@contextlib.contextmanager
+def boost_lease(ws, cfg, log):
+    """One process of this machine at a time per boost config (an flock, released if the holder dies)."""
+    from filelock import FileLock, Timeout
+    from harness.config import config_hash
+    folder = Path(ws.root) / "locks"
+    folder.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(folder / f"boost-{config_hash(cfg)}.lock"))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        log(f"waiting: boost {config_hash(cfg)} is being trained by another process")
+        lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
+
+
 def run_boosts(spec, plans: list[BoostPlan], progress: bool, log) -> dict[str, dict]:
     """Train each variant (or reuse its export); name -> {status, spec | error, seconds}."""
     import time
@@ -177,25 +197,28 @@ def run_boosts(spec, plans: list[BoostPlan], progress: bool, log) -> dict[str, d
         world = scannet_root(ws)    # the QA generator reads ScanNet's format, as it would real ScanNet
     out: dict[str, dict] = {}
     for plan in plans:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         try:
             files = {st: qa_file(ws, world, st, opts, progress) for st, opts in plan.data.items()}
             stages = {f"stage{st}": {**plan.config.get(f"stage{st}", {}), "data": str(p)} for st, p in files.items()}
             cfg = build(BoostConfig, {**plan.config, **stages, "image_root": str(world), "workspace": str(ws.root),
                                       "experiment": f"{spec.experiment}-boost", "progress": progress})
-            done = exported(ws, cfg)
-            if done:
-                out[plan.name] = {"status": "reused", "spec": done, "seconds": time.perf_counter() - t0}
-            else:
-                from encoders.spatialboost.trainer import run_boost
-                boosted = run_boost(cfg, echo=lambda m: log(f"[boost {plan.name}] {m}"))
-                if not boosted:
-                    raise RuntimeError("the trainer exported no encoder")
-                out[plan.name] = {"status": "done", "spec": boosted, "seconds": time.perf_counter() - t0}
+            with boost_lease(ws, cfg, log):     # two campaigns sharing a variant: one trains, the other reuses
+                done = exported(ws, cfg)
+                if done:
+                    out[plan.name] = {"status": "reused", "spec": done, "seconds": time.perf_counter() - t0}
+                else:
+                    from encoders.spatialboost.trainer import run_boost
+                    boosted = run_boost(cfg, echo=lambda m: log(f"[boost {plan.name}] {m}"))
+                    if not boosted:
+                        raise RuntimeError("the trainer exported no encoder")
+                    out[plan.name] = {"status": "done", "spec": boosted, "seconds": time.perf_counter() - t0}
         except Exception as e:  # noqa: BLE001 - the other variants still run; the campaign exits 1
             out[plan.name] = {"status": "failed", "error": f"{type(e).__name__}: {e}",
                               "traceback": traceback.format_exc(), "seconds": time.perf_counter() - t0}
-        log(f"boost {plan.name}: {out[plan.name]['status']} ({out[plan.name]['seconds']:.0f}s) "
+        out[plan.name]["cpu_seconds"] = time.process_time() - c0
+        log(f"boost {plan.name}: {out[plan.name]['status']} ({out[plan.name]['seconds']:.0f}s wall, "
+            f"{out[plan.name]['cpu_seconds']:.0f}s CPU) "
             f"{out[plan.name].get('spec') or out[plan.name].get('error')}")
     return out
 

@@ -302,8 +302,9 @@ def main(argv=None) -> int:
                                    "baseline row is followed by its boosted candidates and the delta; empty "
                                    "cells say why; every cell is traceable to its MLflow run ids.")
     p.add_argument("--experiment", required=True, help="MLflow experiment name (e.g. demo-default)")
-    p.add_argument("--tables", help="comma list of summary,table1,table2,table3,table4,table5,table8 "
-                                    "(default: all)")
+    p.add_argument("--tables", help="comma list of summary,table1,table2,table3,table4,table5,table8 and the "
+                                    "ablations table6,table7,table15-table19 (default: all main tables + the "
+                                    "ablations the runs vary; docs/ablations.md)")
     p.add_argument("--formats", default="md,tex,html", help="comma list of md, tex, html")
     p.add_argument("--out", help="output folder (default: workspace/reports)")
     p.add_argument("--workspace")
