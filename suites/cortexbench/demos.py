@@ -158,7 +158,7 @@ def read_npz_task(folder: Path, task: str, num_demos: int | None) -> DemoSet:
                                 meta={**e, "frame_shape": shape}))
     size = int(index["image_size"])
     return DemoSet(task, episodes, size, str(folder), h.hexdigest()[:16],
-                   info={k: index.get(k) for k in ("camera", "fast_render", "env_id", "suite")})
+                   info={k: index.get(k) for k in ("camera", "fast_render", "msaa", "env_id", "suite")})
 
 
 # -- CortexBench pickles --------------------------------------------------------------------------
@@ -252,11 +252,11 @@ class DemoFrames(torch.utils.data.Dataset):
 # -- MetaWorld expert generation ------------------------------------------------------------------
 
 def _generate_episodes(task: str, seeds: list[int], size: int, horizon: int, fast_render: bool,
-                       extra_steps: int, out: str) -> list[dict]:
+                       extra_steps: int, out: str, msaa: int | None = None) -> list[dict]:
     """Worker body (one process = one env + one renderer): scripted expert episodes, written as npz."""
     torch.set_num_threads(1)
     from suites.cortexbench.envs import MetaWorldEnv
-    env = MetaWorldEnv(task, size, fast_render=fast_render, horizon=horizon)
+    env = MetaWorldEnv(task, size, fast_render=fast_render, horizon=horizon, msaa=msaa)
     rows = []
     for seed in seeds:
         env.reset(seed)
@@ -283,11 +283,12 @@ def _generate_episodes(task: str, seeds: list[int], size: int, horizon: int, fas
 
 def generate_metaworld(root: Path, tasks, num_demos: int = 25, size: int = 256, *, seed0: int = 0,
                        horizon: int = 500, fast_render: bool = True, extra_steps: int = 0, workers: int = 2,
-                       require_success: bool = True, progress: bool = True) -> Path:
+                       require_success: bool = True, progress: bool = True, msaa: int | None = None) -> Path:
     """Generate ``num_demos`` expert episodes per task with MetaWorld's scripted policies (seeds
     ``seed0..``; evaluation rollouts use other seeds). Episodes end ``extra_steps`` after the first success
-    (or at ``horizon``). A task folder that is already complete with at least ``num_demos`` episodes at
-    this size is kept. Returns ``root``."""
+    (or at ``horizon``). ``msaa``: offscreen multisamples (None = the model's 4). A task folder that is
+    already complete with at least ``num_demos`` episodes at this size and these render flags is kept.
+    Returns ``root``."""
     from suites.cortexbench.vecenv import spawn_pool
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
@@ -299,7 +300,8 @@ def generate_metaworld(root: Path, tasks, num_demos: int = 25, size: int = 256, 
         idx = folder / "index.json"
         if idx.is_file():
             old = json.loads(idx.read_text())
-            if old.get("image_size") == size and len(old.get("episodes", [])) >= num_demos:
+            if (old.get("image_size") == size and len(old.get("episodes", [])) >= num_demos
+                    and old.get("msaa") == msaa and old.get("fast_render") == fast_render):
                 continue
         start = time.perf_counter()
         seeds = list(range(seed0, seed0 + num_demos))
@@ -308,7 +310,7 @@ def generate_metaworld(root: Path, tasks, num_demos: int = 25, size: int = 256, 
         # replace=True: an incomplete or smaller set found above is swapped out only once the new one is whole
         with atomic_dir(folder, replace=True) as tmp:
             with spawn_pool(n) as pool:
-                futs = [pool.submit(_generate_episodes, task, c, size, horizon, fast_render, extra_steps, str(tmp))
+                futs = [pool.submit(_generate_episodes, task, c, size, horizon, fast_render, extra_steps, str(tmp), msaa)
                         for c in chunks]
                 rows = sorted((r for f in futs for r in f.result()), key=lambda r: r["seed"])
             failed = [r["seed"] for r in rows if not r["success"]]
@@ -316,7 +318,7 @@ def generate_metaworld(root: Path, tasks, num_demos: int = 25, size: int = 256, 
                 raise DemoError(f"MetaWorld's scripted expert failed on {task} for seeds {failed}")
             index = {"format": FORMAT, "version": FORMAT_VERSION, "suite": "metaworld", "task": task,
                      "env_id": f"{task}-v3-goal-observable", "camera": METAWORLD_CAMERA, "image_size": size,
-                     "fast_render": fast_render, "horizon": horizon, "extra_steps": extra_steps,
+                     "fast_render": fast_render, "msaa": msaa, "horizon": horizon, "extra_steps": extra_steps,
                      "expert": "metaworld.policies (scripted)", "episodes": rows,
                      "seconds": round(time.perf_counter() - start, 1)}
             (tmp / "index.json").write_text(json.dumps(index, indent=1))

@@ -88,12 +88,14 @@ class FrameRenderer:
     """One ``mujoco.Renderer`` per process, bound to one model; shadows/reflections off by default
     (3-5x faster with EGL software/GPU rendering; recorded in the run's details)."""
 
-    def __init__(self, model, size: int, camera, fast: bool = True, flip: bool = False):
+    def __init__(self, model, size: int, camera, fast: bool = True, flip: bool = False, msaa: int | None = None):
         os.environ.setdefault("MUJOCO_GL", "egl")
         import mujoco
         if _RENDERERS:
             raise RuntimeError("a renderer already exists in this process; CortexBench keeps one renderer "
                                "per process (a dropped EGL renderer can silently blank later frames)")
+        if msaa is not None:    # offscreen multisamples (the model's vis.quality.offsamples; MetaWorld 4)
+            model.vis.quality.offsamples = int(msaa)
         self.renderer = mujoco.Renderer(model, size, size)
         _RENDERERS.append(self.renderer)
         # registered after mujoco.egl's own atexit (eglTerminate), so it runs before it
@@ -165,7 +167,7 @@ class MetaWorldEnv(SimEnv):
     suite = "metaworld"
 
     def __init__(self, task: str, size: int = 256, camera: str = METAWORLD_CAMERA, fast_render: bool = True,
-                 horizon: int = 500, renderer: "FrameRenderer | None" = None):
+                 horizon: int = 500, renderer: "FrameRenderer | None" = None, msaa: int | None = None):
         check_task("metaworld", task, METAWORLD_TASKS)
         require("metaworld")
         from metaworld.env_dict import ALL_V3_ENVIRONMENTS_GOAL_OBSERVABLE as ENVS
@@ -178,7 +180,8 @@ class MetaWorldEnv(SimEnv):
         self.action_dim = 4
         self.proprio_dim = 4
         self.expert = getattr(policies, f"Sawyer{_camel(task)}V3Policy")()
-        self.renderer = renderer or FrameRenderer(self.env.model, size, camera, fast_render, flip=camera == "corner")
+        self.renderer = renderer or FrameRenderer(self.env.model, size, camera, fast_render, flip=camera == "corner",
+                                                  msaa=msaa)
         self._obs = None
 
     def reset(self, seed: int) -> None:
@@ -204,7 +207,8 @@ class DMCEnv(SimEnv):
     suite = "dmc"
 
     def __init__(self, task: str, size: int = 256, camera: int = 0, fast_render: bool = True,
-                 frame_skip: int = 1, horizon: int | None = None, renderer: "FrameRenderer | None" = None):
+                 frame_skip: int = 1, horizon: int | None = None, renderer: "FrameRenderer | None" = None,
+                 msaa: int | None = None):
         check_task("dmc", task, DMC_TASKS)
         require("dmc")
         self.task = task
@@ -216,7 +220,7 @@ class DMCEnv(SimEnv):
         spec = self.env.action_spec()
         self.action_dim = int(spec.shape[0])
         self._lo, self._hi = spec.minimum, spec.maximum
-        self.renderer = renderer or FrameRenderer(self.env.physics.model.ptr, size, camera, fast_render)
+        self.renderer = renderer or FrameRenderer(self.env.physics.model.ptr, size, camera, fast_render, msaa=msaa)
 
     def reset(self, seed: int) -> None:
         self.env.task.random.seed(int(seed))   # the task's RandomState draws the initial state
@@ -247,7 +251,7 @@ class AdroitEnv(SimEnv):
     SUCCESS_STEPS = {"pen": 20, "relocate": 25}
 
     def __init__(self, task: str, size: int = 256, camera: str | None = None, fast_render: bool = True,
-                 horizon: int | None = None, renderer: "FrameRenderer | None" = None):
+                 horizon: int | None = None, renderer: "FrameRenderer | None" = None, msaa: int | None = None):
         check_task("adroit", task, ADROIT_TASKS)
         require("adroit")
         import gymnasium as gym
@@ -258,7 +262,7 @@ class AdroitEnv(SimEnv):
         self.action_dim = int(self.env.action_space.shape[0])
         self.proprio_dim = self.PROPRIO[task]
         self.renderer = renderer or FrameRenderer(self.env.model, size, camera if camera is not None else -1,
-                                                  fast_render)
+                                                  fast_render, msaa=msaa)
         self._obs = None
         self.goal_steps = 0
 

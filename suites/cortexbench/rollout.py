@@ -65,7 +65,8 @@ def run_rollouts(envs, policies: list, jobs: list[tuple[int, int]], *, embed=Non
     """Roll out ``jobs`` = ``[(policy index, env seed), ...]`` on ``envs`` (`vecenv.EnvWorkers` or
     `vecenv.LocalEnvs`), up to ``envs.n`` of them in lockstep; one row per job, in job order: return,
     success at the last step executed (CortexBench's ``env_infos["success"][-1]``), whether and when success
-    was first reached, steps, timings. The episode of job ``record_job`` also returns ``frames``:
+    was first reached, steps, CPU seconds per part (``t_render``/``t_sim`` in the env's process, ``t_embed``/
+    ``t_policy`` here; batched work split evenly over its episodes). The episode of job ``record_job`` also returns ``frames``:
     ``record_frames`` of the frames it rendered anyway (evenly spaced over the horizon, plus the last), as
     ``[(step, frame), ...]``.
 
@@ -92,16 +93,16 @@ def run_rollouts(envs, policies: list, jobs: list[tuple[int, int]], *, embed=Non
                     if e.steps % stride == 0:
                         e.frames.append(e.last)
             if seeing:
-                t0 = time.perf_counter()
+                t0 = time.process_time()
                 emb = embed([e.frame for e in seeing])
-                dt = (time.perf_counter() - t0) / len(seeing)
+                dt = (time.process_time() - t0) / len(seeing)
                 for e, v in zip(seeing, emb):
                     e.hist = (e.hist + [v])[-history:] if e.hist else [v] * history
                     e.t_embed += dt
             actions = {}
             for p in sorted({e.policy for e in active}):
                 group = [e for e in active if e.policy == p]
-                t0 = time.perf_counter()
+                t0 = time.process_time()
                 if kinds[p] == "bc":
                     feat = fuse_history(torch.stack([torch.stack(e.hist) for e in group]))
                     if use_proprio:
@@ -112,7 +113,7 @@ def run_rollouts(envs, policies: list, jobs: list[tuple[int, int]], *, embed=Non
                     feat = torch.zeros(len(group), 0)
                 with torch.inference_mode():    # row by row: a batched matmul may round differently
                     act = torch.cat([policies[p](f[None]) for f in feat]).numpy()
-                dt = (time.perf_counter() - t0) / len(group)
+                dt = (time.process_time() - t0) / len(group)
                 for e, a in zip(group, act):
                     actions[e.job] = a
                     e.t_policy += dt

@@ -107,9 +107,11 @@ class CortexOptions:
     eval_seed: int = field(12345, min=0, help="env seed of the first evaluation episode (+i for the i-th); "
                                               "demos use other seeds")
     fast_render: bool = field(True, help="shadows/reflections off when rendering (must match the demos)")
+    msaa: int | None = field(None, min=0, max=16, help="offscreen multisample anti-aliasing samples when rendering; "
+                                                       "None = the model's (MetaWorld: 4); must match the demos")
     rollout_workers: int = field(2, min=1, max=256, hash=False, help="spawned simulator processes (one renderer "
                                                                      "each, shared by their envs)")
-    rollout_batch: int = field(36, min=1, max=1024, hash=False,
+    rollout_batch: int = field(12, min=1, max=1024, hash=False,
                                help="episodes stepped in lockstep (one batched encoder forward per step); "
                                     "results do not depend on it, memory does (~25 MB per MetaWorld env)")
 
@@ -193,6 +195,12 @@ class CortexBenchSuite(Suite):
     def env_kwargs(self, demos) -> dict:
         o = self.options
         kw = {"fast_render": bool(demos.info.get("fast_render", o.fast_render))}
+        msaa = demos.info.get("msaa")
+        if o.msaa is not None and msaa != o.msaa:
+            raise DataError(f"demos in '{demos.source}' were rendered with msaa={msaa}, the protocol asks for "
+                            f"msaa={o.msaa}")
+        if msaa is not None:
+            kw["msaa"] = int(msaa)
         if o.horizon:
             kw["horizon"] = o.horizon
         return kw
@@ -443,10 +451,12 @@ class MetaWorldSuite(CortexBenchSuite):
         camera), generated once with MetaWorld's scripted policies and kept (and extended on demand) under
         ``<workspace>/data/cortexbench-metaworld`` (``-<size>px`` for other sizes)."""
         require("metaworld")
-        size = self.options.frame_size or DEFAULT_DATA_SIZE
-        name = "cortexbench-metaworld" + ("" if size == DEFAULT_DATA_SIZE else f"-{size}px")
-        return generate_metaworld(Path(workspace.data) / name, self.options.tasks or self.TASKS,
-                                  self.options.num_demos, size)
+        o = self.options
+        size = o.frame_size or DEFAULT_DATA_SIZE
+        name = ("cortexbench-metaworld" + ("" if size == DEFAULT_DATA_SIZE else f"-{size}px")
+                + ("" if o.msaa is None else f"-msaa{o.msaa}"))
+        return generate_metaworld(Path(workspace.data) / name, o.tasks or self.TASKS, o.num_demos, size,
+                                  msaa=o.msaa)
 
 
 class DMCSuite(CortexBenchSuite):

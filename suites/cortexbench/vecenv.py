@@ -36,27 +36,32 @@ def _build(spec: EnvSpec, n: int) -> list:
                       for _ in range(n - 1)]
 
 
+def _clock() -> float:
+    """CPU seconds of this process (the renderer's threads included): robust to other load on the machine."""
+    return time.process_time()
+
+
 def _reset(envs, items):
-    """items: [(slot, seed, render)] -> [(frame | None, proprio, render_s, sim_s)]"""
+    """items: [(slot, seed, render)] -> [(frame | None, proprio, render CPU s, sim CPU s)]"""
     out = []
     for slot, seed, render in items:
-        t0 = time.perf_counter()
+        t0 = _clock()
         envs[slot].reset(seed)
-        t1 = time.perf_counter()
+        t1 = _clock()
         frame = envs[slot].render() if render else None
-        out.append((frame, envs[slot].proprio(), time.perf_counter() - t1, t1 - t0))
+        out.append((frame, envs[slot].proprio(), _clock() - t1, t1 - t0))
     return out
 
 
 def _step(envs, items):
-    """items: [(slot, action, render)] -> [(reward, success, frame | None, proprio, render_s, sim_s)]"""
+    """items: [(slot, action, render)] -> [(reward, success, frame | None, proprio, render CPU s, sim CPU s)]"""
     out = []
     for slot, action, render in items:
-        t0 = time.perf_counter()
+        t0 = _clock()
         r = envs[slot].step(action)
-        t1 = time.perf_counter()
+        t1 = _clock()
         frame = envs[slot].render() if render else None
-        out.append((r.reward, r.success, frame, envs[slot].proprio(), time.perf_counter() - t1, t1 - t0))
+        out.append((r.reward, r.success, frame, envs[slot].proprio(), _clock() - t1, t1 - t0))
     return out
 
 

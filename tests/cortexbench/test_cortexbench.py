@@ -244,7 +244,7 @@ def test_mean_action_policy_and_option_ranges():
     bc = BCPolicy(4, 4, kind="proprio")
     assert policy_from_config(bc.config(), bc.state_dict()).kind == "proprio"
     for key, bad in (("eval_rollouts", 0), ("seeds", []), ("lr", 0.0), ("batch_size", 1), ("crop_size", 4),
-                     ("horizon", 0), ("frame_size", 8)):
+                     ("horizon", 0), ("frame_size", 8), ("msaa", -1), ("rollout_batch", 0)):
         with pytest.raises(ConfigError, match=f"protocol.{key}"):
             build(MetaWorldSuite.Options, {key: bad}, prefix="protocol.")   # as the runner resolves it
 
@@ -421,3 +421,15 @@ def test_lockstep_metaworld_workers_match_sequential_and_rerun():
     frames = again[2]["frames"]
     assert [t for t, _ in frames] == [0, 11] and frames[0][1].shape == (64, 64, 3) and frames[1][1].any()
     assert not np.array_equal(frames[0][1], frames[1][1])         # the arm moved
+
+
+def test_render_flags_must_match_the_demos():
+    """Rollouts render with the demos' flags; a protocol asking for other anti-aliasing is refused."""
+    from types import SimpleNamespace
+    demos = SimpleNamespace(info={"fast_render": True, "msaa": 0, "camera": "corner"}, source="/d")
+    kw = MetaWorldSuite(MetaWorldSuite.Options(msaa=0)).env_kwargs(demos)
+    assert kw["msaa"] == 0 and kw["fast_render"] is True and kw["camera"] == "corner"
+    old = SimpleNamespace(info={"fast_render": True, "camera": "corner"}, source="/old")   # no msaa recorded
+    assert "msaa" not in MetaWorldSuite(MetaWorldSuite.Options()).env_kwargs(old)
+    with pytest.raises(DataError, match="msaa=None.*msaa=0"):
+        MetaWorldSuite(MetaWorldSuite.Options(msaa=0)).env_kwargs(old)
