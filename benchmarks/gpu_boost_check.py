@@ -53,6 +53,7 @@ def main(argv=None) -> int:
     ap.add_argument("--encoder", default="builtin:dinov2-s14-focus")
     ap.add_argument("--lm", default="builtin:smollm2-135m")
     ap.add_argument("--json", help="also write the summary here")
+    ap.add_argument("--restart", action="store_true", help="retrain stage 3 even if this config finished before")
     a = ap.parse_args(argv)
     import torch
     device = ("cuda" if torch.cuda.is_available() else "cpu") if a.device == "auto" else a.device
@@ -76,7 +77,7 @@ def main(argv=None) -> int:
         "encoder": a.encoder, "lm": a.lm, "stages": [3], "device": device, "precision": s["precision"],
         "grad_checkpointing": "on" if device == "cuda" else "off", "max_length": s["max_length"],
         "image_root": str(root), "workspace": str(ws.root), "experiment": "gpu-boost-check", "progress": False,
-        "checkpoint_every": 100, "resume": False,
+        "checkpoint_every": 100, "resume": not a.restart,
         "stage3": {"data": str(cot / "conversations.jsonl"), "batch_size": s["batch"], "micro_batch_size": s["micro"],
                    "max_steps": s["steps"], "lr": s["lr"]}})
     if device == "cuda":
@@ -89,9 +90,13 @@ def main(argv=None) -> int:
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20)
     tps = []
     rid = tr.pipeline["runs"].get("stage3")
-    if rid:
+    if rid:                 # from the stage-3 run (also when an earlier call of this config trained it)
         tps = [m.value for m in tr.tracker.client.get_metric_history(rid, "tokens_per_s")]
-    losses = tr.results[3].losses
+        info = tr.tracker.client.get_run(rid).info
+        if info.end_time:
+            train_s = (info.end_time - info.start_time) / 1000
+    from encoders.spatialboost.checkpoints import latest_checkpoint, read_state
+    losses = read_state(latest_checkpoint(tr.run_dir, 3))["losses"]
     del tr
     suite = SUITES.get("depth.nyud")
     rows = {}
