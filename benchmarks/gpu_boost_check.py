@@ -95,6 +95,8 @@ def main(argv=None) -> int:
         info = tr.tracker.client.get_run(rid).info
         if info.end_time:
             train_s = (info.end_time - info.start_time) / 1000
+    if 3 not in tr.results:         # trained by an earlier call: this process's peak says nothing
+        peak = None
     from encoders.spatialboost.checkpoints import latest_checkpoint, read_state
     losses = read_state(latest_checkpoint(tr.run_dir, 3))["losses"]
     del tr
@@ -115,7 +117,7 @@ def main(argv=None) -> int:
     out = {"device": device, "gpu": gpu, "torch_threads": torch.get_num_threads(), **{k: s[k] for k in s},
            "boosted": spec, "stage3_s": round(train_s, 1), "loss_first": losses[0], "loss_last": losses[-1],
            "tokens_per_s_median": round(statistics.median(tps), 1) if tps else None,
-           "peak_mem_gib": round(peak, 2), "peak_mem_kind": "cuda max_memory_allocated" if device == "cuda"
+           "peak_mem_gib": None if peak is None else round(peak, 2), "peak_mem_kind": "cuda max_memory_allocated" if device == "cuda"
            else "process max RSS",
            "rmse_baseline": rows["baseline"]["rmse"], "rmse_boosted": rows["boosted"]["rmse"],
            "delta_rmse": ci.delta, "ci95": [ci.low, ci.high], "significant": ci.significant, "n_images": ci.n,
