@@ -137,6 +137,13 @@ class Suite:
         head cannot converge inside the CPU budget leaves it out here rather than report an unconverged number."""
         return None
 
+    @classmethod
+    def demo_seeds(cls, preset: str) -> tuple[int, ...]:
+        """Run seeds the demo's preset evaluates each encoder with. A suite whose head outcome varies with
+        its initialisation more than the encoders differ runs several; the report pools the seeds' paired
+        per-sample records into one CI."""
+        return (0,)
+
     def default_data(self, workspace) -> Path:
         """The embedded default (synthetic world in this suite's native format); may use the protocol."""
         from harness.errors import NoDefaultData

@@ -140,11 +140,12 @@ def run_demo(preset: str = "default", workspace=None, force: bool = False, suite
             skipped.append(f"{name}: not installed ({e})")
             step(f"skip {name}: {e}")
             continue
-        for enc in encoders:
+        runs = [(enc, seed) for enc in encoders for seed in suite_cls.demo_seeds(preset)]
+        for enc, seed in runs:
             t = time.perf_counter()
             cfg = build(EvalConfig, {"encoder": enc, "suite": name, "workspace": str(ws.root), "world": p.world,
                                      "experiment": experiment, "protocol": suite_cls.demo_protocol(preset),
-                                     "head": suite_cls.demo_heads(preset),
+                                     "head": suite_cls.demo_heads(preset), "seed": seed,
                                      "batch_size": p.batch_size, "force": force, "progress": progress})
             try:
                 rec = evaluate(cfg)
@@ -157,7 +158,7 @@ def run_demo(preset: str = "default", workspace=None, force: bool = False, suite
                 failed.append(f"{name} with {enc}: {type(e).__name__}: {e}")
                 continue
             primary = suite_cls.spec.primary
-            step(f"{name:<22} {enc.split('?')[0][-40:]:<40} {primary}={rec.metrics.get(primary, float('nan')):.3f} "
+            step(f"{name + (f' s{seed}' if seed else ''):<22} {enc.split('?')[0][-40:]:<40} {primary}={rec.metrics.get(primary, float('nan')):.3f} "
                  f"({'reused' if rec.reused else f'{time.perf_counter() - t:.0f}s'})")
     b = p.boost
     steps = "/".join(str(b.get(f"stage{i}", {}).get("max_steps", "-")) for i in (1, 2, 3))
