@@ -95,7 +95,8 @@ class _VQABase(Suite):
         files = [data / f"{self.task}.jsonl"] if (data / f"{self.task}.jsonl").is_file() else \
             [data / "annotations.jsonl"]
         if not files[0].is_file():
-            raise VQADataError(f"--data '{data}': no {files[0].name}")
+            raise VQADataError(f"--data '{data}' holds neither {self.task}.jsonl (a local VQA task folder) nor "
+                               f"annotations.jsonl (the world's spatial layout to generate it from)")
         return f"{file_digest(*files)}-g{GEN_VERSION}-{self.options.depth_pairs}-{self.options.object_pairs}"
 
     # ------------------------------------------------------------------------------------------- VLM

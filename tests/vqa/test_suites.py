@@ -74,7 +74,9 @@ def test_bad_data_and_bad_protocol(tmp_path, run_ws):
     with pytest.raises(UserError, match="neither blink_depth_local.jsonl"):
         evaluate(_cfg("vqa.blink_depth_local", tmp_path, run_ws))
     with pytest.raises(UserError, match="protocol.tolerance"):
-        _cfg("vqa.spatialrgpt_quant_local", tmp_path, run_ws, tolerance=0)
+        build(SUITES.get("vqa.spatialrgpt_quant_local").Options, {"tolerance": 0}, prefix="protocol.")
+    with pytest.raises(UserError, match="protocol.stage2_batch"):
+        build(SUITES.get("vqa.blink_depth_local").Options, {"stage2_batch": 0}, prefix="protocol.")
 
 
 def test_paper_and_demo_protocols_build():
