@@ -91,6 +91,7 @@ def test_the_shared_spatialboost_row_is_one_boost_across_the_demo_files(workspac
     assert len(full) == 1
 
 
+@pytest.mark.slow      # two tiny boosts + 3 tiny evals, twice: minutes on free cores, >25 min at load 15
 def test_two_variants_boost_once_tag_their_data_and_rerun_reuses_everything(workspace):
     """forward vs reverse order on the tiny world: each variant trained once, its eval runs carry the
     boost.data.* tags the report groups by; a rerun reuses the exports and the runs."""
