@@ -57,12 +57,14 @@ PRESETS = {
                                  **_stages(4, 2, (1, 1, 8), 2e-5)},
                           # the budget buys converged heads on a few suites, not breadth: depth.kitti and
                           # seg.voc repeat what depth.nyud and seg.ade20k measure (`--suites` adds them);
-                          # lexicon3d.scanqa / sqa3d train a Q-Former through SmolLM2 (~8 min per encoder on
-                          # 2 cores before they learn anything): GPU suites, left out here; lexicon3d.registration
-                          # (69 s for 3 encoders) reaches RR@0.05 m for no encoder at CPU sizes: left out until it
-                          # separates encoders (its README says what was tried); lexicon3d.scanrefer (76 s
-                          # for 3 encoders; its separation is one seed's, CI lower end 1.1) did not fit: the
-                          # measured demo with it took 15:22
+                          # lexicon3d.scanqa / sqa3d separate no encoder on the world (even ground-truth object
+                          # labels barely beat the per-type floor) and vqa.* train a VLM per encoder (hours on
+                          # 2 cores): GPU suites, left out here. Measured 2026-11-27 with
+                          # lexicon3d.registration in the preset: 867 s before it and ~40 s per encoder for it,
+                          # over the 15 min budget (no encoder reaches RR@0.05 m at CPU sizes; DINOv2 beats
+                          # random-init and the identity on RTE; a features-free ICP floor beats all: its
+                          # README); lexicon3d.scanrefer needs 3 head seeds for a stable CI (~225 s for 3
+                          # encoders): did not fit either. `--suites` adds both.
                           suites=("cls.imagenet", "depth.nyud", "seg.ade20k", "retrieval.roxford",
                                   "retrieval.rparis", "cortexbench.metaworld", "lexicon3d.semantic")),
 }
