@@ -20,7 +20,8 @@ from typing import Mapping
 
 import pandas as pd
 
-from reports.tables import Cell, Column, Layout, Row, Table, _boost_run, short_name
+from reports.tables import (Cell, Column, Layout, Row, Table, _boost_run, cell_from_agg, column_frame,
+                           missing_columns, short_name)
 from results.runs import aggregate_seeds
 from results.stats import delta_ci_runs
 
@@ -177,26 +178,15 @@ def build_ablation(df: pd.DataFrame, layout: AblationLayout, registered: set[str
     tags = variant_tags(df)
     notes: list[str] = []
     ci_notes: list[str] = []
-    reasons = {}
-    for col in layout.columns:
-        if col.suite not in registered:
-            reasons[col] = f"suite {col.suite} is not implemented in this harness version"
-        elif _frame(agg, col).empty:
-            reasons[col] = f"no finished {col.suite} run" + (f" with head {col.head}" if col.head else "") + \
-                           " in this experiment (the campaign's suites decide the columns it fills)"
+    reasons = missing_columns(agg, layout.columns, registered,
+                              hint=" (the campaign's suites decide the columns it fills)")
     notes += [f"{c.label}: {why}" for c, why in reasons.items()]
 
     def cell(enc: str, col: Column) -> Cell:
         if col in reasons:
             return Cell(missing=reasons[col])
-        sub = _frame(agg, col)
-        sub = sub[sub["encoder"] == enc]
-        if sub.empty:
-            return Cell(missing=f"{enc} was not evaluated on {col.suite}")
-        r = sub.sort_values("n").iloc[-1]
-        std = float(r["std"]) if int(r["n"]) > 1 and pd.notna(r["std"]) else None
-        return Cell(float(r["mean"]), std, int(r["n"]), tuple(str(r["run_ids"]).split(",")), r["direction"],
-                    metric=col.metric)
+        sub = column_frame(agg, col)
+        return cell_from_agg(sub[sub["encoder"] == enc], col.metric, f"{enc} was not evaluated on {col.suite}")
 
     def delta(a: Cell, b: Cell, where: str) -> Cell:
         if a.mean is None or b.mean is None:
@@ -260,13 +250,6 @@ def build_ablation(df: pd.DataFrame, layout: AblationLayout, registered: set[str
         notes.append(f"{len(other)} boosted encoder(s) of this experiment match no row of this table: "
                      + ", ".join(f"{short_name(e)} {tags[e]}" for e in other[:3]))
     return Table(layout.as_layout(), rows, list(dict.fromkeys(notes)), list(dict.fromkeys(ci_notes)), [])
-
-
-def _frame(agg: pd.DataFrame, col: Column) -> pd.DataFrame:
-    sub = agg[(agg["suite"] == col.suite) & (agg["metric"] == col.metric)]
-    if col.head and not sub.empty:
-        sub = sub[sub["head"].map(lambda h: col.head in str(h).split(",")).astype(bool)]
-    return sub
 
 
 def present(df: pd.DataFrame) -> list[str]:

@@ -166,9 +166,35 @@ class Table:
     checks: list[Check] = field(default_factory=list)
 
 
-def _col_frame(agg: pd.DataFrame, col: Column) -> pd.DataFrame:
+def column_frame(agg: pd.DataFrame, col: Column) -> pd.DataFrame:
+    """The seed-aggregated rows of one column (suite, metric, and head when the column names one)."""
     sub = agg[(agg["suite"] == col.suite) & (agg["metric"] == col.metric)]
     return _head_filter(sub, col)
+
+
+def missing_columns(agg: pd.DataFrame, columns, registered: set[str], hint: str = "") -> dict[Column, str]:
+    """Why each empty column is empty (suite not implemented, or no finished run), for the table's notes."""
+    reasons = {}
+    for col in columns:
+        if col.suite not in registered:
+            reasons[col] = f"suite {col.suite} is not implemented in this harness version"
+        elif column_frame(agg, col).empty:
+            reasons[col] = f"no finished {col.suite} run" + (f" with head {col.head}" if col.head else "") + \
+                           " in this experiment" + hint
+    return reasons
+
+
+def cell_from_agg(sub: pd.DataFrame, metric: str, what: str) -> Cell:
+    """One cell from the aggregated rows of one (encoder, column): mean, std over seeds (or the run's own
+    std over its internal seeds), and the run ids; ``what`` says why it is empty."""
+    if sub.empty:
+        return Cell(missing=what)
+    r = sub.sort_values("n").iloc[-1]
+    std = float(r["std"]) if int(r["n"]) > 1 and pd.notna(r["std"]) else None
+    if std is None and "run_std" in r and pd.notna(r["run_std"]):
+        std = float(r["run_std"])
+    return Cell(float(r["mean"]), std, int(r["n"]), tuple(str(r["run_ids"]).split(",")), r["direction"],
+                metric=metric)
 
 
 def _head_filter(sub: pd.DataFrame, col: Column) -> pd.DataFrame:
@@ -235,30 +261,15 @@ def build_table(df: pd.DataFrame, layout: Layout, registered: set[str], samples=
     notes: list[str] = []
     ci_notes: list[str] = []
     checks: list[Check] = []
-    reasons = {}
-    for col in layout.columns:
-        if col.suite not in registered:
-            reasons[col] = f"suite {col.suite} is not implemented in this harness version"
-        elif _col_frame(agg, col).empty:
-            reasons[col] = f"no finished {col.suite} run" + (f" with head {col.head}" if col.head else "") + \
-                           " in this experiment"
+    reasons = missing_columns(agg, layout.columns, registered)
     for col, why in reasons.items():
         notes.append(f"{col.group} {col.label}: {why}".strip())
-
-    def from_agg(sub: pd.DataFrame, metric: str, what: str) -> Cell:
-        if sub.empty:
-            return Cell(missing=what)
-        r = sub.sort_values("n").iloc[-1]
-        std = float(r["std"]) if int(r["n"]) > 1 and pd.notna(r["std"]) else None
-        if std is None and "run_std" in r and pd.notna(r["run_std"]):
-            std = float(r["run_std"])             # the run's own std over its internal seeds
-        return Cell(float(r["mean"]), std, int(r["n"]), tuple(str(r["run_ids"]).split(",")), r["direction"],
-                    metric=metric)
+    from_agg = cell_from_agg
 
     def cell(enc: str, col: Column) -> Cell:
         if col in reasons:
             return Cell(missing=reasons[col])
-        sub = _col_frame(agg, col)
+        sub = column_frame(agg, col)
         return from_agg(sub[sub["encoder"] == enc], col.metric, f"{enc} was not evaluated on {col.suite}")
 
     def floor_cell(base: str, col: Column, kind: str = "") -> Cell:
