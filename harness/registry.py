@@ -210,6 +210,8 @@ for _name, (_target, _describe, _used_by) in {
                          "attention to text tokens, one confidence per object", "lexicon3d.scanrefer"),
     "lexicon3d.qformer": ("heads.qformer:QFormer", "3D-LLM-style Q-Former: learned queries cross-attend point "
                           "features, projected as a soft prefix of a frozen LM", "lexicon3d.scanqa, lexicon3d.sqa3d"),
+    "lexicon3d.classify": ("heads.qformer:QAClassifier", "closed-set answer classifier: the Q-Former body with the "
+                           "question's text tokens, no LM (the CPU-sized QA head)", "lexicon3d.scanqa, lexicon3d.sqa3d"),
 }.items():
     HEADS.register(_name, Described(_target, _describe, _used_by))
 

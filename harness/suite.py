@@ -106,6 +106,9 @@ class SuiteResult:
 class Suite:
     spec: ClassVar[SuiteSpec]
     Options: ClassVar[type]         # protocol dataclass
+    # False where the evaluated data never comes from the embedded world (real benchmarks read through an
+    # outside loader, e.g. lmms-eval's): the demo lists such suites as skipped instead of running them
+    embedded_default: ClassVar[bool] = True
 
     def __init__(self, options):
         self.options = options

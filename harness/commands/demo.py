@@ -143,6 +143,9 @@ def run_demo(preset: str = "default", workspace=None, force: bool = False, suite
             step(f"skip {name}: {e}")
             continue
         runs = [(enc, seed) for enc in encoders for seed in suite_cls.demo_seeds(preset)]
+        if not suites and not suite_cls.embedded_default:
+            skipped.append(f"{name}: real benchmark data only (its README says how to point it at local copies)")
+            continue
         for enc, seed in runs:
             t = time.perf_counter()
             cfg = build(EvalConfig, {"encoder": enc, "suite": name, "workspace": str(ws.root), "world": p.world,

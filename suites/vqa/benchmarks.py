@@ -54,6 +54,7 @@ class LmmsOptions(VQAOptions):
 class LmmsTaskSuite(_VQABase):
     """Any lmms-eval task through its own YAML."""
     Options = LmmsOptions
+    embedded_default = False     # the questions come from lmms-eval's loaders, never from the world
     task_name = ""            # fixed by the benchmark suites
     metric = ""
     spec = SuiteSpec(name="vqa.lmms", version="1", task="vqa", heads=("vlm",),

@@ -276,7 +276,7 @@ def test_data_generate_refuses(case, files, ws, capsys, tmp_path):
 # --------------------------------------------------------------------------------------------- report
 REPORT_CASES = [
     ("experiment", ["--experiment", "no-such-experiment"], ["no-such-experiment"]),
-    ("table", ["--experiment", "spatialboost", "--tables", "table9"], ["table9"]),
+    ("table", ["--experiment", "spatialboost", "--tables", "table99"], ["table99"]),
     ("format", ["--experiment", "spatialboost", "--formats", "pdf"], ["pdf"]),
     ("tracking-uri", ["--experiment", "x", "--tracking-uri", "http://127.0.0.1:1"], ["127.0.0.1:1"]),
     ("no-finished-runs", ["--experiment", "empty-experiment"], ["empty-experiment"]),
