@@ -21,9 +21,8 @@ from typing import Mapping
 import pandas as pd
 
 from reports.tables import (Cell, Column, Layout, Row, Table, _boost_run, cell_from_agg, column_frame,
-                           missing_columns, short_name)
+                           delta_cell, missing_columns, short_name)
 from results.runs import aggregate_seeds
-from results.stats import delta_ci_runs
 
 ALL = "pix,obj,scene"
 # the tags of the paper's SpatialBoost (every table's "+SpatialBoost" row): all levels, forward, single-view
@@ -189,27 +188,7 @@ def build_ablation(df: pd.DataFrame, layout: AblationLayout, registered: set[str
         return cell_from_agg(sub[sub["encoder"] == enc], col.metric, f"{enc} was not evaluated on {col.suite}")
 
     def delta(a: Cell, b: Cell, where: str) -> Cell:
-        if a.mean is None or b.mean is None:
-            return Cell(missing="needs both rows")
-        better = b.mean > a.mean if b.direction == "max" else b.mean < a.mean
-        d = Cell(b.mean - a.mean, None, 1, (), b.direction, better and b.mean != a.mean)
-        if samples is None or resamples <= 0:
-            d.no_ci = "CIs were not computed for this report"
-            return d
-        a_ps = [samples.get(r, a.metric) for r in a.run_ids]
-        b_ps = [samples.get(r, b.metric) for r in b.run_ids]
-        why = [x for x in a_ps + b_ps if isinstance(x, str)]
-        if why:
-            d.no_ci = why[0]
-            ci_notes.append(f"{where}: no CI, {why[0]}")
-            return d
-        key = (a.run_ids, a.metric, b.run_ids, b.metric, resamples, seed)
-        d.ci = samples.cached(key, lambda: delta_ci_runs(a_ps, b_ps, resamples, seed,
-                                                         labels=(f"run {','.join(a.run_ids)}",
-                                                                 f"run {','.join(b.run_ids)}")))
-        if not d.ci.paired:
-            ci_notes.append(f"{where}: {d.ci.note}")
-        return d
+        return delta_cell(a, b, where, samples, resamples, seed, ci_notes)
 
     boosted_of = {e: str(g["boosted_from"].iloc[0]) for e, g in df.groupby("encoder")} if not df.empty else {}
     bases = sorted({b for b in boosted_of.values() if b})

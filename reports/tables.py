@@ -239,6 +239,32 @@ def _base_label(spec: str) -> str:
     return spec if "/" not in spec and len(spec) <= 60 else short_name(spec)
 
 
+def delta_cell(a: Cell, b: Cell, where: str, samples, resamples: int, seed: int, ci_notes: list[str]) -> Cell:
+    """b - a, with the bootstrap CI from both sides' per-sample records (paired when they share sample ids);
+    why a CI is missing or unpaired goes to ``ci_notes``."""
+    if a.mean is None or b.mean is None:
+        return Cell(missing="needs both rows")
+    direction = b.direction or a.direction
+    better = b.mean > a.mean if direction == "max" else b.mean < a.mean
+    d = Cell(b.mean - a.mean, None, 1, (), direction, better and b.mean != a.mean)
+    if samples is None or resamples <= 0:
+        d.no_ci = "CIs were not computed for this report"
+        return d
+    a_ps = [samples.get(r, a.metric) for r in a.run_ids]
+    b_ps = [samples.get(r, b.metric) for r in b.run_ids]
+    why = [x for x in a_ps + b_ps if isinstance(x, str)]
+    if why:
+        d.no_ci = why[0] + (f" (and {len(why) - 1} more)" if len(why) > 1 else "")
+        ci_notes.append(f"{where}: no CI, {d.no_ci}")
+        return d
+    key = (a.run_ids, a.metric, b.run_ids, b.metric, resamples, seed)
+    d.ci = samples.cached(key, lambda: delta_ci_runs(
+        a_ps, b_ps, resamples, seed, labels=(f"run {','.join(a.run_ids)}", f"run {','.join(b.run_ids)}")))
+    if not d.ci.paired:
+        ci_notes.append(f"{where}: {d.ci.note}")
+    return d
+
+
 def build_table(df: pd.DataFrame, layout: Layout, registered: set[str], samples=None, resamples: int = 2000,
                 seed: int = 0) -> Table:
     """Rows per baseline: the baseline, its boosted candidates each with a Δ row, then its reference rows
@@ -285,29 +311,8 @@ def build_table(df: pd.DataFrame, layout: Layout, registered: set[str], samples=
                             " / ".join(floor_metrics(col.metric)).replace("floor.", f"floor_{kind}." if kind else "floor."))
 
     def delta(a: Cell, b: Cell, row_label: str, col: Column) -> Cell:
-        """b - a with its bootstrap CI from both sides' per-sample records."""
-        if a.mean is None or b.mean is None:
-            return Cell(missing="needs both rows")
-        direction = b.direction or a.direction
-        better = b.mean > a.mean if direction == "max" else b.mean < a.mean
-        d = Cell(b.mean - a.mean, None, 1, (), direction, better and b.mean != a.mean)
         where = f"{row_label} / {col.group} {col.label}".replace("  ", " ")
-        if samples is None or resamples <= 0:
-            d.no_ci = "CIs were not computed for this report"
-            return d
-        a_ps = [samples.get(r, a.metric) for r in a.run_ids]
-        b_ps = [samples.get(r, b.metric) for r in b.run_ids]
-        why = [x for x in a_ps + b_ps if isinstance(x, str)]
-        if why:
-            d.no_ci = why[0] + (f" (and {len(why) - 1} more)" if len(why) > 1 else "")
-            ci_notes.append(f"{where}: no CI, {d.no_ci}")
-            return d
-        key = (a.run_ids, a.metric, b.run_ids, b.metric, resamples, seed)
-        d.ci = samples.cached(key, lambda: delta_ci_runs(
-            a_ps, b_ps, resamples, seed, labels=(f"run {','.join(a.run_ids)}", f"run {','.join(b.run_ids)}")))
-        if not d.ci.paired:
-            ci_notes.append(f"{where}: {d.ci.note}")
-        return d
+        return delta_cell(a, b, where, samples, resamples, seed, ci_notes)
 
     rows: list[Row] = []
     for base in bases:
