@@ -52,7 +52,8 @@ def _rss_mib() -> float:
         return next(int(l.split()[1]) for l in f if l.startswith("VmRSS:")) / 1024
 
 
-def child(preset: str, variant: str, steps: int, batch: int, device: str, stage: int = 3) -> dict:
+def child(preset: str, variant: str, steps: int, batch: int, device: str, stage: int = 3,
+          precision: str = "auto") -> dict:
     import resource
     import torch
     from harness.config import build
@@ -66,6 +67,7 @@ def child(preset: str, variant: str, steps: int, batch: int, device: str, stage:
         cfg = build(BoostConfig, {"encoder": enc, "lm": lm, "data": str(data), "stages": [stage],
                                   "variant": variant if stage == 3 else "dual", "grad_checkpointing": ckpt,
                                   "tracking": False, "progress": False, "device": device, "max_length": 4096,
+                                  "precision": precision,
                                   "run_dir": str(Path(tmp) / "run"), "workspace": os.environ.get("SPATIALBOOST_HOME", "")})
         tr = BoostTrainer(cfg, echo=lambda m: None)
         if stage == 3:
@@ -116,23 +118,26 @@ def main(argv=None) -> int:
     ap.add_argument("--batch", type=int, default=2)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--stage", type=int, default=3, choices=[2, 3], help="3: dual vs full; 2: gradient checkpointing off/on")
+    ap.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
+                    help="autocast of the step (auto: bf16 on CUDA, fp32 on the CPU, as the trainer)")
     ap.add_argument("--json", help="also write the rows to this file")
     ap.add_argument("--_child", nargs=2, metavar=("PRESET", "VARIANT"), help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     if a._child:
-        print(json.dumps(child(a._child[0], a._child[1], a.steps, a.batch, a.device, a.stage)))
+        print(json.dumps(child(a._child[0], a._child[1], a.steps, a.batch, a.device, a.stage, a.precision)))
         return 0
     rows = []
     for preset in (["tiny", "default"] if a.preset == "all" else [a.preset]):
         for variant in (("full", "dual") if a.stage == 3 else ("ckpt-off", "ckpt-on")):
             r = subprocess.run([sys.executable, __file__, "--_child", preset, variant, "--steps", str(a.steps),
-                                "--batch", str(a.batch), "--device", a.device, "--stage", str(a.stage)],
+                                "--batch", str(a.batch), "--device", a.device, "--stage", str(a.stage),
+                                "--precision", a.precision],
                                capture_output=True, text=True)
             if r.returncode:
                 print(r.stderr[-3000:], file=sys.stderr)
                 return r.returncode
             rows.append(json.loads(r.stdout.strip().splitlines()[-1]))
-    print(f"stage {a.stage}\n{'preset':8} {'variant':8} {'device':6} {'ms/step':>9} {'tok/s':>9} {'seq':>5} "
+    print(f"stage {a.stage}, precision {rows[0]['precision']}\n{'preset':8} {'variant':8} {'device':6} {'ms/step':>9} {'tok/s':>9} {'seq':>5} "
           f"{'trainable':>11} {'peak MiB':>9} {'step MiB':>9}")
     for r in rows:
         print(f"{r['preset']:8} {r['variant']:8} {r['device']:6} {r['ms_per_step']:9.1f} {r['tokens_per_s']:9.1f} "

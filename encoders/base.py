@@ -6,6 +6,10 @@ each requested block, as DINOv2's ``get_intermediate_layers(norm=True)`` and tim
 (classification, segmentation); ``norm=False`` returns the raw residual stream after the block, as
 DINOv2's depth heads read it (``get_intermediate_layers(norm=False)``). The final ``cls``/``patches``
 are always the normed last block. Layer indices are block indices, negative from the end (-1 = last).
+
+``final=False`` (timm's ``stop_early``) says the caller does not need the final embedding: when the last block
+is not requested, the blocks after the deepest requested one are not run and ``cls``/``patches`` are None. A frozen-feature reader of block 8 of 12 saves a
+third of the forward (the feature cache and the rollouts use it).
 """
 from __future__ import annotations
 
@@ -50,8 +54,8 @@ class LayerFeatures:
 
 @dataclass
 class EncoderOutput:
-    cls: torch.Tensor                       # [B, D] final pooled / CLS embedding
-    patches: torch.Tensor                   # [B, h, w, D] final patch map
+    cls: torch.Tensor | None                # [B, D] final pooled / CLS embedding (None: final=False)
+    patches: torch.Tensor | None            # [B, h, w, D] final patch map (None: final=False)
     layers: dict[int, LayerFeatures] = field(default_factory=dict)  # keyed by the index asked for
 
 
@@ -59,7 +63,8 @@ class Encoder(nn.Module):
     """Base class. Subclasses set ``self.info`` and implement
 
     - ``_features(images, block_ids) -> {block_id: LayerFeatures}``: the RAW output of each block
-      (residual stream, before any final norm) for non-negative block ids;
+      (residual stream, before any final norm) for non-negative block ids; blocks after ``max(block_ids)``
+      need not run (:func:`capture_blocks` stops there for hook-based adapters);
     - ``_norm_patches(x)`` / ``_norm_cls(x)``: the final norm applied token-wise to patch / class
       tokens (identity by default: encoders without a final norm);
     - optionally ``_pool(normed_last)``: the final embedding when it is not the normed class token
@@ -79,18 +84,25 @@ class Encoder(nn.Module):
             out.append(j)
         return out
 
-    def forward(self, images: torch.Tensor, layers: Sequence[int] = (-1,), norm: bool = True) -> EncoderOutput:
+    def forward(self, images: torch.Tensor, layers: Sequence[int] = (-1,), norm: bool = True,
+                final: bool = True) -> EncoderOutput:
         """images: [B,3,H,W], already normalised with ``info.mean/std``; H, W multiples of the patch size.
-        ``norm``: apply the final norm to the requested blocks (True) or return them raw (False)."""
+        ``norm``: apply the final norm to the requested blocks (True) or return them raw (False).
+        ``final=False``: the caller does not need the final embedding; when the last block is not requested the
+        forward stops after the deepest requested one and the output's ``cls``/``patches`` are None."""
         ids = self.resolve_layers(layers)
         last = self.info.num_layers - 1
+        if not final and last not in ids:
+            raw = self._features(images, sorted(set(ids)))
+            out = {i: self.apply_norm(raw[j]) if norm else raw[j] for i, j in zip(layers, ids)}
+            return EncoderOutput(cls=None, patches=None, layers=out)
         raw = self._features(images, sorted(set(ids) | {last}))
-        final = self._pool(self.apply_norm(raw[last]))
+        final_lf = self._pool(self.apply_norm(raw[last]))
         if norm:
-            out = {i: final if j == last else self.apply_norm(raw[j]) for i, j in zip(layers, ids)}
+            out = {i: final_lf if j == last else self.apply_norm(raw[j]) for i, j in zip(layers, ids)}
         else:
             out = {i: raw[j] for i, j in zip(layers, ids)}
-        return EncoderOutput(cls=final.cls, patches=final.patches, layers=out)
+        return EncoderOutput(cls=final_lf.cls, patches=final_lf.patches, layers=out)
 
     def _features(self, images: torch.Tensor, block_ids: list[int]) -> dict[int, LayerFeatures]:
         raise NotImplementedError
@@ -131,6 +143,33 @@ class Encoder(nn.Module):
     def describe(self) -> dict:
         n_params = sum(p.numel() for p in self.parameters())
         return {**asdict(self.info), "params": n_params, "fingerprint": self.fingerprint()}
+
+
+class _StopForward(Exception):
+    """Raised by the hook of the deepest requested block to end a forward early (caught right away)."""
+
+
+def capture_blocks(blocks: nn.ModuleList, block_ids: Sequence[int], run) -> dict[int, torch.Tensor]:
+    """Outputs of ``blocks[i]`` for ``i`` in ``block_ids`` while ``run()`` does the model's own forward, read
+    with forward hooks (first element of tuple outputs). The forward ends after the deepest requested block:
+    the blocks after it, the final norm and any head are not run."""
+    captured: dict[int, torch.Tensor] = {}
+    deepest = max(block_ids)
+
+    def hook(_m, _a, out, i):
+        captured[i] = out[0] if isinstance(out, (tuple, list)) else out
+        if i == deepest:
+            raise _StopForward
+
+    handles = [blocks[i].register_forward_hook(lambda m, a, o, i=i: hook(m, a, o, i)) for i in block_ids]
+    try:
+        run()
+    except _StopForward:
+        pass
+    finally:
+        for h in handles:
+            h.remove()
+    return captured
 
 
 def tokens_to_map(tokens: torch.Tensor, num_prefix: int, grid: tuple[int, int]) -> LayerFeatures:

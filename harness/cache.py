@@ -224,6 +224,9 @@ class FeatureCache:
         bar = tqdm(total=n, desc=desc, unit="img", disable=not progress, leave=False)
         i = 0
         bs = batch_size
+        # only the requested blocks are stored: the forward may stop after the deepest (passed only then, so
+        # plugin encoders written before the option still work)
+        early = {"final": False} if max(blocks) < encoder.info.num_layers - 1 else {}
         while i < n:
             loader = DataLoader(torch.utils.data.Subset(dataset, rows[i:]), batch_size=bs, shuffle=False,
                                 num_workers=num_workers)
@@ -232,7 +235,7 @@ class FeatureCache:
                     with torch.inference_mode(), autocast(device, precision):
                         # norm passed only when False: plugin encoders written before the option still work
                         res = encoder(images.to(device, non_blocking=True), layers=blocks,
-                                      **({} if norm else {"norm": False}))
+                                      **({} if norm else {"norm": False}), **early)
                     self.stats.forwards += 1
                     b = images.shape[0]
                     for blk in blocks:

@@ -49,6 +49,21 @@ def autocast(device: torch.device, precision: str):
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
+def fast_precision(device: torch.device) -> str:
+    """``bf16`` where this device computes it natively (CUDA with bf16; a CPU whose oneDNN has bf16 kernels:
+    AVX512-BF16 or AMX), else ``fp32``. For frozen-feature extraction, where bf16 features agree with fp32
+    ones to a cosine of ~0.99998 (DINOv2-S) and a native-bf16 CPU runs the ViT 1.5-2x faster; where bf16 is
+    emulated it is slower than fp32, hence the check."""
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    if device.type == "cpu":
+        try:
+            return "bf16" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "fp32"
+        except (AttributeError, RuntimeError):   # a torch build without oneDNN
+            return "fp32"
+    return "fp32"
+
+
 def seed_everything(seed: int) -> torch.Generator:
     random.seed(seed)
     np.random.seed(seed % 2**32)

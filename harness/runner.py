@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from harness.cache import FeatureCache
 from harness.config import ConfigError, build, config_hash, field, to_dict
-from harness.device import PRECISIONS, resolve_device
+from harness.device import PRECISIONS, fast_precision, resolve_device
 from harness.registry import SUITES, build_encoder
 from harness.suite import RunContext, Suite
 from harness.tracking import RunRecord, Tracker
@@ -29,7 +29,9 @@ class EvalConfig:
     mode: Literal["fast", "exact"] = field("fast", help="fast = cached features; exact = on-the-fly "
                                                         "augmentation as the paper")
     seed: int = field(0, help="seed of every random choice")
-    precision: Literal["fp32", "bf16", "fp16"] = field("fp32", help="autocast precision of the encoder")
+    precision: Literal["fp32", "bf16", "fp16", "auto"] = field(
+        "fp32", help="autocast precision of the encoder; auto = bf16 where the device computes it natively "
+                     "(CUDA with bf16, a CPU with AVX512-BF16/AMX), else fp32 (resolved before hashing)")
     protocol: dict[str, Any] = field(default_factory=dict, help="suite protocol options (see `spatialboost "
                                                                "ls suites --verbose`)")
     # The device is not part of a run's identity: the protocol's numbers do not depend on it by design
@@ -65,9 +67,11 @@ class Resolved:
 def resolve(cfg: EvalConfig, *, data: bool = True) -> Resolved:
     """Everything that can be checked without touching weights: fail before any work. ``data=False``
     leaves the dataset unresolved (the default one may have to be generated: build the encoder first)."""
-    if cfg.precision not in PRECISIONS:
-        raise ConfigError(f"precision: '{cfg.precision}' is not one of {PRECISIONS}")
-    resolve_device(cfg.device)      # a device this machine lacks fails here, before any run exists
+    if cfg.precision not in PRECISIONS + ("auto",):
+        raise ConfigError(f"precision: '{cfg.precision}' is not one of {PRECISIONS + ('auto',)}")
+    device = resolve_device(cfg.device)      # a device this machine lacks fails here, before any run exists
+    if cfg.precision == "auto":     # the run's identity and tags carry what was actually used
+        cfg = replace(cfg, precision=fast_precision(device))
     suite_cls = SUITES.get(cfg.suite)
     options = build(suite_cls.Options, cfg.protocol, prefix="protocol.")
     spec = suite_cls.spec
@@ -112,6 +116,7 @@ def evaluate(cfg: EvalConfig, *, encoder=None, parent_run_id: str | None = None,
              cache: FeatureCache | None = None, on_intermediate=None) -> RunRecord:
     """Run (or reuse) one evaluation and return its MLflow record."""
     r = resolve(cfg, data=False)
+    cfg = r.cfg                     # precision=auto resolved
     encoder = encoder if encoder is not None else build_encoder(cfg.encoder, r.workspace)   # a bad spec fails before any data
     resolve_data(r)
     tracker = Tracker(tracking_uri(cfg, r.workspace), cfg.experiment, r.workspace.artifacts)

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from encoders.base import (CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD, Encoder, EncoderInfo, LayerFeatures,
-                           tokens_to_map)
+                           capture_blocks, tokens_to_map)
 
 from .common import EncoderSpecError, flag, rebuild_from_spec
 
@@ -71,19 +71,9 @@ class HFVisionEncoder(Encoder):
     def _features(self, images, block_ids):
         # Block outputs are captured with our own forward hooks rather than output_hidden_states:
         # transformers 5 records hidden states through hooks that do not survive pickling (worker
-        # processes), and hooks keep only the blocks asked for.
+        # processes), hooks keep only the blocks asked for, and the forward stops after the deepest one.
         kw = {"interpolate_pos_encoding": True} if self._interp else {}
-        captured: dict[int, torch.Tensor] = {}
-        blocks = self._blocks()
-        handles = [blocks[i].register_forward_hook(
-            lambda _m, _a, out, i=i: captured.__setitem__(i, out[0] if isinstance(out, (tuple, list)) else out))
-            for i in block_ids]
-        try:
-            out = self.body(**self._inputs(images), **kw)
-        finally:
-            for h in handles:
-                h.remove()
-        del out
+        captured = capture_blocks(self._blocks(), block_ids, lambda: self.body(**self._inputs(images), **kw))
         h, w = images.shape[-2] // self.info.patch_size, images.shape[-1] // self.info.patch_size
         return {i: tokens_to_map(captured[i], self.info.num_prefix_tokens, (h, w)) for i in block_ids}
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from encoders.base import CLIP_MEAN, CLIP_STD, Encoder, EncoderInfo, LayerFeatures
+from encoders.base import CLIP_MEAN, CLIP_STD, Encoder, EncoderInfo, LayerFeatures, capture_blocks
 
 from .common import EncoderSpecError
 from .hf import HFVisionEncoder, read_preprocessor
@@ -112,15 +112,8 @@ class QwenVisionEncoder(Encoder):
 
     def _features(self, images, block_ids):
         x, grid = self.patchify(images)
-        captured: dict[int, torch.Tensor] = {}
-        handles = [self.model.blocks[i].register_forward_hook(
-            lambda _m, _a, out, i=i: captured.__setitem__(i, out[0] if isinstance(out, (tuple, list)) else out))
-            for i in block_ids]
-        try:
-            self.model(x.to(next(self.model.parameters()).dtype), grid_thw=grid)
-        finally:
-            for h in handles:
-                h.remove()
+        captured = capture_blocks(self.model.blocks, block_ids,
+                                  lambda: self.model(x.to(next(self.model.parameters()).dtype), grid_thw=grid))
         order = self._window_index(grid)
         b, m = images.shape[0], self._merge
         gh, gw = images.shape[-2] // self.info.patch_size, images.shape[-1] // self.info.patch_size

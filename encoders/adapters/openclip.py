@@ -25,7 +25,7 @@ class OpenClipEncoder(Encoder):
     def _features(self, images, block_ids):
         out = self.model.forward_intermediates(images, indices=block_ids, normalize_intermediates=False,
                                                intermediates_only=True, output_fmt="NLC",
-                                               output_extra_tokens=True)
+                                               output_extra_tokens=True, stop_early=True)
         h, w = images.shape[-2] // self.info.patch_size, images.shape[-1] // self.info.patch_size
         feats = {}
         for i, sp, pre in zip(block_ids, out["image_intermediates"], out["image_intermediates_prefix"]):

@@ -32,7 +32,7 @@ class TimmEncoder(Encoder):
     def _features(self, images, block_ids):
         outs = self.model.forward_intermediates(
             images, indices=block_ids, norm=False, output_fmt="NCHW", return_prefix_tokens=True,
-            intermediates_only=True)
+            intermediates_only=True, stop_early=True)
         feats = {}
         for i, out in zip(block_ids, outs):
             # (spatial, prefix) pairs; a bare spatial map when the model has no prefix tokens (SigLIP)

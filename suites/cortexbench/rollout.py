@@ -32,7 +32,7 @@ class Embedder:
         from harness.device import autocast
         x = torch.stack([self.transform(f) for f in frames]).to(self.device)
         with torch.inference_mode(), autocast(self.device, self.precision):
-            out = self.encoder(x, layers=[self.layer])
+            out = self.encoder(x, layers=[self.layer], final=False)   # stops after that block (base contract)
         # the demo features come from the cache as float16: round the same way
         return out.layers[self.layer].cls.float().cpu().half().float()
 

@@ -297,3 +297,31 @@ def test_random_of_every_family(family, tmp_path):
         a, b = rnd(x, layers=[0], norm=False), again(x, layers=[0], norm=False)
         assert torch.equal(a.layers[0].patches, b.layers[0].patches)
         assert not torch.allclose(a.patches, base(x).patches, atol=1e-3)
+
+
+@pytest.mark.parametrize("family", sorted(MAKERS))
+def test_final_false_stops_after_the_deepest_requested_block(family, tmp_path):
+    """final=False gives the same block features (both norm choices) without the final embedding; the
+    adapters that can stop early do not run the blocks after the deepest requested one."""
+    enc = build_encoder(MAKERS[family](tmp_path))
+    blocks, _, _ = _blocks_and_norm(enc)
+    calls = []
+    handles = [b.register_forward_pre_hook(lambda _m, _a, i=i: calls.append(i)) for i, b in enumerate(blocks)]
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(3))
+    try:
+        with torch.no_grad():
+            for norm in (True, False):
+                full = enc(x, layers=[0, 1], norm=norm)
+                calls.clear()
+                early = enc(x, layers=[0, 1], norm=norm, final=False)
+                assert early.cls is None and early.patches is None
+                for i in (0, 1):
+                    torch.testing.assert_close(early.layers[i].patches, full.layers[i].patches)
+                    torch.testing.assert_close(early.layers[i].cls, full.layers[i].cls)
+                if family != "torchhub":      # DINOv2's hub get_intermediate_layers always runs every block
+                    assert max(calls) == 1, f"{family}: ran blocks {sorted(set(calls))} for layers [0, 1]"
+            # the hook-based stop leaves the model usable: a full forward afterwards is unchanged
+            torch.testing.assert_close(enc(x, layers=[0, 1]).cls, full.cls)
+    finally:
+        for h in handles:
+            h.remove()

@@ -81,3 +81,18 @@ def test_long_runs_log_system_metrics(workspace, toy_data, monkeypatch):
     keys = client.get_run(rec.run_id).data.metrics
     assert any(k.startswith("system/cpu_utilization") for k in keys), sorted(keys)
     assert any(k.startswith("system/system_memory_usage") for k in keys)
+
+
+def test_precision_auto_is_resolved_before_the_run_is_hashed_and_tagged(workspace, toy_data, monkeypatch):
+    """precision=auto records (and hashes) what the device computes natively: a run made with auto is the
+    run an explicit request of that precision reuses, and its tag never says 'auto'."""
+    import harness.runner as runner
+    from harness.runner import EvalConfig, evaluate
+    for native in ("bf16", "fp32"):
+        monkeypatch.setattr(runner, "fast_precision", lambda device, native=native: native)
+        base = {"encoder": "builtin:tiny-vit", "suite": "toy.logging", "data": str(toy_data),
+                "workspace": str(workspace), "world": "tiny", "experiment": "toy", "progress": False}
+        auto = evaluate(build(EvalConfig, {**base, "precision": "auto"}))
+        assert auto.tags["precision"] == native and not auto.reused
+        explicit = evaluate(build(EvalConfig, {**base, "precision": native}))
+        assert explicit.reused and explicit.run_id == auto.run_id
