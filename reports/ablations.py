@@ -13,6 +13,7 @@ that experiment, so a variant is identified by its tags alone, without a sample 
 """
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -123,15 +124,22 @@ def _norm(col: str, value) -> str:
     return v
 
 
-def mix_ratio(views: str) -> str:
-    """``1:16,2:8`` -> ``2:1`` (the smallest whole-number ratio of the parts' sample counts)."""
+def mix_ratio(views: str, tolerance: float = 0.03) -> str:
+    """``1:16,2:8`` -> ``2:1``: the parts' sample counts as the nearest ratio of whole numbers up to 3 when each
+    part's share is within ``tolerance`` of it (a 16-sample demo splits 11 + 5 for "2/3 + 1/3"), else the
+    exact smallest whole-number ratio."""
     try:
         counts = [int(p.split(":", 1)[1]) for p in str(views).split(",")]
     except (ValueError, IndexError):
         return ""
-    g = 0
-    for c in counts:
-        g = math.gcd(g, c)
+    total = sum(counts)
+    if total <= 0:
+        return ""
+    for ratio in itertools.product(range(1, 4), repeat=len(counts)):
+        if math.gcd(*ratio) == 1 and all(abs(c / total - r / sum(ratio)) <= tolerance
+                                         for c, r in zip(counts, ratio)):
+            return ":".join(map(str, ratio))
+    g = math.gcd(*counts)
     return ":".join(str(c // g) for c in counts) if g else ""
 
 
@@ -143,7 +151,9 @@ def variant_tags(df: pd.DataFrame) -> dict[str, dict[str, str]]:
     for enc, g in df[df["boosted_from"].astype(str) != ""].groupby("encoder"):
         r = g.iloc[0]
         tags = {c: _norm(c, r.get(c, "")) for c in (*FULL, "boost_data_samples", "boost_samples")}
-        tags["boost_mix"] = mix_ratio(r.get("boost_views", "")) if ":" in str(r.get("boost_views", "")) else ""
+        views = str(r.get("boost_views", ""))
+        tags["boost_mix"] = mix_ratio(views) if ":" in views else ""
+        tags["boost_parts"] = " + ".join(p.split(":", 1)[1] for p in views.split(",")) + " samples" if ":" in views else ""
         tags["boost_run"] = str(r.get("boost_run", ""))
         out[str(enc)] = tags
     return out
@@ -214,6 +224,8 @@ def build_ablation(df: pd.DataFrame, layout: AblationLayout, registered: set[str
             for enc in cands:
                 used.add(enc)
                 label = _samples_label(tags[enc]) if layout.x else vr.label
+                if "boost_mix" in vr.match and tags[enc].get("boost_parts"):
+                    label += f" ({tags[enc]['boost_parts']})"      # the actual split, e.g. 11 + 5 samples
                 if len(cands) > 1 and not layout.x:
                     label += f" (boost {tags[enc]['boost_run'][:8] or _boost_run(enc)})"
                 row = Row(label, enc, "boosted", [cell(enc, c) for c in layout.columns], spec=enc)

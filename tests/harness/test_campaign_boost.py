@@ -77,11 +77,16 @@ def test_ablation_files_paper_and_demo_variants_resolve(path, workspace):
 
 def test_the_shared_spatialboost_row_is_one_boost_across_the_demo_files(workspace):
     """Tables 6, 7, 15, 17, 18 and 19 each have the paper's full SpatialBoost as a row: in the demo it must be
-    the same config (trained once, reused by the other files), and each file's variants must differ."""
-    full = set()
+    the same config (trained once, reused by the other files), and each file's variants must differ; Table 16's
+    1/2 + 1/2 split is Table 7's single + multi-view boost."""
+    full, half = set(), {}
     for path in ABLATIONS:
-        plans = plan_boosts(load_campaign(path, {"workspace": str(workspace)}, variant="demo"))
+        demo = load_campaign(path, {"workspace": str(workspace)}, variant="demo")
+        assert demo.eval["precision"] == "auto" and demo.boost["config"]["precision"] == "bf16", path.name
+        plans = plan_boosts(demo)
         keys = [json.dumps([p.config, p.data], sort_keys=True) for p in plans]
+        half.update({path.stem: k for k, p in zip(keys, plans)
+                     if [m["samples"] for m in p.data[3].get("mix", [])] == [8, 8]})
         assert len(set(keys)) == len(keys), f"{path.name}: two variants with one config"
         base = [k for k, p in zip(keys, plans) if p.data[3] == {"task": "cot", "samples": 16} and
                 "variant" not in p.config and p.config["lm"] == "builtin:smollm2-135m"]
@@ -89,6 +94,7 @@ def test_the_shared_spatialboost_row_is_one_boost_across_the_demo_files(workspac
             assert len(base) == 1, path.name
             full.add(base[0])
     assert len(full) == 1
+    assert set(half) == {"table7", "table16"} and half["table7"] == half["table16"]     # SV 8 + MV 8: one boost
 
 
 @pytest.mark.slow      # two tiny boosts + 3 tiny evals, twice: minutes on free cores, >25 min at load 15

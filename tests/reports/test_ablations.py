@@ -33,9 +33,9 @@ def variants() -> dict[str, dict]:
     add("random", boost_order="random")
     add("mv", boost_views="2")
     add("sv8mv8", boost_views="1:8,2:8")
-    add("sv16mv8", boost_views="1:16,2:8", boost_data_samples="24")
+    add("sv11mv5", boost_views="1:11,2:5")          # the demo's "2/3 + 1/3" of 16 samples
     add("sv12mv12", boost_views="1:12,2:12", boost_data_samples="24")
-    add("sv8mv16", boost_views="1:8,2:16", boost_data_samples="24")
+    add("sv5mv11", boost_views="1:5,2:11")
     for lv in ("pix", "obj", "scene", "pix,obj", "pix,scene", "obj,scene"):
         add(lv.replace(",", "+"), boost_levels=lv)
     add("fullft", boost_variant="full")
@@ -90,7 +90,7 @@ REGISTERED = set(SUITE.values())
 # the boosts each configs/ablations/<table>.yaml trains (names of variants())
 CAMPAIGN = {"table6": ["randlm", "full"], "table7": ["reverse", "random", "full", "mv", "sv8mv8"],
             "table15": ["pix", "obj", "scene", "pix+obj", "pix+scene", "obj+scene", "full"],
-            "table16": ["sv16mv8", "sv12mv12", "sv8mv16"], "table17": ["fullft", "lora", "full"],
+            "table16": ["sv11mv5", "sv8mv8", "sv5mv11"], "table17": ["fullft", "lora", "full"],
             "table18": ["n8", "full", "n32"], "table19": ["vfm", "full"]}
 
 
@@ -112,7 +112,10 @@ def test_every_layout_builds_each_variant_as_a_row_with_delta_and_ci(frame, key)
     if layout.x:
         assert [r.label for r in boosted] == ["8 samples", "16 samples", "32 samples"]     # ascending x
     else:
-        assert [r.label for r in boosted] == [v.label for v in layout.rows]
+        labels = [v.label for v in layout.rows]
+        if key == "table16":        # the actual split beside the proportion
+            labels = [f"{v} ({n} samples)" for v, n in zip(labels, ("11 + 5", "8 + 8", "5 + 11"))]
+        assert [r.label for r in boosted] == labels
     for r in boosted:
         if not r.encoder:           # a row the harness cannot produce: empty cells saying why
             assert all(c.mean is None and c.missing for c in r.cells)
@@ -141,11 +144,13 @@ def test_rows_are_found_by_their_tags(frame):
                   **{k: v for k, v in by.items() if k.startswith("Forward, single + multi-view")}}
     assert len([k for k in by if k.startswith("Forward, single + multi-view")]) == 4
     t16 = build_ablation(df, ABLATIONS["table16"], REGISTERED)
-    assert [r.encoder.split("/")[3] for r in t16.rows if r.kind == "boosted"] == ["sv16mv8", "sv12mv12", "sv8mv8",
-                                                                                    "sv8mv16"]  # 1:1 twice
+    assert [r.encoder.split("/")[3] for r in t16.rows if r.kind == "boosted"] == ["sv11mv5", "sv12mv12", "sv8mv8",
+                                                                                    "sv5mv11"]  # 1:1 twice
     t19 = build_ablation(df, ABLATIONS["table19"], REGISTERED)
     assert [r.encoder.split("/")[3] for r in t19.rows if r.kind == "boosted"] == ["vfm", "full"]
     assert mix_ratio("1:16,2:8") == "2:1" and mix_ratio("1:8,2:8") == "1:1"
+    assert mix_ratio("1:11,2:5") == "2:1" and mix_ratio("1:5,2:11") == "1:2"     # within 3 % of 2/3, 1/3
+    assert mix_ratio("1:7,2:9") == "7:9"                                         # no near simple ratio: exact
 
 
 def test_a_delta_and_its_ci_against_an_independent_bootstrap():
