@@ -161,6 +161,75 @@ def exported(ws, cfg) -> str | None:
     return None
 
 
+# BoostConfig fields that act in stage 3 only: variants differing only in these share stages 1-2
+STAGE3_ONLY = ("stages", "stage3", "variant", "stage3_projector", "dual_layers", "dual_a_init", "dual_share_out_proj",
+               "lora_r", "lora_alpha")
+
+
+def early_key(cfg) -> str:
+    """Identity of a config's stages 1-2 (projector, then projector + LM; the encoder is frozen in both)."""
+    from harness.config import to_dict
+    d = {k: v for k, v in to_dict(cfg, hashed_only=True).items() if k not in STAGE3_ONLY}
+    return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _index(ws) -> Path:
+    return Path(ws.root) / "boost" / "early-stages"
+
+
+def record_early(ws, cfg) -> None:
+    """Remember a run folder whose stages 1-2 finished, for variants that only change stage 3."""
+    from harness.config import config_hash
+    from encoders.spatialboost.checkpoints import latest_checkpoint, read_state
+    run_dir = Path(cfg.run_dir) if cfg.run_dir else Path(ws.root) / "boost" / config_hash(cfg)
+    cks = [latest_checkpoint(run_dir, st) for st in (1, 2)]
+    if tuple(cfg.stages) == (1, 2, 3) and all(c and read_state(c).get("done") for c in cks):
+        _index(ws).mkdir(parents=True, exist_ok=True)
+        atomic_write_json(_index(ws) / f"{early_key(cfg)}.json", {"run_dir": str(run_dir)})
+
+
+def index_runs(ws) -> None:
+    """Index the workspace's finished stage-1/2 runs (those trained before this campaign, or by another one)."""
+    from encoders.spatialboost.boost_config import BoostConfig
+    for pipe in sorted((Path(ws.root) / "boost").glob("*/pipeline.json")):
+        try:
+            cfg = build(BoostConfig, {**json.loads(pipe.read_text())["config"], "run_dir": str(pipe.parent)})
+        except (ConfigError, KeyError, ValueError, TypeError):
+            continue
+        record_early(ws, cfg)
+
+
+def share_early(ws, cfg, log) -> str | None:
+    """Seed a new run folder with the finished stage-1/2 checkpoints of a run with the same early stages
+    (hard links): the trainer then finds them done, loads the stage-2 weights and trains stage 3 only, as it
+    does when it resumes. The same computation with the same seeds, done once per campaign workspace;
+    ``shared_stages.json`` in the run folder names the source."""
+    from harness.config import config_hash
+    from encoders.spatialboost.checkpoints import latest_checkpoint, read_state, stage_dir
+    run_dir = Path(cfg.run_dir) if cfg.run_dir else Path(ws.root) / "boost" / config_hash(cfg)
+    if tuple(cfg.stages) != (1, 2, 3) or latest_checkpoint(run_dir, 1):
+        return None
+    if not (_index(ws) / f"{early_key(cfg)}.json").is_file():
+        index_runs(ws)
+    entry = _index(ws) / f"{early_key(cfg)}.json"
+    if not entry.is_file():
+        return None
+    src = Path(json.loads(entry.read_text())["run_dir"])
+    cks = [latest_checkpoint(src, st) for st in (1, 2)]
+    if src == run_dir or not all(c and read_state(c).get("done") for c in cks):
+        return None
+    import os
+    import shutil
+    for st, ck in zip((1, 2), cks):
+        dest = stage_dir(run_dir, st) / ck.name
+        shutil.rmtree(dest, ignore_errors=True)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copytree(ck, dest, copy_function=os.link)
+    atomic_write_json(run_dir / "shared_stages.json", {"from": str(src), "stage1": str(cks[0]), "stage2": str(cks[1])})
+    log(f"stages 1-2 shared from {src.name} (same stage-1/2 config and data)")
+    return str(src)
+
+
 @contextlib.contextmanager
 def boost_lease(ws, cfg, log):
     """One process of this machine at a time per boost config (an flock, released if the holder dies)."""
@@ -209,10 +278,13 @@ def run_boosts(spec, plans: list[BoostPlan], progress: bool, log) -> dict[str, d
                     out[plan.name] = {"status": "reused", "spec": done, "seconds": time.perf_counter() - t0}
                 else:
                     from encoders.spatialboost.trainer import run_boost
+                    shared = share_early(ws, cfg, lambda m: log(f"[boost {plan.name}] {m}"))
                     boosted = run_boost(cfg, echo=lambda m: log(f"[boost {plan.name}] {m}"))
                     if not boosted:
                         raise RuntimeError("the trainer exported no encoder")
-                    out[plan.name] = {"status": "done", "spec": boosted, "seconds": time.perf_counter() - t0}
+                    out[plan.name] = {"status": "done", "spec": boosted, "seconds": time.perf_counter() - t0,
+                                      **({"stages_1_2_from": shared} if shared else {})}
+                record_early(ws, cfg)
         except Exception as e:  # noqa: BLE001 - the other variants still run; the campaign exits 1
             out[plan.name] = {"status": "failed", "error": f"{type(e).__name__}: {e}",
                               "traceback": traceback.format_exc(), "seconds": time.perf_counter() - t0}

@@ -104,6 +104,10 @@ def test_two_variants_boost_once_tag_their_data_and_rerun_reuses_everything(work
     spec = _spec(workspace, [{"name": "fwd"}, {"name": "rev", "data": {"stage3": {"order": "reverse"}}}])
     res = run_campaign(spec, progress=False, log=lambda m: None)
     assert {k: v["status"] for k, v in res.boosts.items()} == {"fwd": "done", "rev": "done"}, res.boosts
+    fwd_dir = Path(res.boosts["fwd"]["spec"].split(":", 1)[1]).parent
+    assert res.boosts["rev"]["stages_1_2_from"] == str(fwd_dir)      # only stage 3 differs: trained once
+    rev_dir = Path(res.boosts["rev"]["spec"].split(":", 1)[1]).parent
+    assert json.loads((rev_dir / "shared_stages.json").read_text())["from"] == str(fwd_dir)
     assert res.count("done") == 3 and res.failed == 0, res.results
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{workspace / 'mlflow.db'}")
     exp = client.get_experiment_by_name("abl")
@@ -117,3 +121,19 @@ def test_two_variants_boost_once_tag_their_data_and_rerun_reuses_everything(work
     again = run_campaign(spec, progress=False, log=lambda m: None)
     assert {v["status"] for v in again.boosts.values()} == {"reused"}
     assert again.count("reused") == 3 and again.count("done") == 0
+
+
+def test_variants_that_change_only_stage_3_share_stages_1_and_2(workspace):
+    """early_key: the stage-3 data, the trainer variant and the LoRA / dual settings leave stages 1-2 alone;
+    the LM, the seed or the stage-2 data do not."""
+    from encoders.spatialboost.boost_config import BoostConfig
+    from harness.commands.campaign_boost import early_key
+    base = {"lm": "builtin:smollm2-135m", "stage1": {"data": "/q/s1.jsonl"}, "stage2": {"data": "/q/s2.jsonl"},
+            "stage3": {"data": "/q/s3.jsonl"}}
+    key = early_key(build(BoostConfig, base))
+    for over in ({"stage3": {"data": "/q/s3-reverse.jsonl", "batch_size": 8}}, {"variant": "lora", "lora_r": 4},
+                 {"variant": "full"}, {"dual_layers": "all"}, {"workspace": "/elsewhere", "experiment": "x"}):
+        assert early_key(build(BoostConfig, {**base, **over})) == key, over
+    for over in ({"lm": "builtin:tiny-qwen2"}, {"seed": 1}, {"stage2": {"data": "/q/other.jsonl"}},
+                 {"max_length": 1024}):
+        assert early_key(build(BoostConfig, {**base, **over})) != key, over
