@@ -49,6 +49,49 @@ def test_world_files_are_consistent_with_boxes(world_lang):
         assert all(q.situation.startswith("I am standing by the") for q in sqa)
 
 
+def test_world_descriptions_single_out_their_object(world_lang):
+    """Generator v3: at most REFER_PER_OBJECT descriptions per object; within a scene no description text
+    names two objects; every size-rank / anchor-distance claim holds in the boxes file."""
+    import re
+    from collections import defaultdict
+
+    import numpy as np
+
+    from suites.lexicon3d.language.world import REFER_PER_OBJECT, plural
+    objs = _objects(world_lang)
+    checked = 0
+    for split in ("train", "val"):
+        refer, _ = read_split(world_lang, "scanrefer", split, objs)
+        owner, per_obj = defaultdict(set), defaultdict(int)
+        for r in refer:
+            owner[(r.scene, r.description)].add(r.object_id)
+            per_obj[(r.scene, r.object_id)] += 1
+        assert max(per_obj.values()) <= REFER_PER_OBJECT
+        assert all(len(v) == 1 for v in owner.values()), [k for k, v in owner.items() if len(v) > 1][:3]
+        for r in refer:
+            o = objs[r.scene]
+            seen = o.points != 0
+            c = o.centers()[:, :2]
+            same = [j for j in range(len(o.ids)) if seen[j] and o.names[j] == r.object_name]
+            i = o.index(r.object_id)
+            m = re.fullmatch(r"the (.+) (closest to|farthest from) the (.+)\.", r.description) or re.fullmatch(
+                r"of the (.+), this one is (nearest to|the farthest away from) the (.+)\.", r.description)
+            if m:
+                assert m.group(1) in (r.object_name, plural(r.object_name))
+                a = [j for j in range(len(o.ids)) if seen[j] and o.names[j] == m.group(3)]
+                assert len(a) == 1                                  # the anchor is unique in the scene
+                d = {j: float(np.linalg.norm(c[j] - c[a[0]])) for j in same}
+                pick = min(d, key=d.get) if m.group(2) in ("closest to", "nearest to") else max(d, key=d.get)
+                assert pick == i and len(same) > 1
+                checked += 1
+            if r.description.endswith(("the largest one.", "the smallest one.")):
+                vol = {j: float(np.prod(o.sizes()[j])) for j in same}
+                pick = max(vol, key=vol.get) if "largest" in r.description else min(vol, key=vol.get)
+                assert pick == i
+                checked += 1
+    assert checked > 0
+
+
 def test_question_types():
     assert [A.question_type(q) for q in ("What is it?", "is it red", "How many", "Can I sit", "Which one",
                                          "Where is")] == ["What", "Is", "How", "Can", "Which", "Others"]

@@ -22,7 +22,9 @@ from harness.atomic import atomic_dir, atomic_write_json
 from suites.lexicon3d.language.scenes import SceneObjects, load_objects
 from suites.lexicon3d.scannet import ScanNetData, load_cloud
 
-VERSION = 2        # 2: balanced counting, presence yes/no questions, 30 situated questions per scene
+VERSION = 3        # 2: balanced counting, presence yes/no questions, 30 situated questions per scene;
+                   # 3: up to REFER_PER_OBJECT (v2: 4) ScanRefer descriptions per object (QA files unchanged)
+REFER_PER_OBJECT = 10
 PALETTE = {"red": (200, 40, 40), "green": (40, 160, 60), "blue": (40, 70, 200), "yellow": (220, 200, 40),
            "orange": (230, 130, 30), "purple": (130, 50, 160), "pink": (230, 130, 180), "brown": (120, 80, 40),
            "white": (235, 235, 235), "gray": (128, 128, 128), "black": (25, 25, 25)}
@@ -85,12 +87,17 @@ class _Scene:
         return f"{self.col[i]} {self.cat[i]}" if self.col[i] else self.cat[i]
 
 
-def describe(s: _Scene, i: int) -> list[str]:
+def describe(s: _Scene, i: int, per_object: int = REFER_PER_OBJECT) -> list[str]:
+    """Up to ``per_object`` descriptions that single object ``i`` out (every one is discriminative: a class
+    that repeats is told apart by its size rank, its distance rank to a unique anchor, or a colour no other
+    object of its class has). The first four are generator v2's (in v2's order); v3 adds paraphrases and
+    more anchors, so the same val objects give more paired samples and the head sees more wordings."""
     c = s.cat[i]
     nb = s.nearest(i)
     first = f"this is a {s.name(i)}." + (f" it is next to the {s.cat[nb]}." if nb is not None else "")
     out = [first]
     same = [j for j in range(s.n) if s.cat[j] == c]
+    anchors = []                       # (description) closest / farthest of its class to a unique anchor
     if len(same) > 1:
         order = sorted(same, key=lambda j: s.vol[j])
         if i == order[-1] and s.vol[order[-1]] > 1.2 * s.vol[order[-2]]:
@@ -102,14 +109,34 @@ def describe(s: _Scene, i: int) -> list[str]:
                 continue
             d = sorted((float(np.linalg.norm(s.c[j, :2] - s.c[a, :2])), j) for j in same)
             if d[0][1] == i and d[1][0] - d[0][0] > MARGIN:
-                out.append(f"the {c} closest to the {s.cat[a]}.")
+                anchors.append((f"the {c} closest to the {s.cat[a]}.", f"of the {plural(c)}, this one is nearest "
+                                f"to the {s.cat[a]}."))
             elif d[-1][1] == i and d[-1][0] - d[-2][0] > MARGIN:
-                out.append(f"the {c} farthest from the {s.cat[a]}.")
-            if len(out) >= 4:
-                break
+                anchors.append((f"the {c} farthest from the {s.cat[a]}.", f"of the {plural(c)}, this one is the "
+                                f"farthest away from the {s.cat[a]}."))
+        room = max(0, 4 - len(out))                             # v2: at most four in all
+        out += [a for a, _ in anchors[:room]]
+        extra = [a for a, _ in anchors[room:]]
+        col_unique = s.col[i] is not None and sum(s.col[j] == s.col[i] for j in same) == 1
+        if col_unique:
+            extra += [f"the {s.col[i]} {c}.", f"there are several {plural(c)}. find the {s.col[i]} one."]
+        extra += [b for _, b in anchors]
     else:
         out.append(f"the {c} in this room.")
-    return out[:4]
+        others = sorted((j for j in range(s.n) if j != i), key=lambda j: float(np.linalg.norm(s.c[j, :2] - s.c[i, :2])))
+        extra = [f"find the {c}.", f"the only {c} in the room."]
+        if s.col[i]:
+            extra += [f"the {s.col[i]} {c}.", f"there is a {c} in the room. it is {s.col[i]}."]
+        extra += [f"a {c} near the {s.cat[j]}." for j in others[1:3]]
+        if nb is not None:
+            extra.append(f"look for the {c} beside the {s.cat[nb]}.")
+    out = out[:4] + extra
+    seen, uniq = set(), []
+    for d in out:
+        if d not in seen:
+            seen.add(d)
+            uniq.append(d)
+    return uniq[:per_object]
 
 
 def scanqa_questions(s: _Scene, scene: str, start: int, rng: np.random.Generator, categories: list[str]) -> list[dict]:
@@ -218,7 +245,8 @@ def sqa_questions(s: _Scene, scene: str, rng: np.random.Generator, start: int, p
     return Q, A
 
 
-def write_language(scannet_root: Path, out: Path, sqa_per_scene: int = 30, seed: int = 0) -> Path:
+def write_language(scannet_root: Path, out: Path, sqa_per_scene: int = 30, seed: int = 0,
+                   refer_per_object: int = REFER_PER_OBJECT) -> Path:
     """ScanRefer / ScanQA / SQA3D files for every scene of ``scannet_root`` into ``out`` (atomic folder),
     with a relative symlink ``out/scannet`` to the ScanNet root the suites lift features from."""
     out = Path(out)
@@ -240,7 +268,7 @@ def write_language(scannet_root: Path, out: Path, sqa_per_scene: int = 30, seed:
                 objs = load_objects(scannet_root, sc.name, split)
                 s = _Scene(objs, object_colours(sc, objs))
                 for i in range(s.n):
-                    for k, d in enumerate(describe(s, i)):
+                    for k, d in enumerate(describe(s, i, refer_per_object)):
                         refer.append({"scene_id": sc.name, "object_id": str(int(s.ids[i])), "object_name": s.cat[i],
                                       "ann_id": str(k), "description": d, "token": d.replace(".", " .").split()})
                 scanqa += scanqa_questions(s, sc.name, len(scanqa), qa_rng, categories)
@@ -255,5 +283,6 @@ def write_language(scannet_root: Path, out: Path, sqa_per_scene: int = 30, seed:
                               {**info, "annotations": sa})
             stats[split] = {"scenes": len(scenes), "scanrefer": len(refer), "scanqa": len(scanqa), "sqa3d": len(sq)}
         os.symlink(os.path.relpath(Path(scannet_root).resolve(), out.resolve()), tmp / "scannet")
-        atomic_write_json(tmp / "lexicon3d_language.json", {"version": VERSION, "seed": seed, "counts": stats})
+        atomic_write_json(tmp / "lexicon3d_language.json", {"version": VERSION, "seed": seed,
+                                                            "refer_per_object": refer_per_object, "counts": stats})
     return out
