@@ -1,6 +1,7 @@
 """Is lexicon3d.registration well posed at a given size? Scores, on the val pairs the suite would draw, what
 needs no training: the identity, Kabsch on oracle correspondences (each ground-truth-moved overlap source
-point matched to its nearest target point), the features-free ICP floor, and Kabsch on feature nearest
+point matched to its nearest target point), the features-free ICP floor, ICP (untrimmed) on the ground-truth
+overlap points only (what a perfect overlap prediction would buy ICP), and Kabsch on feature nearest
 neighbours (cosine). Reads one lifted entry of the derived cache (a folder ``<cache>/derived/<key>``, written
 by any Lexicon3D run).
 
@@ -36,7 +37,8 @@ def main(folder: str, *overrides: str) -> None:
     _, _, val = split_scenes(lifted, o.holdout_fraction)
     pairs = [p for k in val for j in range(o.pairs_per_scene)
              if (p := make_pair(lifted, k, o, np.random.default_rng([0, 2, k, j]))) is not None]   # the suite's seed-0 val pairs
-    rows: dict[str, list] = {"identity": [], "oracle Kabsch": [], "ICP (floor_icp)": [], "feature NN Kabsch": []}
+    rows: dict[str, list] = {"identity": [], "oracle Kabsch": [], "ICP (floor_icp)": [], "ICP, GT overlap only": [],
+                             "feature NN Kabsch": []}
     for p in pairs:
         ov = p.ov_s > 0 if p.ov_s.any() else np.ones(len(p.xs), bool)
         _, j = cKDTree(p.xt).query(p.xs[ov] @ p.R.T + p.t)
@@ -44,6 +46,7 @@ def main(folder: str, *overrides: str) -> None:
         ft = p.ft / (np.linalg.norm(p.ft, axis=1, keepdims=True) + 1e-6)
         for name, (R, t) in (("identity", (np.eye(3), np.zeros(3))), ("oracle Kabsch", kabsch_np(p.xs[ov], p.xt[j])),
                              ("ICP (floor_icp)", icp(p.xs, p.xt)),
+                             ("ICP, GT overlap only", icp(p.xs[ov], p.xt[p.ov_t > 0] if p.ov_t.any() else p.xt, trim=1.0)),
                              ("feature NN Kabsch", kabsch_np(p.xs, p.xt[(fs @ ft.T).argmax(1)]))):
             rows[name].append(pair_metrics(R, t, p.R, p.t, p.xs, p.ov_s, o.rr_threshold))
     print(f"{len(pairs)} val pairs, {o.num_points} points, rotations <= {o.max_rotation_deg} deg, "

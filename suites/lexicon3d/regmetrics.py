@@ -64,13 +64,16 @@ def kabsch_np(src: np.ndarray, tgt: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     return R, ct - R @ cs
 
 
-def icp(src: np.ndarray, tgt: np.ndarray, iters: int = 30, trim: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
-    """Features-free geometric baseline: trimmed point-to-point ICP from the identity (each iteration matches
-    every source point to its nearest target point, keeps the ``trim`` fraction with the smallest distances and
-    refits with Kabsch). It uses the fact that the random transforms are small, which the head must learn."""
+def icp(src: np.ndarray, tgt: np.ndarray, iters: int = 30, trim: float = 0.5, R0: np.ndarray | None = None,
+        t0: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Trimmed point-to-point ICP (each iteration matches every source point to its nearest target point, keeps
+    the ``trim`` fraction with the smallest distances and refits with Kabsch), from (R0, t0) (default: the
+    identity). From the identity it is the features-free floor: it uses the fact that the random transforms are
+    small, which the head must learn; from the head's pose it is the ``regtr_icp`` refinement."""
     from scipy.spatial import cKDTree
     tree = cKDTree(tgt)
-    R, t = np.eye(3), np.zeros(3)
+    R = np.eye(3) if R0 is None else np.asarray(R0, np.float64)
+    t = np.zeros(3) if t0 is None else np.asarray(t0, np.float64)
     for _ in range(iters):
         d, j = tree.query(src @ R.T + t)
         keep = d <= np.quantile(d, trim)

@@ -127,8 +127,14 @@ def test_icp_floor_recovers_small_motion_and_kabsch_np_matches_torch():
     assert rre_deg(Re, R) < 1e-4 and rte(te, t) < 1e-6
     # a large motion is outside ICP's basin: the floor does not solve the task by construction
     R2 = Rotation.from_rotvec([0, 0, np.radians(90.0)]).as_matrix()
-    Re2, _ = icp((pts - pts.mean(0)) @ R2 + pts.mean(0), pts)
+    src2 = (pts - pts.mean(0)) @ R2 + pts.mean(0)       # R2 src2 + t2 = pts
+    t2 = pts.mean(0) - R2 @ pts.mean(0)
+    Re2, _ = icp(src2, pts)
     assert rre_deg(Re2, R2) > 10
+    # ... but started near the answer (the regtr_icp refinement of a head's pose) it converges to it
+    R0 = Rotation.from_rotvec([0, 0, np.radians(85.0)]).as_matrix()
+    Re3, te3 = icp(src2, pts, iters=100, trim=0.9, R0=R0, t0=t2 + 0.05)
+    assert rre_deg(Re3, R2) < 1e-4 and rte(te3, t2) < 1e-6
     a, b = rng.normal(size=(30, 3)), rng.normal(size=(30, 3))
     Rn, tn = kabsch_np(a, b)
     Rt, tt = kabsch(_t(a), _t(b))

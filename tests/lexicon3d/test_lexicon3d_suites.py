@@ -98,7 +98,8 @@ def test_both_suites_on_openscene_fixture(openscene, workspace):
         assert np.isfinite(sem.metrics[m]), m
     assert 0 <= sem.metrics["floor.acc"] <= 100
     reg = evaluate(_cfg("lexicon3d.registration", workspace, openscene, **TINY_REG))
-    for m in ("RR", "RRE", "RTE", "RMSE", "val.RR", "floor.RR", "floor.RTE", "floor_icp.RR", "floor_icp.RTE"):
+    for m in ("RR", "RRE", "RTE", "RMSE", "val.RR", "floor.RR", "floor.RTE", "floor_icp.RR", "floor_icp.RTE",
+              "regtr_icp.RR", "regtr_icp.RTE"):
         assert np.isfinite(reg.metrics[m]), m
     assert reg.metrics["floor.RRE"] > 0                  # the source was moved
     import mlflow
