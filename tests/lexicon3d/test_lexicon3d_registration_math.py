@@ -94,6 +94,18 @@ def test_random_rotation_and_fps():
     x = np.array([[0.0, 0, 0], [0.1, 0, 0], [10, 0, 0], [5, 0, 0], [0.2, 0, 0]])
     assert farthest_point_sampling(x, 3, 0).tolist() == [0, 2, 3]
     assert farthest_point_sampling(x, 9).tolist() == [0, 1, 2, 3, 4]
+    # the column-wise implementation picks exactly what the textbook one does (ties included): the pairs,
+    # hence every number of the suite, did not change with it
+    for k in range(10):
+        y = rng.normal(size=(int(rng.integers(50, 800)), 3)) * 3
+        y = np.round(y, 1) if k % 2 else y
+        m, s0 = int(rng.integers(3, min(200, len(y)))), int(rng.integers(len(y)))
+        ref = [s0]
+        d = ((y - y[s0]) ** 2).sum(1)
+        for _ in range(1, m):
+            ref.append(int(d.argmax()))
+            d = np.minimum(d, ((y - y[ref[-1]]) ** 2).sum(1))
+        assert farthest_point_sampling(y, m, s0).tolist() == ref
 
 
 def test_regtr_head_shapes_and_loss_backward():
