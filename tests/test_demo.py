@@ -48,3 +48,20 @@ def test_tiny_demo_end_to_end_and_rerun_reuses(tmp_path):
     assert again.returncode == 0, again.stderr[-3000:]
     lines = [l for l in again.stdout.splitlines() if l.startswith("[demo") and "=" in l]
     assert lines and all("(reused)" in l for l in lines), lines
+
+
+def test_the_default_preset_says_why_each_left_out_suite_is_left_out():
+    """Every registered suite is in the default preset or named in its report notes with a reason: the
+    preset's own, 'real benchmark data only' (no embedded default), or the time budget."""
+    from harness.commands.demo import PRESETS, left_out_notes
+    from harness.registry import SUITES
+    p = PRESETS["default"]
+    notes = left_out_notes(p, "default")
+    named = [n for note in notes for n in note.split(": ", 1)[0].split(", ")]   # "a, b: why"
+    assert sorted(named + list(p.suites)) == sorted(SUITES.names())
+    assert any(n.startswith("lexicon3d.registration: not in the `default` preset: no encoder reaches RR")
+               for n in notes)
+    real_only = next(n for n in notes if "real benchmark data only" in n)
+    assert "vqa.mme" in real_only and "vqa.blink_depth_local" not in real_only
+    # scanrefer reads semantic's lifted features: it must come after it in the preset
+    assert p.suites.index("lexicon3d.semantic") < p.suites.index("lexicon3d.scanrefer")

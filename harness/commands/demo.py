@@ -28,6 +28,7 @@ class DemoPreset:
     suites: tuple[str, ...] = ()  # the suites this preset evaluates (empty: every registered suite)
     random_baseline: bool = True  # also evaluate ``random:<encoder>``, the reference row of every table
     precision: str = "fp32"       # encoder autocast of the evaluations; "auto" = harness.device.fast_precision
+    why_left_out: dict = field(default_factory=dict)  # suite -> why the preset leaves it out (printed in the report)
 
 
 def _stages(batch: int, micro: int, steps: tuple[int, int, int], stage3_lr: float) -> dict:
@@ -59,19 +60,30 @@ PRESETS = {
                           # the budget buys converged heads on a few suites, not breadth: depth.kitti and
                           # seg.voc repeat what depth.nyud and seg.ade20k measure (`--suites` adds them);
                           # lexicon3d.scanqa / sqa3d separate no encoder on the world (even ground-truth object
-                          # labels barely beat the per-type floor) and vqa.* train a VLM per encoder (hours on
-                          # 2 cores): GPU suites, left out here. Measured 2026-11-27 with
-                          # lexicon3d.registration in the preset: 867 s before it and ~40 s per encoder for it,
-                          # over the 15 min budget (no encoder reaches RR@0.05 m at CPU sizes; DINOv2 beats
-                          # random-init and the identity on RTE; a features-free ICP floor beats all: its
-                          # README); lexicon3d.scanrefer needs 3 head seeds for a stable CI (~225 s for 3
-                          # encoders): did not fit either. `--suites` adds both.
+                          # labels barely beat the per-type floor; ~31-50 s CPU per encoder) and vqa.* train a
+                          # VLM per encoder (hours on 2 cores): GPU suites, left out here.
+                          # lexicon3d.registration: no encoder reaches RR@0.05 m (its primary) at CPU sizes, and
+                          # a features-free ICP floor beats every encoder (its README; ~30 s CPU per encoder):
+                          # the budget buys no signal there. lexicon3d.scanrefer (one head seed since suite v2,
+                          # ~20-25 s CPU per encoder) reads semantic's lifted features: it must come after it.
                           suites=("cls.imagenet", "depth.nyud", "seg.ade20k", "retrieval.roxford",
-                                  "retrieval.rparis", "cortexbench.metaworld", "lexicon3d.semantic"),
+                                  "retrieval.rparis", "cortexbench.metaworld", "lexicon3d.semantic",
+                                  "lexicon3d.scanrefer"),
                           # frozen features in bf16 where the CPU has bf16 kernels (AVX512-BF16/AMX; else fp32):
                           # 1.5x (224 px) to 2x (84 px) faster ViT forwards, features at cosine ~0.99998 to fp32;
                           # the runs carry the precision tag and their own cache entries
-                          precision="auto"),
+                          precision="auto",
+                          why_left_out={
+                              "lexicon3d.scanqa": "no encoder separates on the world's 14 training scenes (ground-"
+                                                  "truth object labels barely beat the per-type floor); ~30 s CPU "
+                                                  "per encoder",
+                              "lexicon3d.sqa3d": "as lexicon3d.scanqa; ~45 s CPU per encoder",
+                              "lexicon3d.registration": "no encoder reaches RR@0.05 m (its primary) at CPU sizes and "
+                                                        "a features-free ICP floor beats them all (DINOv2 beats "
+                                                        "random-init on RTE); ~30 s CPU per encoder",
+                              "depth.kitti": "repeats what depth.nyud measures", "seg.voc": "repeats seg.ade20k",
+                              **{f"vqa.{t}": "trains a VLM per encoder (hours on 2 cores; a GPU suite)"
+                                 for t in ("blink_depth_local", "spatialrgpt_qual_local", "spatialrgpt_quant_local")}}),
 }
 
 # the kind of data each stage trains on (paper §3.1 / App. A): stage 1 alignment captions, stage 2 instruction
@@ -110,6 +122,29 @@ def _boost(ws, preset: DemoPreset, data: dict[int, Path], world: Path, experimen
     return spec
 
 
+def _has_embedded_default(name: str) -> bool:
+    try:
+        return bool(SUITES.get(name).embedded_default)
+    except ImportError:
+        return False
+
+
+def left_out_notes(p: DemoPreset, preset: str) -> list[str]:
+    """Why each registered suite outside the preset is left out: the preset's own reason, 'real benchmark data
+    only' (no embedded default), or the time budget."""
+    chosen = list(p.suites) or SUITES.names()
+    left_out = [n for n in SUITES.names() if n not in chosen]
+    notes = [f"{n}: not in the `{preset}` preset: {p.why_left_out[n]}" for n in left_out if n in p.why_left_out]
+    rest = [n for n in left_out if n not in p.why_left_out]
+    if real_only := [n for n in rest if not _has_embedded_default(n)]:
+        notes.append(f"{', '.join(real_only)}: real benchmark data only (their READMEs say how to point them at "
+                     f"local copies)")
+    if rest := [n for n in rest if n not in real_only]:
+        notes.append(f"{', '.join(rest)}: not in the `{preset}` preset (time budget); add them with "
+                     f"`spatialboost demo --suites ...`")
+    return notes
+
+
 def run_demo(preset: str = "default", workspace=None, force: bool = False, suites: list[str] | None = None,
              progress: bool = True, boost: bool = True) -> int:
     from reports.build import build_report
@@ -145,10 +180,8 @@ def run_demo(preset: str = "default", workspace=None, force: bool = False, suite
             traceback.print_exc()
             failed.append(f"SpatialBoost training failed ({type(e).__name__}: {e})")
     chosen = suites or list(p.suites) or SUITES.names()
-    left_out = [n for n in SUITES.names() if n not in chosen]
-    if left_out and not suites:
-        skipped.append(f"{', '.join(left_out)}: not in the `{preset}` preset (time budget); add them with "
-                       f"`spatialboost demo --suites ...`")
+    if not suites:      # the report says why each registered suite is not in the preset
+        skipped += left_out_notes(p, preset)
     for name in chosen:
         try:
             suite_cls = SUITES.get(name)
