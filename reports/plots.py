@@ -128,9 +128,12 @@ def ablation_curve(table):
             series[-1][1].append((x, r.cells, rows[i + 1].cells))
     if not any(len(pts) >= 2 for _, pts in series):
         return None
-    fig = _figure((3.4 * len(cols), 3.0))
-    axes = fig.subplots(1, len(cols), squeeze=False)
-    for j, (ax, col) in enumerate(zip(axes[0], cols)):
+    # only the columns the experiment filled (a demo that evaluates depth only gets one panel, not empty axes)
+    keep = [j for j in range(len(cols)) if any(c[j].mean is not None for _, pts in series for _, c, _ in pts)]
+    fig = _figure((3.4 * len(keep), 3.0))
+    axes = fig.subplots(1, len(keep), squeeze=False)
+    for ax, j in zip(axes[0], keep):
+        col = cols[j]
         for base, pts in series:
             pts = [(x, c[j], d[j]) for x, c, d in sorted(pts, key=lambda p: p[0]) if c[j].mean is not None]
             if not pts:

@@ -219,3 +219,18 @@ def test_report_builds_ablation_tables_and_the_table18_plot(tmp_path):
     assert "Table 18: Data scalability (stage-3 samples) (Δ vs base" in html
     with pytest.raises(ValueError, match="table19 \\(ablations\\)|ablations"):
         build_report(uri, "abl", tmp_path / "out", tables=["table99"])
+
+
+def test_table18_plot_has_one_panel_per_filled_column(frame):
+    """A campaign that evaluates depth only gets one panel (no empty Cls / Seg axes); all columns: three."""
+    from reports.plots import ablation_curve
+    df, records = frame
+    keep = {BASE} | {f"boosted:/ws/boost/{n}/boosted" for n in CAMPAIGN["table18"]}
+    df = df[df["encoder"].isin(keep)]
+    layout = ABLATIONS["table18"]
+    full = ablation_curve(build_ablation(df, layout, REGISTERED, FakeStore(records), resamples=100))
+    depth = ablation_curve(build_ablation(df[df["suite"] == "depth.nyud"], layout, REGISTERED,
+                                          FakeStore(records), resamples=100))
+    assert len(full.axes) == 3 and len(depth.axes) == 1
+    assert depth.axes[0].get_title().startswith("Depth")
+    assert len(depth.axes[0].lines[0].get_xdata()) == 3          # 8 / 16 / 32 samples
