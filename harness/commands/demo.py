@@ -63,7 +63,7 @@ PRESETS = {
                           # labels barely beat the per-type floor; ~31-50 s CPU per encoder) and vqa.* train a
                           # VLM per encoder (hours on 2 cores): GPU suites, left out here.
                           # lexicon3d.registration: no encoder reaches RR@0.05 m (its primary) at CPU sizes, and
-                          # a features-free ICP floor beats every encoder (its README; ~30 s CPU per encoder):
+                          # a features-free ICP floor beats every encoder (its README; ~17 s per encoder):
                           # the budget buys no signal there. lexicon3d.scanrefer (one head seed since suite v2,
                           # ~20-25 s CPU per encoder) reads semantic's lifted features: it must come after it.
                           suites=("cls.imagenet", "depth.nyud", "seg.ade20k", "retrieval.roxford",
@@ -75,12 +75,12 @@ PRESETS = {
                           precision="auto",
                           why_left_out={
                               "lexicon3d.scanqa": "no encoder separates on the world's 14 training scenes (ground-"
-                                                  "truth object labels barely beat the per-type floor); ~30 s CPU "
-                                                  "per encoder",
-                              "lexicon3d.sqa3d": "as lexicon3d.scanqa; ~45 s CPU per encoder",
+                                                  "truth object labels barely beat the per-type floor); ~25 s per "
+                                                  "encoder",
+                              "lexicon3d.sqa3d": "as lexicon3d.scanqa; ~28 s per encoder",
                               "lexicon3d.registration": "no encoder reaches RR@0.05 m (its primary) at CPU sizes and "
                                                         "a features-free ICP floor beats them all (DINOv2 beats "
-                                                        "random-init on RTE); ~30 s CPU per encoder",
+                                                        "random-init on RTE); ~17 s per encoder",
                               "depth.kitti": "repeats what depth.nyud measures", "seg.voc": "repeats seg.ade20k",
                               **{f"vqa.{t}": "trains a VLM per encoder (hours on 2 cores; a GPU suite)"
                                  for t in ("blink_depth_local", "spatialrgpt_qual_local", "spatialrgpt_quant_local")}}),
