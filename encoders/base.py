@@ -7,9 +7,10 @@ each requested block, as DINOv2's ``get_intermediate_layers(norm=True)`` and tim
 DINOv2's depth heads read it (``get_intermediate_layers(norm=False)``). The final ``cls``/``patches``
 are always the normed last block. Layer indices are block indices, negative from the end (-1 = last).
 
-``final=False`` (timm's ``stop_early``) says the caller does not need the final embedding: when the last block
-is not requested, the blocks after the deepest requested one are not run and ``cls``/``patches`` are None. A frozen-feature reader of block 8 of 12 saves a
-third of the forward (the feature cache and the rollouts use it).
+``final=False`` (timm's ``stop_early``) says the caller does not need the final embedding: when the last
+block is not requested, the blocks after the deepest requested one are not run and ``cls``/``patches`` are
+None. A frozen-feature reader of block 8 of 12 saves a third of the forward (the feature cache and the
+MetaWorld rollouts use it).
 """
 from __future__ import annotations
 
@@ -156,12 +157,12 @@ def capture_blocks(blocks: nn.ModuleList, block_ids: Sequence[int], run) -> dict
     captured: dict[int, torch.Tensor] = {}
     deepest = max(block_ids)
 
-    def hook(_m, _a, out, i):
+    def hook(out, i):
         captured[i] = out[0] if isinstance(out, (tuple, list)) else out
         if i == deepest:
             raise _StopForward
 
-    handles = [blocks[i].register_forward_hook(lambda m, a, o, i=i: hook(m, a, o, i)) for i in block_ids]
+    handles = [blocks[i].register_forward_hook(lambda _m, _a, out, i=i: hook(out, i)) for i in block_ids]
     try:
         run()
     except _StopForward:
