@@ -57,7 +57,8 @@ class SpatialVLM(nn.Module):
         """[N, 3, S, S] -> projected visual tokens [N, h*w, H]."""
         out = self.encoder(pixel_values, layers=(self.feature_layer,))
         patches = out.layers[self.feature_layer].patches
-        return self.projector(patches.flatten(1, 2))
+        # a bf16-stored frozen encoder (precision=bf16 training) feeds the fp32 projector outside autocast too
+        return self.projector(patches.flatten(1, 2).to(self.projector[0].weight.dtype))
 
     def embed(self, batch: Batch) -> torch.Tensor:
         emb_layer = self.lm.get_input_embeddings()

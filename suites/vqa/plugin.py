@@ -33,8 +33,8 @@ class SpatialBoostLMM(lmms):
 
     def __init__(self, run_dir: str = "", encoder: str = "", lm: str = "builtin:smollm2-135m",
                  feature_layer: int = -1, image_size: int = 0, device: str | None = "cpu",
-                 workspace: str = "", vlm: Any = None, max_new_tokens: int = 32, batch_size: Any = 1,
-                 max_batch_size: Any = None, **unused):
+                 workspace: str = "", vlm: Any = None, max_new_tokens: int = 32, precision: str = "fp32",
+                 batch_size: Any = 1, max_batch_size: Any = None, **unused):
         super().__init__()
         if vlm is None:
             if not run_dir or not encoder:
@@ -43,6 +43,7 @@ class SpatialBoostLMM(lmms):
             vlm = load_trained_vlm(run_dir, encoder, lm, int(feature_layer), workspace or None)
         self.vlm = vlm.eval()
         self.device_ = torch.device(device or "cpu")
+        self.precision = precision        # the training's autocast (bf16-stored frozen weights need it)
         self.vlm.to(self.device_)
         info = vlm.encoder.info
         self.size = int(image_size) or int(info.image_size[0])
@@ -53,8 +54,13 @@ class SpatialBoostLMM(lmms):
         self.tpi = (self.size // info.patch_size) ** 2
 
     @classmethod
-    def from_vlm(cls, vlm, image_size: int = 0, device: str = "cpu", max_new_tokens: int = 32) -> "SpatialBoostLMM":
-        return cls(vlm=vlm, image_size=image_size, device=device, max_new_tokens=max_new_tokens)
+    def from_vlm(cls, vlm, image_size: int = 0, device: str = "cpu", max_new_tokens: int = 32,
+                 precision: str = "fp32") -> "SpatialBoostLMM":
+        return cls(vlm=vlm, image_size=image_size, device=device, max_new_tokens=max_new_tokens, precision=precision)
+
+    def autocast(self):
+        from harness.device import autocast
+        return autocast(self.device_, self.precision)
 
     # ------------------------------------------------------------------------------------------ inputs
     def pixels(self, images) -> torch.Tensor:
@@ -123,8 +129,9 @@ class SpatialBoostLMM(lmms):
             gen_kwargs = dict(gen_kwargs or {})
             until = gen_kwargs.get("until") or []
             until = [until] if isinstance(until, str) else list(until)
-            text = self.generate(ctx, self._visuals(doc_to_visual, doc_id, task, split), until,
-                                 int(gen_kwargs.get("max_new_tokens", self.max_new_tokens)))
+            with self.autocast():
+                text = self.generate(ctx, self._visuals(doc_to_visual, doc_id, task, split), until,
+                                     int(gen_kwargs.get("max_new_tokens", self.max_new_tokens)))
             res.append(text)
         return res
 
@@ -137,8 +144,9 @@ class SpatialBoostLMM(lmms):
             images = self._visuals(doc_to_visual, doc_id, task, split)
             ids = self.prompt_ids(ctx, len(images))
             cont_ids = self.tok(str(cont).strip(), add_special_tokens=False)["input_ids"]
-            emb = self.embed(ids + cont_ids, self.pixels(images))
-            logits = self.vlm.lm(inputs_embeds=emb, use_cache=False).logits[0].float()
+            with self.autocast():
+                emb = self.embed(ids + cont_ids, self.pixels(images))
+                logits = self.vlm.lm(inputs_embeds=emb, use_cache=False).logits[0].float()
             lp = torch.log_softmax(logits[len(ids) - 1:-1], -1)
             target = torch.tensor(cont_ids, device=lp.device)
             ll = float(lp.gather(1, target[:, None]).sum())

@@ -119,7 +119,8 @@ class _VQABase(Suite):
                 ctx.log_curve({f"vlm.stage{stage}.loss": float(loss)}, step)
         cls = get_model("spatialboost_vlm")
         return cls.from_vlm(vlm, image_size=self.options.image_size, device=str(ctx.device),
-                            max_new_tokens=self.options.max_new_tokens), info
+                            max_new_tokens=self.options.max_new_tokens,
+                            precision=self.recipe(ctx.precision).precision), info
 
     # ------------------------------------------------------------------------------------------- run
     def run(self, ctx: RunContext) -> SuiteResult:

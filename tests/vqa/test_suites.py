@@ -56,6 +56,17 @@ def test_local_suites_end_to_end(layout, run_ws):
     assert again.reused and again.metrics["acc"] == recs["vqa.blink_depth_local"].metrics["acc"]
 
 
+def test_bf16_trained_vlm_is_evaluated(layout, tmp_path):
+    """precision=bf16 stores the frozen encoder in bf16 and trains under autocast; the evaluation must run the
+    same way (regression: the bf16 patch tokens met the fp32 projector outside autocast)."""
+    proto = SUITES.get("vqa.blink_depth_local").demo_protocol("tiny")
+    rec = evaluate(build(EvalConfig, {"encoder": "builtin:tiny-vit", "suite": "vqa.blink_depth_local",
+                                      "data": str(layout), "workspace": str(tmp_path), "progress": False,
+                                      "precision": "bf16", "protocol": proto}))
+    assert rec.tags["precision"] == "bf16" and rec.metrics["vlm_train_s"] > 0
+    assert 1 <= rec.metrics["n"] <= 5 and 0 <= rec.metrics["acc"] <= 1
+
+
 def test_floor_is_the_train_majority(layout, tmp_path):
     from suites.vqa.suite import SpatialRGPTQualLocalSuite, VQAOptions
     from suites.vqa.tasks import GenOptions, generate, read_docs
