@@ -136,21 +136,25 @@ class SpatialBoostLMM(lmms):
         return res
 
     @torch.no_grad()
+    def continuation_loglik(self, context: str, continuation: str, images) -> tuple[float, bool]:
+        """(log-likelihood of ``continuation``'s tokens after the prompt of ``context`` + ``images``, whether
+        greedy decoding gives them): the computation behind ``loglikelihood``, callable without lmms-eval
+        (benchmarks/vqa_overhead.py times the evaluator against a loop over this)."""
+        ids = self.prompt_ids(context, len(images))
+        cont_ids = self.tok(str(continuation).strip(), add_special_tokens=False)["input_ids"]
+        with self.autocast():
+            emb = self.embed(ids + cont_ids, self.pixels(images))
+            logits = self.vlm.lm(inputs_embeds=emb, use_cache=False).logits[0].float()
+        lp = torch.log_softmax(logits[len(ids) - 1:-1], -1)
+        target = torch.tensor(cont_ids, device=lp.device)
+        return float(lp.gather(1, target[:, None]).sum()), bool((lp.argmax(-1) == target).all())
+
     def loglikelihood(self, requests: list[Instance]) -> list:
         res = []
         for ctx, cont, doc_to_visual, doc_id, task, split in [r.args for r in requests]:
             if not isinstance(cont, str):
                 cont = cont(self.task_dict[task][split][doc_id])
-            images = self._visuals(doc_to_visual, doc_id, task, split)
-            ids = self.prompt_ids(ctx, len(images))
-            cont_ids = self.tok(str(cont).strip(), add_special_tokens=False)["input_ids"]
-            with self.autocast():
-                emb = self.embed(ids + cont_ids, self.pixels(images))
-                logits = self.vlm.lm(inputs_embeds=emb, use_cache=False).logits[0].float()
-            lp = torch.log_softmax(logits[len(ids) - 1:-1], -1)
-            target = torch.tensor(cont_ids, device=lp.device)
-            ll = float(lp.gather(1, target[:, None]).sum())
-            greedy = bool((lp.argmax(-1) == target).all())
+            ll, greedy = self.continuation_loglik(ctx, cont, self._visuals(doc_to_visual, doc_id, task, split))
             res.append(GenerationResult((-ll, greedy)))
         return res
 
