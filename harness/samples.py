@@ -10,7 +10,9 @@ the same files.
 
 Reducers are named so the file says how to recompute the metric: ``mean`` (column 0), ``ratio``
 (sum of column 0 / sum of column 1), ``miou`` (columns = C intersections then C unions; nan-mean over
-classes with a union), ``gap`` (Met's global average precision from (confidence, correct, counted) rows).
+classes with a union), ``gap`` (Met's global average precision from (confidence, correct, counted) rows),
+``bleu1``..``bleu4`` (corpus BLEU-n from per-sentence (testlen, reflen, guess_1..4, correct_1..4) counts, as
+pycocoevalcap sums them: BLEU is not a mean of sentence scores, but its counts add up).
 """
 from __future__ import annotations
 
@@ -56,7 +58,24 @@ def _gap(stats: np.ndarray) -> float:
     return float((precision * correct).sum() / m)
 
 
-REDUCERS: dict[str, Callable[[np.ndarray], float]] = {"mean": _mean, "ratio": _ratio, "miou": _miou, "gap": _gap}
+def bleu_from_sums(sums: np.ndarray, n: int) -> np.ndarray:
+    """Corpus BLEU-n of pycocoevalcap's ``BleuScorer`` (its smoothing constants; brevity penalty on the summed
+    lengths; reflen per sentence = the closest reference length) from column sums [..., 10] of rows
+    (testlen, reflen, guess_1..4, correct_1..4): vectorised over leading axes (bootstrap draws)."""
+    sums = np.asarray(sums, np.float64)
+    testlen, reflen = sums[..., 0], sums[..., 1]
+    guess, correct = sums[..., 2:2 + n], sums[..., 6:6 + n]
+    bleu = np.prod((correct + 1e-15) / (guess + 1e-9), -1) ** (1.0 / n)
+    ratio = (testlen + 1e-15) / (reflen + 1e-9)
+    return np.where(ratio < 1, bleu * np.exp(1 - 1 / np.maximum(ratio, 1e-300)), bleu)
+
+
+def _bleu(n: int) -> Callable[[np.ndarray], float]:
+    return lambda stats: float(bleu_from_sums(stats.sum(0), n)) if len(stats) else float("nan")
+
+
+REDUCERS: dict[str, Callable[[np.ndarray], float]] = {"mean": _mean, "ratio": _ratio, "miou": _miou, "gap": _gap,
+                                                      **{f"bleu{n}": _bleu(n) for n in range(1, 5)}}
 
 
 @dataclass

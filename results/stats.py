@@ -18,7 +18,7 @@ from typing import Sequence
 
 import numpy as np
 
-from harness.samples import PerSample
+from harness.samples import PerSample, bleu_from_sums
 
 BLOCK_CELLS = 4_000_000      # resamples x samples per block of counts (32 MB of float64)
 
@@ -50,18 +50,22 @@ def _counts(rng: np.random.Generator, rows: int, n: int) -> np.ndarray:
 
 
 def _reduce_sums(ps: PerSample, sums: np.ndarray, n: int) -> np.ndarray:
-    """The metric of each draw from its column sums [R, K] (mean, ratio, miou reducers)."""
+    """The metric of each draw from its column sums [R, K] (mean, ratio, miou, bleuN reducers)."""
     with np.errstate(invalid="ignore", divide="ignore"):
         if ps.reduce == "mean":
             out = sums[:, 0] / n
         elif ps.reduce == "ratio":
             out = np.where(sums[:, 1] > 0, sums[:, 0] / sums[:, 1], np.nan)
-        else:  # miou
+        elif ps.reduce.startswith("bleu"):
+            out = bleu_from_sums(sums, int(ps.reduce[4:]))
+        elif ps.reduce == "miou":
             c = sums.shape[1] // 2
             inter, union = sums[:, :c], sums[:, c:]
             iou = np.where(union > 0, inter / np.where(union > 0, union, 1), np.nan)
             present = (union > 0).sum(1)
             out = np.where(present > 0, np.nansum(iou, 1) / np.maximum(present, 1), np.nan)
+        else:
+            raise ValueError(f"reducer '{ps.reduce}' has no column-sum form")
     return out * ps.scale
 
 

@@ -38,6 +38,8 @@ from suites.lexicon3d.language.scenes import scannet_root
 from suites.lexicon3d.scannet import ScanNetData
 
 QTYPES = ("What", "Is", "How", "Can", "Which", "Others")
+BLEU_COLUMNS = ("testlen", "reflen", "guess1", "guess2", "guess3", "guess4",
+                "correct1", "correct2", "correct3", "correct4")
 CAPTION = ("bleu1", "bleu2", "bleu3", "bleu4", "meteor", "rouge_l", "cider")
 
 
@@ -329,8 +331,9 @@ class _QABase(Suite):
         per_sample["em1"] = PerSample(ids, em[:, None], reduce="mean", scale=100.0)
         cap, per, missing = caption_scores(preds, [q.answers for q in val], meteor=meteor)
         metrics.update(cap)
-        for k, v in per.items():
-            per_sample[k] = PerSample(ids, v[:, None] / 100.0, reduce="mean", scale=100.0)
+        for k, (stats, reduce) in per.items():
+            per_sample[k] = PerSample(ids, stats / 100.0 if reduce == "mean" else stats, reduce=reduce, scale=100.0,
+                                      columns=BLEU_COLUMNS if reduce.startswith("bleu") else (k,))
         # floors (no scene): the majority fitting answer of the question's type, overall, to the same text
         top = Counter(q.answers[0] for q in fit).most_common(1)[0][0]
         by_q: dict[str, Counter] = {}

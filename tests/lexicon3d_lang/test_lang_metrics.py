@@ -112,7 +112,31 @@ def test_bleu1_and_em_by_hand(preds, refs):
     s, per, missing = caption_scores(preds, refs, meteor=False)
     assert s["bleu1"] == pytest.approx(_bleu1_by_hand(preds, refs), abs=1e-4)
     assert missing == {"meteor": "disabled (protocol.meteor=false)"}
-    assert s["rouge_l"] == pytest.approx(per["rouge_l"].mean()) and s["cider"] == pytest.approx(per["cider"].mean())
+    for m in ("rouge_l", "cider"):
+        stats, reduce = per[m]
+        assert reduce == "mean" and s[m] == pytest.approx(stats[:, 0].mean())
+    from harness.samples import REDUCERS
+    for n in (1, 2, 3, 4):               # per-sentence counts add up to the corpus BLEU-n
+        stats, reduce = per[f"bleu{n}"]
+        assert reduce == f"bleu{n}" and 100 * REDUCERS[reduce](stats) == pytest.approx(s[f"bleu{n}"], rel=1e-9)
+    assert 100 * REDUCERS["bleu1"](per["bleu1"][0]) == pytest.approx(_bleu1_by_hand(preds, refs), abs=1e-4)
+
+
+def test_bleu_rows_rescore_any_subset_like_pycocoevalcap():
+    """What the bootstrap does: the rows of a subset of sentences reduce to pycocoevalcap's BLEU of that subset
+    (brevity penalty included: the subset's hypotheses are shorter than their references)."""
+    from pycocoevalcap.bleu.bleu import Bleu
+    from harness.samples import REDUCERS
+    preds = ["a red chair on the left", "two", "the table", "lamp", "the big brown sofa near the wall"]
+    refs = [["red chair", "the chair on the left"], ["two"], ["a lamp"], ["the lamp"], ["brown sofa", "a sofa"]]
+    _, per, _ = caption_scores(preds, refs, meteor=False)
+    for subset in ([0, 1], [1, 2, 3], [0, 0, 4], [3]):
+        gts = {k: [r for r in refs[i]] for k, i in enumerate(subset)}
+        res = {k: [preds[i].lower()] for k, i in enumerate(subset)}
+        b, _ = Bleu(4).compute_score(gts, res, verbose=0)
+        for n in (1, 2, 3, 4):
+            stats, reduce = per[f"bleu{n}"]
+            assert REDUCERS[reduce](stats[subset]) == pytest.approx(b[n - 1], rel=1e-9, abs=1e-12)
 
 
 def test_against_pycocoevalcap_directly():

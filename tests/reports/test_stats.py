@@ -51,7 +51,7 @@ def test_seeded_and_reproducible():
     assert delta_ci(a, b, seed=7) != delta_ci(a, b, seed=8)
 
 
-@pytest.mark.parametrize("reduce", ["ratio", "miou", "gap"])
+@pytest.mark.parametrize("reduce", ["ratio", "miou", "gap", "bleu1", "bleu4"])
 def test_block_draws_equal_per_draw_reductions(reduce):
     """The vectorised draws (counts @ stats) reduce each draw exactly as PerSample.value does."""
     rng = np.random.default_rng(5)
@@ -61,6 +61,10 @@ def test_block_draws_equal_per_draw_reductions(reduce):
     elif reduce == "miou":
         inter = rng.integers(0, 10, (n, 4))
         st = np.c_[inter, inter + rng.integers(0, 10, (n, 4))]
+    elif reduce.startswith("bleu"):        # (testlen, reflen, guess_1..4, correct_1..4) of real-looking sentences
+        testlen = rng.integers(1, 8, n)
+        guess = np.stack([np.maximum(0, testlen - k) for k in range(4)], 1)
+        st = np.c_[testlen, testlen + rng.integers(-1, 4, n), guess, (guess * rng.random((n, 4))).round()]
     else:
         st = np.c_[rng.random(n), rng.integers(0, 2, n), np.ones(n)]
     ps = PerSample(_ids(n), st, reduce=reduce, scale=100)

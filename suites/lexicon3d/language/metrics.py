@@ -6,8 +6,10 @@ and 3D-LLM's evaluation do instead of the Java PTB tokenizer; numerals 0-20 spel
 is cut at its first line break (heads/qformer.py). EM@1 = the greedy answer equals one of the
 reference answers after normalisation. METEOR runs pycocoevalcap's ``meteor-1.5.jar`` and needs a Java
 runtime: without ``java`` on PATH it is left out (``missing`` names the reason), never reported as 0.
-Per-sample rows exist for the metrics that are means over questions (EM@1, ROUGE-L, CIDEr); BLEU and
-METEOR are corpus statistics (brevity penalty, aggregated fragmentation), so they have none.
+Per-sample rows exist for the metrics that are means over questions (EM@1, ROUGE-L, CIDEr) and for BLEU-n,
+a corpus statistic whose per-sentence n-gram and length counts add up (harness/samples.py's ``bleuN``
+reducers; the rows are pycocoevalcap's own ``cook_test`` counts). METEOR (aggregated fragmentation from the
+Java scorer) has none.
 """
 from __future__ import annotations
 
@@ -34,7 +36,9 @@ def exact_match(pred: str, answers: list[str]) -> float:
 
 
 def caption_scores(preds: list[str], refs: list[list[str]], meteor: bool = True) -> tuple[dict, dict, dict]:
-    """(corpus scores %, per-sample scores % {metric: [n]}, missing {metric: reason})."""
+    """(corpus scores %, per-sample rows {metric: (stats [n, k], reducer)}, missing {metric: reason}). ``mean``
+    rows are sentence scores in %; ``bleuN`` rows are counts that reduce to the corpus score / 100
+    (``harness.samples.REDUCERS``)."""
     try:
         from pycocoevalcap.bleu.bleu import Bleu
         from pycocoevalcap.cider.cider import Cider
@@ -48,13 +52,15 @@ def caption_scores(preds: list[str], refs: list[list[str]], meteor: bool = True)
     scores, per, missing = {}, {}, {}
     if not preds:
         return scores, per, {"all": "no predictions"}
-    b, bs = Bleu(4).compute_score(gts, res, verbose=0)
+    b, _ = Bleu(4).compute_score(gts, res, verbose=0)
+    counts = bleu_counts(gts, res)
     for n in range(4):
         scores[f"bleu{n + 1}"] = 100.0 * float(b[n])
+        per[f"bleu{n + 1}"] = (counts, f"bleu{n + 1}")
     r, rs = Rouge().compute_score(gts, res)
-    scores["rouge_l"], per["rouge_l"] = 100.0 * float(r), 100.0 * np.asarray(rs, np.float64)
+    scores["rouge_l"], per["rouge_l"] = 100.0 * float(r), (100.0 * np.asarray(rs, np.float64)[:, None], "mean")
     c, cs = Cider().compute_score(gts, res)
-    scores["cider"], per["cider"] = 100.0 * float(c), 100.0 * np.asarray(cs, np.float64)
+    scores["cider"], per["cider"] = 100.0 * float(c), (100.0 * np.asarray(cs, np.float64)[:, None], "mean")
     if not meteor:
         missing["meteor"] = "disabled (protocol.meteor=false)"
     elif shutil.which("java") is None:
@@ -62,6 +68,17 @@ def caption_scores(preds: list[str], refs: list[list[str]], meteor: bool = True)
     else:
         scores["meteor"] = 100.0 * _meteor(gts, res)
     return scores, per, missing
+
+
+def bleu_counts(gts: dict, res: dict) -> np.ndarray:
+    """Per-sentence BLEU counts [n, 10] = (testlen, closest reflen, guess_1..4, correct_1..4), from
+    pycocoevalcap's ``cook_refs`` / ``cook_test`` (what its ``Bleu`` sums), in ``res``'s key order."""
+    from pycocoevalcap.bleu.bleu_scorer import cook_refs, cook_test
+    rows = []
+    for i in res:
+        c = cook_test(res[i][0], cook_refs(gts[i], n=4), eff="closest", n=4)
+        rows.append([c["testlen"], c["reflen"], *c["guess"], *c["correct"]])
+    return np.asarray(rows, np.float64).reshape(-1, 10)
 
 
 def _meteor(gts, res) -> float:
