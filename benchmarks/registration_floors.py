@@ -5,7 +5,7 @@ overlap points only (what a perfect overlap prediction would buy ICP), and Kabsc
 neighbours (cosine). Reads one lifted entry of the derived cache (a folder ``<cache>/derived/<key>``, written
 by any Lexicon3D run).
 
-    python benchmarks/registration_floors.py WORKSPACE/cache/derived/<key> [num_points=256] [max_rotation_deg=15]
+    python benchmarks/registration_floors.py WORKSPACE/cache/derived/<key> [num_points=256] [max_rotation_deg=180]
 """
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ def open_lifted(folder: Path) -> Lifted:
 def main(folder: str, *overrides: str) -> None:
     from scipy.spatial import cKDTree
     kv = {k: float(v) for k, v in (o.split("=", 1) for o in overrides)}
-    o = RegistrationOptions(num_points=int(kv.get("num_points", 256)), max_rotation_deg=kv.get("max_rotation_deg", 15.0),
+    o = RegistrationOptions(num_points=int(kv.get("num_points", 256)), max_rotation_deg=kv.get("max_rotation_deg", 180.0),
                             pairs_per_scene=int(kv.get("pairs_per_scene", 8)))
     lifted = open_lifted(Path(folder))
     _, _, val = split_scenes(lifted, o.holdout_fraction)

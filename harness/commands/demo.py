@@ -61,10 +61,9 @@ PRESETS = {
                           # seg.voc repeat what depth.nyud and seg.ade20k measure (`--suites` adds them);
                           # lexicon3d.scanqa / sqa3d separate no encoder on the world (even ground-truth object
                           # labels barely beat the per-type floor; ~31-50 s CPU per encoder) and vqa.* train a
-                          # VLM per encoder (hours on 2 cores): GPU suites, left out here.
-                          # lexicon3d.registration: no encoder reaches RR@0.05 m (its primary) at CPU sizes, and
-                          # a features-free ICP floor beats every encoder (its README; ~17 s per encoder):
-                          # the budget buys no signal there. lexicon3d.scanrefer (one head seed since suite v2,
+                          # VLM per encoder (15 min each on 2 cores, answering at the floor): GPU suites.
+                          # lexicon3d.registration: no encoder (nor ICP) reaches RR@0.05 m (its primary) at CPU
+                          # sizes (its README; ~25 s per encoder): the budget buys no signal on the primary. lexicon3d.scanrefer (one head seed since suite v2,
                           # ~20-25 s CPU per encoder) reads semantic's lifted features: it must come after it.
                           suites=("cls.imagenet", "depth.nyud", "seg.ade20k", "retrieval.roxford",
                                   "retrieval.rparis", "cortexbench.metaworld", "lexicon3d.semantic",
@@ -78,11 +77,12 @@ PRESETS = {
                                                   "truth object labels barely beat the per-type floor); ~25 s per "
                                                   "encoder",
                               "lexicon3d.sqa3d": "as lexicon3d.scanqa; ~28 s per encoder",
-                              "lexicon3d.registration": "no encoder reaches RR@0.05 m (its primary) at CPU sizes and "
-                                                        "a features-free ICP floor beats them all (DINOv2 beats "
-                                                        "random-init on RTE); ~17 s per encoder",
+                              "lexicon3d.registration": "no encoder reaches RR@0.05 m (its primary) at CPU sizes, "
+                                                        "nor does ICP (DINOv2 beats random-init and the identity "
+                                                        "on RTE / RRE); ~25 s per encoder",
                               "depth.kitti": "repeats what depth.nyud measures", "seg.voc": "repeats seg.ade20k",
-                              **{f"vqa.{t}": "trains a VLM per encoder (hours on 2 cores; a GPU suite)"
+                              **{f"vqa.{t}": "trains a VLM per encoder (15 min on 2 cores) that answers at the "
+                                             "floor for every encoder at that size (a GPU suite)"
                                  for t in ("blink_depth_local", "spatialrgpt_qual_local", "spatialrgpt_quant_local")}}),
 }
 
