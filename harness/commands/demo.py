@@ -62,12 +62,12 @@ PRESETS = {
                           # lexicon3d.scanqa / sqa3d separate no encoder on the world (even ground-truth object
                           # labels barely beat the per-type floor; ~31-50 s CPU per encoder) and vqa.* train a
                           # VLM per encoder (15 min each on 2 cores, answering at the floor): GPU suites.
-                          # lexicon3d.registration: no encoder (nor ICP) reaches RR@0.05 m (its primary) at CPU
-                          # sizes (its README; ~25 s per encoder): the budget buys no signal on the primary. lexicon3d.scanrefer (one head seed since suite v2,
+                          # lexicon3d.registration (paper's motion since round 6, primary RTE since v4; RR@0.05 m
+                          # is 0 for every encoder at CPU sizes) reuses semantic's lifted features. lexicon3d.scanrefer (one head seed since suite v2,
                           # ~20-25 s CPU per encoder) reads semantic's lifted features: it must come after it.
                           suites=("cls.imagenet", "depth.nyud", "seg.ade20k", "retrieval.roxford",
                                   "retrieval.rparis", "cortexbench.metaworld", "lexicon3d.semantic",
-                                  "lexicon3d.scanrefer"),
+                                  "lexicon3d.scanrefer", "lexicon3d.registration"),
                           # frozen features in bf16 where the CPU has bf16 kernels (AVX512-BF16/AMX; else fp32):
                           # 1.5x (224 px) to 2x (84 px) faster ViT forwards, features at cosine ~0.99998 to fp32;
                           # the runs carry the precision tag and their own cache entries
@@ -77,9 +77,6 @@ PRESETS = {
                                                   "truth object labels barely beat the per-type floor); ~25 s per "
                                                   "encoder",
                               "lexicon3d.sqa3d": "as lexicon3d.scanqa; ~28 s per encoder",
-                              "lexicon3d.registration": "no encoder reaches RR@0.05 m (its primary) at CPU sizes, "
-                                                        "nor does ICP (DINOv2 beats random-init and the identity "
-                                                        "on RTE / RRE); ~25 s per encoder",
                               "depth.kitti": "repeats what depth.nyud measures", "seg.voc": "repeats seg.ade20k",
                               **{f"vqa.{t}": "trains a VLM per encoder (15 min on 2 cores) that answers at the "
                                              "floor for every encoder at that size (a GPU suite)"
