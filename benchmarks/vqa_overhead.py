@@ -3,11 +3,10 @@
 same scoring method (``SpatialBoostLMM.continuation_loglik``) on the same trained VLM. Both must give the same
 accuracy; the ratio of their wall times is the overhead (issue goal: under 1.2x).
 
-    python benchmarks/vqa_overhead.py --run-dir WS/vqa/vlm/<key> --encoder builtin:dinov2-s14-focus \\
-        --data WS/data/vqa-<...> --image-size 112 --feature-layer -2 --precision bf16 --limit 64
+    python benchmarks/vqa_overhead.py --run-dir WS/vqa/vlm/<key> --data WS/data/vqa-<...> --limit 64
 
 ``--run-dir`` is a finished VLM of the VLM cache (``<workspace>/vqa/vlm/<key>``, its ``pipeline.json`` names
-the encoder, LM, feature layer, image size and precision it was trained with); ``--data`` the generated task
+the encoder, LM, feature layer, image size and precision it was trained with; the VLM is evaluated that way); ``--data`` the generated task
 folder (``<workspace>/data/vqa-*`` holding ``blink_depth_local.jsonl``). Each path is timed twice, in
 alternating order, after one untimed warm-up document; the best of the two is reported.
 """

@@ -67,7 +67,7 @@ def bleu_from_sums(sums: np.ndarray, n: int) -> np.ndarray:
     guess, correct = sums[..., 2:2 + n], sums[..., 6:6 + n]
     bleu = np.prod((correct + 1e-15) / (guess + 1e-9), -1) ** (1.0 / n)
     ratio = (testlen + 1e-15) / (reflen + 1e-9)
-    return np.where(ratio < 1, bleu * np.exp(1 - 1 / np.maximum(ratio, 1e-300)), bleu)
+    return np.where(ratio < 1, bleu * np.exp(1 - 1 / ratio), bleu)   # ratio > 0: the smoothing keeps it off 0
 
 
 def _bleu(n: int) -> Callable[[np.ndarray], float]:

@@ -62,9 +62,9 @@ PRESETS = {
                           # lexicon3d.scanqa / sqa3d separate no encoder on the world (even ground-truth object
                           # labels barely beat the per-type floor; ~31-50 s CPU per encoder) and vqa.* train a
                           # VLM per encoder (15 min each on 2 cores, answering at the floor): GPU suites.
-                          # lexicon3d.registration (paper's motion since round 6, primary RTE since v4; RR@0.05 m
-                          # is 0 for every encoder at CPU sizes) reuses semantic's lifted features. lexicon3d.scanrefer (one head seed since suite v2,
-                          # ~20-25 s CPU per encoder) reads semantic's lifted features: it must come after it.
+                          # lexicon3d.scanrefer (one head seed since suite v2) and lexicon3d.registration (the
+                          # paper's motion, primary RTE since v4; RR@0.05 m is 0 for every encoder at CPU sizes)
+                          # read semantic's lifted features: they must come after it.
                           suites=("cls.imagenet", "depth.nyud", "seg.ade20k", "retrieval.roxford",
                                   "retrieval.rparis", "cortexbench.metaworld", "lexicon3d.semantic",
                                   "lexicon3d.scanrefer", "lexicon3d.registration"),

@@ -33,13 +33,11 @@ from suites.lexicon3d.common import LiftOptions, resolve_layer
 from suites.lexicon3d.features import lifted_features
 from suites.lexicon3d.language.annotations import find
 from suites.lexicon3d.language.common import default_root, fingerprint, read_split, scene_objects, split_names
-from suites.lexicon3d.language.metrics import caption_scores, exact_match
+from suites.lexicon3d.language.metrics import BLEU_COLUMNS, caption_scores, exact_match
 from suites.lexicon3d.language.scenes import scannet_root
 from suites.lexicon3d.scannet import ScanNetData
 
 QTYPES = ("What", "Is", "How", "Can", "Which", "Others")
-BLEU_COLUMNS = ("testlen", "reflen", "guess1", "guess2", "guess3", "guess4",
-                "correct1", "correct2", "correct3", "correct4")
 CAPTION = ("bleu1", "bleu2", "bleu3", "bleu4", "meteor", "rouge_l", "cider")
 
 

@@ -70,8 +70,12 @@ def caption_scores(preds: list[str], refs: list[list[str]], meteor: bool = True)
     return scores, per, missing
 
 
+BLEU_COLUMNS = ("testlen", "reflen", "guess1", "guess2", "guess3", "guess4",
+                "correct1", "correct2", "correct3", "correct4")
+
+
 def bleu_counts(gts: dict, res: dict) -> np.ndarray:
-    """Per-sentence BLEU counts [n, 10] = (testlen, closest reflen, guess_1..4, correct_1..4), from
+    """Per-sentence BLEU counts [n, 10] (``BLEU_COLUMNS``: testlen, closest reflen, guess_1..4, correct_1..4), from
     pycocoevalcap's ``cook_refs`` / ``cook_test`` (what its ``Bleu`` sums), in ``res``'s key order."""
     from pycocoevalcap.bleu.bleu_scorer import cook_refs, cook_test
     rows = []
