@@ -1,6 +1,6 @@
 """lmms-eval's overhead on a local multiple-choice task: its evaluator (in-process, through the
 ``spatialboost_vlm`` plugin, as ``vqa.*`` runs it) against a plain loop over the same documents that calls the
-same scoring method (``SpatialBoostLMM.continuation_loglik``) on the same trained VLM. Both must give the same
+same scoring method (``VLMRunner.score_local`` -> ``continuation_loglik``) on the same trained VLM. Both must give the same
 accuracy; the ratio of their wall times is the overhead (issue goal: under 1.2x).
 
     python benchmarks/vqa_overhead.py --run-dir WS/vqa/vlm/<key> --data WS/data/vqa-<...> --limit 64
@@ -43,12 +43,7 @@ def main(argv=None) -> int:
     docs = [json.loads(x) for x in (args.data / f"{args.task}.jsonl").read_text().splitlines()][: args.limit]
 
     def own_loop(ds):
-        correct = []
-        for d in ds:
-            images = fns["doc_to_visual"](d)
-            nll = [-model.continuation_loglik(fns["doc_to_text"](d), " " + c, images)[0]
-                   for c in fns["doc_to_choice"](d)]
-            correct.append(float(min(range(len(nll)), key=nll.__getitem__) == fns["doc_to_target"](d)))
+        correct = [model.score_local(d, fns, "choice") for d in ds]
         return sum(correct) / len(correct)
 
     with tempfile.TemporaryDirectory(prefix="vqa-overhead-") as tmp:

@@ -172,51 +172,79 @@ def caption(rec, opts: GenOptions) -> str:
     return "A room with " + ", ".join(f"a {o['category']}" for o in vis) + ", from left to right."
 
 
-def generate(ann_root: Path, out: Path, opts: GenOptions = GenOptions()) -> Path:
+def _view_docs(ann_root: Path, images: Path, rec: dict, opts: GenOptions) -> tuple[dict | None, list]:
+    """One view's (stage-1 caption record or None, [(task, doc)]), its images written into ``images``."""
+    split = rec.get("split", "train")
+    rgb = _load(ann_root, rec["rgb"], "image")
+    depth = _load(ann_root, rec["depth"], "depth map").astype(np.float64) / float(rec.get("depth_scale", 1000))
+    stem = rec["id"].replace("/", "_")
+    cap, docs = None, []
+    if split == "train":
+        _draw(rgb).save(images / f"{stem}.png")
+        cap = {"id": rec["id"], "image": f"../images/{stem}.png", "conversations": [
+            {"from": "human", "value": "<image>\nDescribe the image briefly."},
+            {"from": "gpt", "value": caption(rec, opts)}]}
+    for k, q in enumerate(depth_questions(rec, depth, opts)):
+        name = f"{stem}_d{k}.png"
+        _draw(rgb, points=[tuple(p) for p in q["points"]]).save(images / name)
+        docs.append(("blink_depth_local", {
+            "id": f"{rec['id']}#d{k}", "image": f"images/{name}", "question": DEPTH_TEXT, "choices": ["(A)", "(B)"],
+            "answer_index": q["answer_index"], "answer": ["(A)", "(B)"][q["answer_index"]], "kind": "choice",
+            "qtype": "depth", "points_yx": q["points"], "depths_m": q["depths"]}))
+    for k, q in enumerate(object_questions(rec, opts)):
+        name = f"{stem}_o{k}.png"
+        _draw(rgb, boxes=q["boxes"]).save(images / name)
+        if q["qual"]:
+            qt, ans = q["qual"]
+            text, tmpl = QUAL_TEXT[qt]
+            docs.append(("spatialrgpt_qual_local", {
+                "id": f"{rec['id']}#q{k}", "image": f"images/{name}", "question": text, "answer": tmpl.format(ans),
+                "target": ans, "options": list(QUAL_OPTIONS[qt]), "kind": "qualitative", "qtype": qt}))
+        qt, val = q["quant"]
+        docs.append(("spatialrgpt_quant_local", {
+            "id": f"{rec['id']}#n{k}", "image": f"images/{name}", "question": QUANT_TEXT[qt], "answer": _fmt_m(val),
+            "target_value": val, "kind": "quantitative", "qtype": qt}))
+    return cap, docs
+
+
+def _view_docs_star(args):
+    return _view_docs(*args)
+
+
+def default_workers() -> int:
+    import os
+    return max(1, min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
+
+
+def generate(ann_root: Path, out: Path, opts: GenOptions = GenOptions(), workers: int | None = None) -> Path:
     """Write ``out/{task}.jsonl`` (val views), ``out/train/stage{1,2}.jsonl`` (train views) and ``out/images/``;
-    atomic (a finished folder is reused)."""
+    atomic (a finished folder is reused). Views are drawn in ``workers`` processes (default: up to 8 cores);
+    the output does not depend on ``workers`` (each view's questions are seeded by its id, order is kept)."""
     ann_root, out = Path(ann_root), Path(out)
     if (out / "done.json").is_file():
         return out
     recs = read_annotations(ann_root)
+    workers = default_workers() if workers is None else max(1, int(workers))
     with atomic_dir(out, replace=True) as tmp:
         (tmp / "images").mkdir()
         (tmp / "train").mkdir()
         docs = {t: [] for t in TASKS}
         train_docs = {t: [] for t in TASKS}
         stage1, stage2 = [], []
-        for rec in recs:
+        jobs = [(ann_root, tmp / "images", rec, opts) for rec in recs]
+        if workers > 1 and len(recs) > 1:
+            import multiprocessing as mp
+            from concurrent.futures import ProcessPoolExecutor
+            with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
+                views = list(pool.map(_view_docs_star, jobs, chunksize=max(1, len(jobs) // (4 * workers))))
+        else:
+            views = [_view_docs(*j) for j in jobs]
+        for rec, (cap, view_docs) in zip(recs, views):
             split = rec.get("split", "train")
-            rgb = _load(ann_root, rec["rgb"], "image")
-            depth = _load(ann_root, rec["depth"], "depth map").astype(np.float64) / float(rec.get("depth_scale", 1000))
-            stem = rec["id"].replace("/", "_")
-            if split == "train":
-                _draw(rgb).save(tmp / "images" / f"{stem}.png")
-                stage1.append({"id": rec["id"], "image": f"../images/{stem}.png", "conversations": [
-                    {"from": "human", "value": "<image>\nDescribe the image briefly."},
-                    {"from": "gpt", "value": caption(rec, opts)}]})
-            for k, q in enumerate(depth_questions(rec, depth, opts)):
-                name = f"{stem}_d{k}.png"
-                _draw(rgb, points=[tuple(p) for p in q["points"]]).save(tmp / "images" / name)
-                doc = {"id": f"{rec['id']}#d{k}", "image": f"images/{name}", "question": DEPTH_TEXT,
-                       "choices": ["(A)", "(B)"], "answer_index": q["answer_index"],
-                       "answer": ["(A)", "(B)"][q["answer_index"]], "kind": "choice", "qtype": "depth",
-                       "points_yx": q["points"], "depths_m": q["depths"]}
-                _route(doc, split, docs, train_docs, "blink_depth_local", stage2)
-            for k, q in enumerate(object_questions(rec, opts)):
-                name = f"{stem}_o{k}.png"
-                _draw(rgb, boxes=q["boxes"]).save(tmp / "images" / name)
-                if q["qual"]:
-                    qt, ans = q["qual"]
-                    text, tmpl = QUAL_TEXT[qt]
-                    doc = {"id": f"{rec['id']}#q{k}", "image": f"images/{name}", "question": text,
-                           "answer": tmpl.format(ans), "target": ans, "options": list(QUAL_OPTIONS[qt]),
-                           "kind": "qualitative", "qtype": qt}
-                    _route(doc, split, docs, train_docs, "spatialrgpt_qual_local", stage2)
-                qt, val = q["quant"]
-                doc = {"id": f"{rec['id']}#n{k}", "image": f"images/{name}", "question": QUANT_TEXT[qt],
-                       "answer": _fmt_m(val), "target_value": val, "kind": "quantitative", "qtype": qt}
-                _route(doc, split, docs, train_docs, "spatialrgpt_quant_local", stage2)
+            if cap is not None:
+                stage1.append(cap)
+            for task, doc in view_docs:
+                _route(doc, split, docs, train_docs, task, stage2)
         for t, ds in docs.items():
             if not ds:
                 raise VQADataError(f"{ann_root}: no val-split views give a '{t}' question")

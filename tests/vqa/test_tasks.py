@@ -13,7 +13,8 @@ from suites.vqa.tasks import TASKS, GenOptions, VQADataError, generate, read_doc
 
 @pytest.fixture(scope="module")
 def generated(layout, tmp_path_factory):
-    return generate(layout, tmp_path_factory.mktemp("gen") / "vqa", GenOptions(depth_pairs=4, object_pairs=2))
+    return generate(layout, tmp_path_factory.mktemp("gen") / "vqa", GenOptions(depth_pairs=4, object_pairs=2),
+                    workers=2)
 
 
 def test_depth_answers_follow_the_depth_map(generated, layout):
@@ -51,10 +52,14 @@ def test_relations_and_quantities(generated):
     assert all(c["conversations"][0]["value"].startswith("<image>\n") for c in conv)
 
 
-def test_ids_are_stable(generated, layout, tmp_path):
-    again = generate(layout, tmp_path / "again", GenOptions(depth_pairs=4, object_pairs=2))
+def test_ids_are_stable_and_independent_of_workers(generated, layout, tmp_path):
+    again = generate(layout, tmp_path / "again", GenOptions(depth_pairs=4, object_pairs=2), workers=1)
     for t in TASKS:
         assert [d["id"] for d in read_docs(again / f"{t}.jsonl")] == [d["id"] for d in read_docs(generated / f"{t}.jsonl")]
+    files = sorted(p.relative_to(generated) for p in generated.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(again) for p in again.rglob("*") if p.is_file())
+    for f in files:                      # two processes and one write the same bytes, in the same order
+        assert (generated / f).read_bytes() == (again / f).read_bytes(), f
 
 
 def test_missing_dataset_and_unknown_task_are_clear(generated, tmp_path):
