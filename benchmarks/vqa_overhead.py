@@ -1,14 +1,14 @@
 """lmms-eval's overhead on a local multiple-choice task: its evaluator (in-process, through the
 ``spatialboost_vlm`` plugin, as ``vqa.*`` runs it) against a plain loop over the same documents that calls the
-same scoring method (``VLMRunner.score_local`` -> ``continuation_loglik``) on the same trained VLM. Both must give the same
-accuracy; the ratio of their wall times is the overhead (issue goal: under 1.2x).
+same scoring method (``VLMRunner.score_local`` -> ``continuation_loglik``) on the same trained VLM. Both must
+give the same accuracy; the ratio of their wall times is the overhead (issue goal: under 1.2x).
 
     python benchmarks/vqa_overhead.py --run-dir WS/vqa/vlm/<key> --data WS/data/vqa-<...> --limit 64
 
 ``--run-dir`` is a finished VLM of the VLM cache (``<workspace>/vqa/vlm/<key>``, its ``pipeline.json`` names
-the encoder, LM, feature layer, image size and precision it was trained with; the VLM is evaluated that way); ``--data`` the generated task
-folder (``<workspace>/data/vqa-*`` holding ``blink_depth_local.jsonl``). Each path is timed twice, in
-alternating order, after one untimed warm-up document; the best of the two is reported.
+the encoder, LM, feature layer, image size and precision it was trained with; the VLM is evaluated that way);
+``--data`` the generated task folder (``<workspace>/data/vqa-*`` holding ``blink_depth_local.jsonl``). Each path
+is timed twice, in alternating order, after one untimed warm-up document; the best of the two is reported.
 """
 from __future__ import annotations
 
@@ -24,7 +24,8 @@ def main(argv=None) -> int:
     ap.add_argument("--run-dir", required=True, type=Path, help="finished VLM folder (<workspace>/vqa/vlm/<key>)")
     ap.add_argument("--data", required=True, type=Path, help="task folder holding blink_depth_local.jsonl")
     ap.add_argument("--encoder", default="", help="encoder spec (default: the one in pipeline.json)")
-    ap.add_argument("--workspace", default="", help="workspace the encoder / LM resolve in (default: from pipeline.json)")
+    ap.add_argument("--workspace", default="",
+                    help="workspace the encoder / LM resolve in (default: from pipeline.json)")
     ap.add_argument("--limit", type=int, default=64, help="documents scored (default 64)")
     ap.add_argument("--task", default="blink_depth_local")
     args = ap.parse_args(argv)

@@ -20,6 +20,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -45,7 +46,11 @@ class VQAOptions:
     stage2_steps: int = field(0, min=0, help="stage-2 optimiser steps (0 = one epoch, the paper)")
     stage2_batch: int = field(128, min=1, help="stage-2 global batch (paper: 128)")
     stage2_lr: float = field(2e-5, min=0, min_open=True, help="stage-2 peak lr (LLaVA-1.5: 2e-5)")
-    micro_batch: int = field(4, min=1, help="samples per forward (gradient accumulation fills the batch)")
+    micro_batch: int = field(4, min=1, help="samples per forward (gradient accumulation fills the batch; on a GPU "
+                             "set it to the batch: small micro-batches leave it waiting on Python)")
+    grad_checkpointing: Literal["auto", "on", "off"] = field("auto", hash=False,
+                                    help="LM activation checkpointing in VLM training (speed/memory only): auto = "
+                                    "on CUDA (memory for 7B LMs); off is faster for small LMs")
     max_length: int = field(2048, min=16, help="context length in tokens (visual tokens included)")
     limit: int | None = field(None, min=1, help="evaluate at most the first N docs (None = all)")
     tolerance: float = field(0.25, min=0, min_open=True, help="quantitative success: relative error <= this "
@@ -113,7 +118,7 @@ class _VQABase(Suite):
         from lmms_eval.models import get_model
         vlm, info = train_or_load(ctx.encoder, self.recipe(ctx.precision), root / "train" / "stage1.jsonl",
                                   root / "train" / "stage2.jsonl", ctx.workspace, device=str(ctx.device),
-                                  echo=lambda s: None)
+                                  echo=lambda s: None, grad_checkpointing=self.options.grad_checkpointing)
         for stage, losses in info["losses"].items():
             for step, loss in enumerate(losses):
                 ctx.log_curve({f"vlm.stage{stage}.loss": float(loss)}, step)

@@ -79,6 +79,14 @@ def test_five_samples_through_the_evaluator(five, tiny_vlm):
         img = Image.open(root / s["doc"]["image"]).convert("RGB")
         assert s["filtered_resps"][0] == plugin.generate(s["doc"]["question"], [img], ["\n"], 24)
         assert s["acc"] == judge_quantity(s["filtered_resps"][0], 1.0)
+    # the lmms-eval-free scorer (VLMRunner.score_local, benchmarks/vqa_signal.py) agrees doc by doc
+    from suites.vqa.taskfns import make
+    from suites.vqa.vlm_runner import VLMRunner
+    runner = VLMRunner(tiny_vlm, image_size=32, max_new_tokens=6)
+    for task, kind in (("blink_depth_local", "choice"), ("spatialrgpt_quant_local", "quantitative")):
+        fns = make(str(root), kind)
+        for s in out["samples"][task]:
+            assert runner.score_local(s["doc"], fns, kind, 24) == s["acc"]
 
 
 def test_multi_image_prompt_and_placeholder_count(tiny_vlm):

@@ -55,7 +55,8 @@ def test_relations_and_quantities(generated):
 def test_ids_are_stable_and_independent_of_workers(generated, layout, tmp_path):
     again = generate(layout, tmp_path / "again", GenOptions(depth_pairs=4, object_pairs=2), workers=1)
     for t in TASKS:
-        assert [d["id"] for d in read_docs(again / f"{t}.jsonl")] == [d["id"] for d in read_docs(generated / f"{t}.jsonl")]
+        ids = [d["id"] for d in read_docs(generated / f"{t}.jsonl")]
+        assert [d["id"] for d in read_docs(again / f"{t}.jsonl")] == ids
     files = sorted(p.relative_to(generated) for p in generated.rglob("*") if p.is_file())
     assert files == sorted(p.relative_to(again) for p in again.rglob("*") if p.is_file())
     for f in files:                      # two processes and one write the same bytes, in the same order
