@@ -19,23 +19,11 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from dataclasses import asdict, fields
+from dataclasses import asdict
 from pathlib import Path
 
 TASK_SUITES = {"blink_depth_local": "BlinkDepthLocalSuite", "spatialrgpt_qual_local": "SpatialRGPTQualLocalSuite",
                "spatialrgpt_quant_local": "SpatialRGPTQuantLocalSuite"}
-
-
-def parse_sets(pairs: list[str], options_cls) -> dict:
-    types = {f.name: f.type for f in fields(options_cls)}
-    out = {}
-    for p in pairs:
-        key, sep, value = p.partition("=")
-        if not sep or key not in types:
-            raise SystemExit(f"--set {p!r}: expected KEY=VALUE with KEY one of {', '.join(types)}")
-        t = str(types[key])
-        out[key] = int(value) if t.startswith("int") else float(value) if t.startswith("float") else value
-    return out
 
 
 def _sync(device: str) -> None:
@@ -60,6 +48,7 @@ def main(argv=None) -> int:
 
     import numpy as np
     import torch
+    from harness.config import ConfigError, build, merge, parse_overrides
     from harness.registry import build_encoder
     from harness.samples import PerSample
     from harness.workspace import open_workspace
@@ -72,8 +61,11 @@ def main(argv=None) -> int:
     from suites.vqa.vlm_runner import VLMRunner
 
     ws = open_workspace(args.workspace)
-    options = vqa_suite.VQAOptions(**{**vqa_suite.BlinkDepthLocalSuite.demo_protocol("default"),
-                                      **parse_sets(args.set, vqa_suite.VQAOptions)})
+    try:
+        options = build(vqa_suite.VQAOptions, merge(vqa_suite.BlinkDepthLocalSuite.demo_protocol("default"),
+                                                    parse_overrides(args.set)), prefix="--set ")
+    except ConfigError as e:
+        ap.error(str(e))
     tasks = args.task or list(TASK_SUITES)
     suites = {t: getattr(vqa_suite, TASK_SUITES[t])(options) for t in tasks}
     t0 = time.perf_counter()

@@ -207,10 +207,6 @@ def _view_docs(ann_root: Path, images: Path, rec: dict, opts: GenOptions) -> tup
     return cap, docs
 
 
-def _view_docs_star(args):
-    return _view_docs(*args)
-
-
 def default_workers() -> int:
     import os
     return max(1, min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
@@ -236,7 +232,7 @@ def generate(ann_root: Path, out: Path, opts: GenOptions = GenOptions(), workers
             import multiprocessing as mp
             from concurrent.futures import ProcessPoolExecutor
             with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
-                views = list(pool.map(_view_docs_star, jobs, chunksize=max(1, len(jobs) // (4 * workers))))
+                views = list(pool.map(_view_docs, *zip(*jobs), chunksize=max(1, len(jobs) // (4 * workers))))
         else:
             views = [_view_docs(*j) for j in jobs]
         for rec, (cap, view_docs) in zip(recs, views):
