@@ -134,4 +134,10 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    import sys
+    from harness.errors import UserError
+    try:
+        raise SystemExit(main())
+    except UserError as e:           # bad data / encoder / LM: the message names the file or value
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2)
