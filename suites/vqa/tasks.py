@@ -220,7 +220,7 @@ def generate(ann_root: Path, out: Path, opts: GenOptions = GenOptions(), workers
     if (out / "done.json").is_file():
         return out
     recs = read_annotations(ann_root)
-    workers = default_workers() if workers is None else max(1, int(workers))
+    workers = min(len(recs), default_workers() if workers is None else max(1, int(workers)))
     with atomic_dir(out, replace=True) as tmp:
         (tmp / "images").mkdir()
         (tmp / "train").mkdir()
@@ -228,7 +228,7 @@ def generate(ann_root: Path, out: Path, opts: GenOptions = GenOptions(), workers
         train_docs = {t: [] for t in TASKS}
         stage1, stage2 = [], []
         jobs = [(ann_root, tmp / "images", rec, opts) for rec in recs]
-        if workers > 1 and len(recs) > 1:
+        if workers > 1:
             import multiprocessing as mp
             from concurrent.futures import ProcessPoolExecutor
             with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
