@@ -73,22 +73,30 @@ def test_sweep_survives_kill_9(tmp_path, data):
     ws = tmp_path / "ws"
     cfg = _config(tmp_path, data, ws)
     storage = f"sqlite:///{ws}/optuna.db"
-    proc = subprocess.Popen([str(BIN), "sweep", str(cfg)], start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     killed_number = None
     deadline = time.time() + 240
-    while time.time() < deadline and proc.poll() is None:
-        time.sleep(0.3)
-        try:
-            trials = _trials(storage)
-        except Exception:  # noqa: BLE001 - study not created yet
-            continue
-        running = [t for t in trials if t.state == optuna.trial.TrialState.RUNNING and t.number >= 1]
-        if running:
-            killed_number = running[0].number
-            os.killpg(proc.pid, signal.SIGKILL)
+    while killed_number is None and time.time() < deadline:
+        proc = subprocess.Popen([str(BIN), "sweep", str(cfg)], start_new_session=True,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        candidate = None
+        while time.time() < deadline and proc.poll() is None:
+            time.sleep(0.3)
+            try:
+                trials = _trials(storage)
+            except Exception:  # noqa: BLE001 - study not created yet
+                continue
+            running = [t for t in trials if t.state == optuna.trial.TrialState.RUNNING and t.number >= 1]
+            if running:
+                candidate = running[0].number
+                os.killpg(proc.pid, signal.SIGKILL)
+                break
+        proc.wait(timeout=30)
+        if candidate is None:
             break
-    proc.wait(timeout=30)
+        # a trial can finish between the poll and the signal (a ~1 s trial): then nothing was killed
+        # mid-trial, and the sweep is started again to kill the next one
+        if _trials(storage)[candidate].state == optuna.trial.TrialState.RUNNING:
+            killed_number = candidate
     assert killed_number is not None, "the sweep finished before it could be killed"
     subprocess.run([str(BIN), "sweep", str(cfg)], check=True, timeout=400, capture_output=True)
     trials = _trials(storage)
