@@ -80,6 +80,9 @@ def main(argv=None) -> int:
     for t in tasks:
         floor, how = suites[t].floor(docs[t], root)
         report["floors"][t] = {"acc": float(np.mean(floor)), "how": how, "scores": [float(x) for x in floor]}
+        cue = suites[t].cue_floor(docs[t])
+        if cue is not None:
+            report["floors"][t]["cue"] = {"acc": float(np.mean(cue)), "scores": cue}
 
     def save():
         tmp = args.out.with_suffix(".tmp")
@@ -104,7 +107,9 @@ def main(argv=None) -> int:
             scores = [runner.score_local(d, fns, KIND[t], options.max_new_tokens) for d in docs[t]]
             entry["tasks"][t] = {"acc": float(np.mean(scores)), "eval_s": time.perf_counter() - t1,
                                  "scores": scores}
-            print(f"{spec}: {t} acc {entry['tasks'][t]['acc']:.3f} (floor {report['floors'][t]['acc']:.3f}, "
+            cue = report["floors"][t].get("cue")
+            print(f"{spec}: {t} acc {entry['tasks'][t]['acc']:.3f} (floor {report['floors'][t]['acc']:.3f}"
+                  f"{'' if cue is None else ', 2D cue %.3f' % cue['acc']}, "
                   f"{len(scores)} docs, {entry['tasks'][t]['eval_s']:.0f} s)", flush=True)
         print(f"{spec}: VLM stages 1+2 {entry['train_s']:.1f} s{' (reused)' if entry['reused'] else ''}",
               flush=True)
@@ -115,7 +120,7 @@ def main(argv=None) -> int:
             torch.cuda.empty_cache()
 
     ref = args.encoder[0]
-    print(f"\n| task | floor | {' | '.join(args.encoder)} |\n|---|---|{'---|' * len(args.encoder)}")
+    print(f"\n| task | floor | 2D cue | {' | '.join(args.encoder)} |\n|---|---|---|{'---|' * len(args.encoder)}")
     for t in tasks:
         ids = [d["id"] for d in docs[t]]
         cells = []
@@ -128,7 +133,9 @@ def main(argv=None) -> int:
                 e["delta_vs_first"] = [ci.delta, ci.low, ci.high]
                 cell += f" (Δ {ci.delta:+.3f} [{ci.low:+.3f}, {ci.high:+.3f}])"
             cells.append(cell)
-        print(f"| {t} | {report['floors'][t]['acc']:.3f} | {' | '.join(cells)} |")
+        cue = report["floors"][t].get("cue")
+        print(f"| {t} | {report['floors'][t]['acc']:.3f} | {'-' if cue is None else '%.3f' % cue['acc']} | "
+              f"{' | '.join(cells)} |")
     save()
     return 0
 

@@ -9,7 +9,10 @@ has locally (lmms-eval's own YAML, HF offline).
 
 Metrics: ``acc`` (fraction correct: exact choice, rule-judged relation, or within ``tolerance`` for
 quantities), with its PerSample keyed by the doc id; floor ``floor.acc``: the train split's majority answer
-(per question type; quantities: the train median of the type), judged the same way.
+(per question type; quantities: the train median of the type), judged the same way; ``floor.cue`` (depth and
+qualitative tasks): a 2D shortcut that only finds the marks in the image (the lower circle is closer, box
+centres and areas; :func:`.tasks.cue_answer`), the score an encoder that gives the VLM position and colour but
+no depth or 3D could reach.
 """
 from __future__ import annotations
 
@@ -30,7 +33,7 @@ from harness.suite import MetricSpec, RunContext, Suite, SuiteResult, SuiteSpec
 
 from .judge import judge_choice, judge_quantity
 from .lmms_tasks import KIND, check_task, evaluate, offline_env, task_manager, write_task
-from .tasks import GEN_VERSION, GenOptions, VQADataError, generate, read_docs
+from .tasks import GEN_VERSION, GenOptions, VQADataError, cue_answer, generate, read_docs
 from .vlm_cache import VLMRecipe, file_digest, train_or_load
 
 
@@ -143,6 +146,7 @@ class _VQABase(Suite):
         ids = [s["doc"]["id"] for s in samples]
         score = np.array([float(s["acc"]) for s in samples])
         floor, floor_desc = self.floor([s["doc"] for s in samples], root)
+        cue = self.cue_floor([s["doc"] for s in samples])
         acc = float(score.mean())
         rows = [{"id": s["doc"]["id"], "question": s["doc"]["question"], "target": s["target"],
                  "response": _response(s), "acc": float(s["acc"]), "floor": float(f)}
@@ -156,13 +160,17 @@ class _VQABase(Suite):
                         if isinstance(v, (int, float)) and not isinstance(v, bool)}
         metrics = {"acc": acc, "floor.acc": float(np.mean(floor)), "n": float(len(ids)),
                    "vlm_train_s": t1 - t0, "lmms_eval_s": t2 - t1}
+        per_sample = {"acc": PerSample(ids, score, columns=("correct",)),
+                      "floor.acc": PerSample(ids, np.asarray(floor, dtype=float), columns=("correct",))}
+        if cue is not None:
+            metrics["floor.cue"] = float(np.mean(cue))
+            per_sample["floor.cue"] = PerSample(ids, np.asarray(cue, dtype=float), columns=("correct",))
         return SuiteResult(
             metrics=metrics,
             selection={"vlm": info["key"], "lm": self.options.lm, "feature_layer": self.options.feature_layer},
-            details={"floors": {"floor": floor_desc}, "lmms_eval": lmms_metrics, "vlm": info,
-                     "samples": rows[:50]},
-            per_sample={"acc": PerSample(ids, score, columns=("correct",)),
-                        "floor.acc": PerSample(ids, np.asarray(floor, dtype=float), columns=("correct",))})
+            details={"floors": {"floor": floor_desc, "cue": "2D shortcut (tasks.cue_answer)" if cue else None},
+                     "lmms_eval": lmms_metrics, "vlm": info, "samples": rows[:50]},
+            per_sample=per_sample)
 
     def floor(self, docs: list[dict], root: Path) -> tuple[list[float], str]:
         """The train split's majority answer per question type, judged like the model's answers."""
@@ -183,11 +191,24 @@ class _VQABase(Suite):
         return [judge_choice(str(ref.get(d["qtype"], "")), d["target"], tuple(d["options"])) for d in docs], \
             "majority train answer per relation"
 
+    def cue_floor(self, docs: list[dict]) -> list[float] | None:
+        """Per doc, 1 if the 2D shortcut (:func:`.tasks.cue_answer`) is right; None when the task has no such cue."""
+        cues = [cue_answer(d) for d in docs]
+        if not docs or any(c is None for c in cues):
+            return None
+        key = "answer_index" if KIND[self.task] == "choice" else "target"
+        return [float(c == d[key]) for c, d in zip(cues, docs)]
+
     def validate(self, ctx: RunContext) -> dict:
         root = self.task_root(ctx.data, ctx.workspace)
         docs = read_docs(root / f"{self.task}.jsonl")
-        return {"task": self.task, "docs": len(docs), "train_conversations": len(read_docs(root / "train" /
-                                                                                             "stage2.jsonl"))}
+        out = {"task": self.task, "docs": len(docs),
+               "train_conversations": len(read_docs(root / "train" / "stage2.jsonl")),
+               "floor.acc": float(np.mean(self.floor(docs, root)[0]))}
+        cue = self.cue_floor(docs)
+        if cue is not None:
+            out["floor.cue"] = float(np.mean(cue))
+        return out
 
     @classmethod
     def demo_protocol(cls, preset: str) -> dict:

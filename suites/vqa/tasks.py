@@ -3,7 +3,8 @@ metric depth, instance masks, 2D boxes, 3D boxes), written as lmms-eval task YAM
 
 - ``blink_depth_local`` (BLINK relative depth): two points drawn on the image (red circle "A", blue circle "B"),
   "Which point is closer to the camera?", choices ``(A)`` / ``(B)``; lmms-eval ``multiple_choice`` (log-likelihood
-  of each choice), scored exactly. Pairs differ by >= 20 % in depth; the closer letter is balanced.
+  of each choice), scored exactly. Pairs differ by >= 20 % in depth; the closer letter is balanced, and so is
+  whether the closer point is the lower one (a 2D shortcut that otherwise answers ~90 %, see ``depth_questions``).
 - ``spatialrgpt_qual_local`` (SpatialRGPT-Bench qualitative): two objects boxed (red = region A, blue =
   region B); left/right (camera x of the 3D box centres, >= 0.1 m apart), above/below (world height of the
   centres, >= 0.1 m), bigger/smaller (3D box volume ratio >= 1.3). Free-form answer, rule judge.
@@ -30,7 +31,7 @@ from harness.errors import UserError
 
 TASKS = ("blink_depth_local", "spatialrgpt_qual_local", "spatialrgpt_quant_local")
 QUAL_OPTIONS = {"leftright": ("left", "right"), "abovebelow": ("above", "below"), "size": ("bigger", "smaller")}
-GEN_VERSION = "1"
+GEN_VERSION = "2"   # 2: depth pairs balanced over the "lower is closer" cue; docs carry the 2D boxes
 
 
 class VQADataError(UserError, ValueError):
@@ -42,6 +43,7 @@ class GenOptions:
     depth_pairs: int = 6          # relative-depth questions per view
     object_pairs: int = 3         # object pairs per view (each gives one qualitative + quantitative question)
     min_pixels: int = 300         # visible-object threshold
+    depth_tries: int = 400        # random point pairs drawn per view to fill the depth questions from
     seed: int = 0
 
 
@@ -87,21 +89,33 @@ def _fmt_m(v: float) -> str:
 
 
 def depth_questions(rec, depth_m: np.ndarray, opts: GenOptions) -> list[dict]:
+    """Pairs of points >= 20 % apart in depth, balanced over two shortcuts: the answer letter alternates, and
+    so does whether the closer point is also the lower one in the image. On a floor seen from above the lower
+    point is the closer one in ~90 % of random pairs (the world: 87 % of train, 92 % of val pairs), so without
+    the second balance "pick the lower circle" would pass the task with no depth perception at all; balanced,
+    that cue scores 50 % (``floor.cue``). Cells cycle (A closer, cue agrees), (B, disagrees), (A, disagrees),
+    (B, agrees); a view stops at the first cell no candidate pair fills."""
     rng = _rng(rec["id"] + "#depth", opts.seed)
     H, W = depth_m.shape
     margin = int(0.1 * min(H, W))
-    out, tries = [], 0
-    while len(out) < opts.depth_pairs and tries < 400:
-        tries += 1
+    pools: dict[bool, list] = {True: [], False: []}   # candidate (closer, farther) pairs by "closer is lower"
+    for _ in range(opts.depth_tries):
         (y1, y2), (x1, x2) = rng.integers(margin, H - margin, 2), rng.integers(margin, W - margin, 2)
         d1, d2 = float(depth_m[y1, x1]), float(depth_m[y2, x2])
         if min(d1, d2) <= 0 or math.hypot(y1 - y2, x1 - x2) < 0.2 * min(H, W):
             continue
         if abs(d1 - d2) / max(d1, d2) < 0.2:
             continue
-        a_closer = len(out) % 2 == 0                    # balance the answer letter
-        pa, pb = ((y1, x1), (y2, x2)) if (d1 < d2) == a_closer else ((y2, x2), (y1, x1))
-        out.append({"points": [list(map(int, pa)), list(map(int, pb))], "answer_index": 0 if a_closer else 1,
+        near, far = ((int(y1), int(x1)), (int(y2), int(x2))) if d1 < d2 else ((int(y2), int(x2)), (int(y1), int(x1)))
+        pools[near[0] > far[0]].append((near, far))
+    out = []
+    for k in range(opts.depth_pairs):
+        a_closer, agrees = k % 2 == 0, k % 4 in (0, 3)
+        if len(pools[agrees]) <= sum(q["cue_agrees"] == agrees for q in out):
+            break
+        near, far = pools[agrees][sum(q["cue_agrees"] == agrees for q in out)]
+        pa, pb = (near, far) if a_closer else (far, near)
+        out.append({"points": [list(pa), list(pb)], "answer_index": 0 if a_closer else 1, "cue_agrees": agrees,
                     "depths": [float(depth_m[pa]), float(depth_m[pb])]})
     return out
 
@@ -165,6 +179,24 @@ def _draw(rgb: np.ndarray, points=(), boxes=()) -> "object":
     return im
 
 
+def cue_answer(doc: dict):
+    """What a 2D shortcut answers, with no depth or 3D at all: the lower circle is the closer one; region A is
+    left of / above B when its box centre is; bigger when its 2D box is. ``floor.cue`` scores it like the model:
+    an encoder that only lets the VLM find the marks in the image reaches this, not more. None where no such cue
+    is defined (the quantities) or the doc lacks the marks' positions (GEN_VERSION 1 docs had no boxes)."""
+    if doc.get("qtype") == "depth":
+        (ya, _), (yb, _) = doc["points_yx"]
+        return 0 if ya > yb else 1
+    if doc.get("kind") != "qualitative" or "boxes_xyxy" not in doc:
+        return None
+    (ax0, ay0, ax1, ay1), (bx0, by0, bx1, by1) = doc["boxes_xyxy"]
+    if doc["qtype"] == "leftright":
+        return "left" if ax0 + ax1 < bx0 + bx1 else "right"
+    if doc["qtype"] == "abovebelow":
+        return "above" if ay0 + ay1 < by0 + by1 else "below"
+    return "bigger" if (ax1 - ax0) * (ay1 - ay0) > (bx1 - bx0) * (by1 - by0) else "smaller"
+
+
 def caption(rec, opts: GenOptions) -> str:
     vis = sorted((o for o in rec["objects"] if o["pixels"] >= opts.min_pixels), key=lambda o: _centre(o["aabb_cam"])[0])
     if not vis:
@@ -190,7 +222,7 @@ def _view_docs(ann_root: Path, images: Path, rec: dict, opts: GenOptions) -> tup
         docs.append(("blink_depth_local", {
             "id": f"{rec['id']}#d{k}", "image": f"images/{name}", "question": DEPTH_TEXT, "choices": ["(A)", "(B)"],
             "answer_index": q["answer_index"], "answer": ["(A)", "(B)"][q["answer_index"]], "kind": "choice",
-            "qtype": "depth", "points_yx": q["points"], "depths_m": q["depths"]}))
+            "qtype": "depth", "points_yx": q["points"], "depths_m": q["depths"], "cue_agrees": q["cue_agrees"]}))
     for k, q in enumerate(object_questions(rec, opts)):
         name = f"{stem}_o{k}.png"
         _draw(rgb, boxes=q["boxes"]).save(images / name)
@@ -199,11 +231,12 @@ def _view_docs(ann_root: Path, images: Path, rec: dict, opts: GenOptions) -> tup
             text, tmpl = QUAL_TEXT[qt]
             docs.append(("spatialrgpt_qual_local", {
                 "id": f"{rec['id']}#q{k}", "image": f"images/{name}", "question": text, "answer": tmpl.format(ans),
-                "target": ans, "options": list(QUAL_OPTIONS[qt]), "kind": "qualitative", "qtype": qt}))
+                "target": ans, "options": list(QUAL_OPTIONS[qt]), "kind": "qualitative", "qtype": qt,
+                "boxes_xyxy": q["boxes"]}))
         qt, val = q["quant"]
         docs.append(("spatialrgpt_quant_local", {
             "id": f"{rec['id']}#n{k}", "image": f"images/{name}", "question": QUANT_TEXT[qt], "answer": _fmt_m(val),
-            "target_value": val, "kind": "quantitative", "qtype": qt}))
+            "target_value": val, "kind": "quantitative", "qtype": qt, "boxes_xyxy": q["boxes"]}))
     return cap, docs
 
 

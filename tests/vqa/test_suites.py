@@ -52,6 +52,10 @@ def test_local_suites_end_to_end(layout, run_ws):
                 for x in f.read_text().splitlines()]
         assert len(rows) == rec.metrics["n"] and np.mean([r["acc"] for r in rows]) == pytest.approx(rec.metrics["acc"])
         assert np.mean([r["floor"] for r in rows]) == pytest.approx(rec.metrics["floor.acc"])
+        if name == "vqa.spatialrgpt_quant_local":              # no 2D shortcut defined for quantities
+            assert "floor.cue" not in rec.metrics
+        else:
+            assert "per_sample/floor.cue.npz" in arts and 0 <= rec.metrics["floor.cue"] <= 1
     again = evaluate(_cfg("vqa.blink_depth_local", layout, run_ws))
     assert again.reused and again.metrics["acc"] == recs["vqa.blink_depth_local"].metrics["acc"]
 
@@ -110,3 +114,21 @@ def test_real_benchmark_without_local_data_and_unknown_name(layout, run_ws):
     with pytest.raises(UserError, match="not available offline"):
         evaluate(_cfg("vqa.gqa", layout, run_ws))
     assert n_vlm == (len(list((run_ws / "vqa" / "vlm").glob("*"))) if (run_ws / "vqa" / "vlm").exists() else 0)
+
+
+def test_cue_floor_scores_the_2d_shortcut(layout, tmp_path):
+    """The hand-made layout: the chair (left, lower, smaller in 2D and 3D) and the sofa; depth is a left-right
+    ramp, independent of the image row, so the balanced depth pairs leave the "lower is closer" cue at 50 %."""
+    from suites.vqa.suite import BlinkDepthLocalSuite, SpatialRGPTQualLocalSuite, SpatialRGPTQuantLocalSuite, VQAOptions
+    from suites.vqa.tasks import GenOptions, generate, read_docs
+    root = generate(layout, tmp_path / "gen", GenOptions(depth_pairs=4, object_pairs=2))
+    qual = read_docs(root / "spatialrgpt_qual_local.jsonl")
+    cue = SpatialRGPTQualLocalSuite(VQAOptions()).cue_floor(qual)
+    assert len(cue) == len(qual) > 0
+    assert cue == [1.0] * len(qual)          # the chair is left, lower and smaller in the image as in 3D
+    flipped = [{**d, "boxes_xyxy": d["boxes_xyxy"][::-1]} for d in qual]    # swap the regions' boxes: all wrong
+    assert SpatialRGPTQualLocalSuite(VQAOptions()).cue_floor(flipped) == [0.0] * len(qual)
+    depth = read_docs(root / "blink_depth_local.jsonl")
+    dcue = BlinkDepthLocalSuite(VQAOptions()).cue_floor(depth)
+    assert np.mean(dcue) == 0.5
+    assert SpatialRGPTQuantLocalSuite(VQAOptions()).cue_floor(read_docs(root / "spatialrgpt_quant_local.jsonl")) is None

@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from suites.vqa.lmms_tasks import UnknownTaskError, write_task
-from suites.vqa.tasks import TASKS, GenOptions, VQADataError, generate, read_docs
+from suites.vqa.tasks import TASKS, GenOptions, VQADataError, cue_answer, depth_questions, generate, read_docs
 
 
 @pytest.fixture(scope="module")
@@ -33,6 +33,49 @@ def test_depth_answers_follow_the_depth_map(generated, layout):
         assert marked.shape[:2] == depth.shape
     train = read_docs(generated / "train" / "blink_depth_local.jsonl")
     assert len(train) == 4 * 4 and not {d["id"] for d in train} & {d["id"] for d in docs}
+    for d in docs + train:                                   # the stored cue flag is the geometry's
+        (ya, _), (yb, _) = d["points_yx"]
+        near, far = (ya, yb) if d["answer_index"] == 0 else (yb, ya)
+        assert d["cue_agrees"] == (near > far)
+    for view in range(0, len(train), 4):                     # per view: 2 pairs where the lower point is closer, 2 not
+        assert sum(d["cue_agrees"] for d in train[view:view + 4]) == 2
+
+
+def _floor_and_wall(H=60, W=80):
+    """A camera looking at a floor (depth falls from 2 m at the bottom row to 6 m at the horizon, row 30) and a
+    wall at 6 m above it, with a box at 1.5 m in the upper middle: the lower point is closer except on the box."""
+    depth = np.full((H, W), 6.0)
+    depth[30:] = np.linspace(6.0, 2.0, H - 30)[:, None]
+    depth[8:22, 30:50] = 1.5
+    return depth
+
+
+def test_depth_pairs_defeat_the_lower_is_closer_shortcut():
+    rec = {"id": "scene_00000/000"}
+    depth = _floor_and_wall()
+    qs = depth_questions(rec, depth, GenOptions(depth_pairs=8, depth_tries=2000))
+    assert len(qs) == 8
+    assert [q["answer_index"] for q in qs] == [0, 1] * 4
+    lower_is_closer = [(0 if q["points"][0][0] > q["points"][1][0] else 1) == q["answer_index"] for q in qs]
+    assert sum(lower_is_closer) == 4                         # the 2D cue scores exactly 50 %
+    assert lower_is_closer == [q["cue_agrees"] for q in qs]
+    for q in qs:
+        (ya, xa), (yb, xb) = q["points"]
+        closer = 0 if depth[ya, xa] < depth[yb, xb] else 1
+        assert closer == q["answer_index"]
+    only_floor = np.tile(np.linspace(6.0, 2.0, 60)[:, None], (1, 80))   # no pair can disagree: one cell, then stop
+    assert len(depth_questions(rec, only_floor, GenOptions(depth_pairs=8))) == 1
+
+
+def test_cue_answer_is_the_2d_shortcut():
+    depth_doc = {"qtype": "depth", "points_yx": [[50, 10], [20, 60]], "answer_index": 1}
+    assert cue_answer(depth_doc) == 0                        # A is lower in the image
+    boxes = {"qtype": "leftright", "kind": "qualitative", "boxes_xyxy": [[0, 30, 10, 40], [50, 0, 70, 10]]}
+    assert cue_answer(boxes) == "left"
+    assert cue_answer({**boxes, "qtype": "abovebelow"}) == "below"
+    assert cue_answer({**boxes, "qtype": "size"}) == "smaller"
+    assert cue_answer({"qtype": "distance", "kind": "quantitative", "boxes_xyxy": boxes["boxes_xyxy"]}) is None
+    assert cue_answer({"qtype": "size", "kind": "qualitative"}) is None     # a GEN_VERSION 1 doc: no boxes
 
 
 def test_relations_and_quantities(generated):
