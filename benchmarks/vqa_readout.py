@@ -47,7 +47,7 @@ def visual_tokens(encoder, paths: list[Path], size: int, layer: int, device: str
     load = ImageLoader(size, encoder.info.mean, encoder.info.std)
     encoder.eval().to(device)
     out = []
-    for i in tqdm(range(0, len(paths), batch), desc=desc, unit="batch", leave=False):
+    for i in tqdm(range(0, len(paths), batch), desc=desc, unit="batch", leave=False, disable=None):
         x = torch.stack([load(p) for p in paths[i:i + batch]]).to(device)
         with autocast(torch.device(device), precision):
             f = encoder(x, layers=(layer,), final=False).layers[layer].patches

@@ -17,7 +17,7 @@ from reports.ablations import ABLATIONS, build_ablation, present
 from reports.plots import PLOTS, ablation_curve, data_uri, report_plots
 from reports.render import signal_latex, signal_markdown, to_html, to_latex, to_markdown
 from reports.tables import LAYOUTS, build_table, summary_layout
-from results.runs import ResultsError, check_conflicts, latest_per_config, load_runs
+from results.runs import ResultsError, check_conflicts, drop_superseded, latest_per_config, load_runs
 from results.samples_store import PerSampleStore
 
 FORMATS = ("md", "tex", "html")
@@ -58,7 +58,9 @@ def build_report(tracking_uri: str, experiment: str, out_dir: Path, tables: list
         raise ValueError(f"unknown table '{unknown[0]}'; tables: summary, {', '.join(LAYOUTS)}, "
                          f"{', '.join(ABLATIONS)} (ablations)")
     skipped: list = []
-    df = latest_per_config(load_runs(tracking_uri, experiment, allow_missing=allow_missing, skipped=skipped))
+    df, superseded = drop_superseded(load_runs(tracking_uri, experiment, allow_missing=allow_missing,
+                                               skipped=skipped))
+    df = latest_per_config(df)
     if df.empty:
         raise ResultsError(f"experiment '{experiment}' has no finished evaluation run with metrics"
                            + (f" ({len(skipped)} skipped as unreadable)" if skipped else ""))
@@ -81,7 +83,7 @@ def build_report(tracking_uri: str, experiment: str, out_dir: Path, tables: list
                                  "excludes 0; greyed rows are references (floor = a trivial predictor on the "
                                  "same split, random-init = the baseline's architecture with random weights); "
                                  "hover a cell (HTML) for its MLflow run ids"]
-    notes += [f"SKIPPED {s}" for s in skipped]
+    notes += [f"SKIPPED {s}" for s in skipped] + [f"SUPERSEDED {n}" for n in superseded]
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = ReportFiles(experiment, keys, sorted(set(df["run_id"])))

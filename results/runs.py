@@ -20,8 +20,8 @@ import pandas as pd
 
 from harness.errors import UserError
 
-COLUMNS = ("experiment", "run_id", "encoder", "boosted_from", "suite", "task", "dataset", "head", "mode",
-           "metric", "value", "direction", "primary", "seed", "config_hash", "start_time", "boost_samples",
+COLUMNS = ("experiment", "run_id", "encoder", "boosted_from", "suite", "suite_version", "task", "dataset", "head",
+           "mode", "metric", "value", "direction", "primary", "seed", "config_hash", "start_time", "boost_samples",
            "boost_variant", "random_of", "boost_lm", "boost_lm_random", "boost_steps", "boost_run", "run_std",
            # what a boost ablation varied in its spatial QA data (encoders/spatialboost/records.py data_tags)
            "boost_levels", "boost_order", "boost_views", "boost_data_samples", "boost_source")
@@ -92,6 +92,7 @@ def load_runs(tracking_uri: str, experiment: str, allow_missing: bool = False,
                 continue
             rows.append({"experiment": experiment, "run_id": run.info.run_id, "encoder": tags.get("encoder"),
                          "boosted_from": tags.get("boosted_from", ""), "suite": tags["suite"],
+                         "suite_version": tags.get("suite_version", ""),
                          "task": tags.get("task", ""), "dataset": tags.get("dataset", ""),
                          "head": tags.get("head", ""), "mode": tags.get("mode", ""), "metric": metric,
                          "value": run.data.metrics[metric], "direction": direction,
@@ -170,6 +171,35 @@ def check_conflicts(df: pd.DataFrame) -> None:
         detail = ", ".join(f"run {r} (config {c})" for r, c in zip(sub["run_id"], sub["config_hash"]))
         raise ResultsError(f"runs with conflicting configs for one cell {dict(zip(CELL_KEYS, key))}: {detail}. "
                            "Put differing protocols in separate experiments, or delete the stale runs.")
+
+
+def _version_key(v: str) -> tuple:
+    """"5" > "4", "2.1" > "2", "10" > "9"; an untagged run ("") is older than any tagged one."""
+    try:
+        return (1, tuple(int(x) for x in str(v).split(".")))
+    except ValueError:
+        return (0 if not v else 1, (str(v),))
+
+
+def drop_superseded(df: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """Keep each suite's runs of its newest version in the experiment. A suite's version changes when its
+    numbers stop being comparable with the older ones (a protocol or selection change), so a workspace rerun
+    after an upgrade holds both; the older runs are left out, each suite's count named in the returned notes,
+    instead of the report refusing the cell as two conflicting configs."""
+    if df.empty or "suite_version" not in df:
+        return df, []
+    keep, notes = pd.Series(True, index=df.index), []
+    for suite, sub in df.groupby("suite"):
+        versions = sorted(set(sub["suite_version"]), key=_version_key)
+        if len(versions) < 2:
+            continue
+        old = sub["suite_version"] != versions[-1]
+        keep[sub.index[old]] = False
+        stale = sub[old]
+        notes.append(f"{suite}: {stale['run_id'].nunique()} run(s) of version "
+                     f"{', '.join(v or '(untagged)' for v in versions[:-1])} superseded by version {versions[-1]} "
+                     f"and left out")
+    return df[keep], notes
 
 
 def latest_per_config(df: pd.DataFrame) -> pd.DataFrame:

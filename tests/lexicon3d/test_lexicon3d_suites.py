@@ -97,7 +97,7 @@ def test_both_suites_on_openscene_fixture(openscene, workspace):
     for m in ("mIoU", "acc", "val.mIoU", "floor.mIoU", "floor.acc"):
         assert np.isfinite(sem.metrics[m]), m
     assert 0 <= sem.metrics["floor.acc"] <= 100
-    reg = evaluate(_cfg("lexicon3d.registration", workspace, openscene, **TINY_REG))
+    reg = evaluate(_cfg("lexicon3d.registration", workspace, openscene, **{**TINY_REG, "epochs": 4}))
     for m in ("RR", "RRE", "RTE", "RMSE", "val.RR", "floor.RR", "floor.RTE", "floor_icp.RR", "floor_icp.RTE",
               "regtr_icp.RR", "regtr_icp.RTE"):
         assert np.isfinite(reg.metrics[m]), m
@@ -106,6 +106,11 @@ def test_both_suites_on_openscene_fixture(openscene, workspace):
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{workspace}/mlflow.db")
     arts = [a.path for a in client.list_artifacts(reg.run_id, "per_sample")]
     assert "per_sample/RR.npz" in arts and "per_sample/floor.RTE.npz" in arts and "per_sample/floor_icp.RR.npz" in arts
+    # version 5: the head's epoch is the one with the lowest held-out RTE, the validation metric it reports
+    hist = [m.value for m in client.get_metric_history(reg.run_id, "regtr.val_RTE")]
+    assert len(hist) == 4 and reg.metrics["val.RTE"] == pytest.approx(min(hist))
+    rr = [m.value for m in client.get_metric_history(reg.run_id, "regtr.val_RR")]
+    assert reg.metrics["val.RR"] == pytest.approx(rr[int(np.argmin(hist))])
     # one lifting pass: the registration run found the semantic run's lifted features
     derived = list((workspace / "cache" / "derived").iterdir())
     assert len([p for p in derived if not p.name.startswith(".")]) == 1

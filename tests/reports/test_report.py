@@ -15,10 +15,11 @@ BOOST = "boosted:/ckpts/dinov2-sb"
 D = {"rmse": "min", "lin.rmse": "min"}
 
 
-def _log(tracker, encoder, suite, head, metrics, primary, directions, seed=0, boosted_from="", chash=None):
+def _log(tracker, encoder, suite, head, metrics, primary, directions, seed=0, boosted_from="", chash=None,
+         version=None):
     tags = {"encoder": encoder, "suite": suite, "head": head, "seed": seed, "primary_metric": primary,
             "boosted_from": boosted_from, "config_hash": chash or f"{encoder}-{suite}-{head}-{seed}",
-            "dataset": "d", "mode": "fast"}
+            "dataset": "d", "mode": "fast", **({"suite_version": version} if version else {})}
     with tracker.start(f"{suite}/{encoder}", tags, {}, {}) as log:
         log.log_metrics(metrics)
         log.log_dict({"metric_directions": directions}, "result.json")
@@ -88,6 +89,23 @@ def test_conflicting_configs_for_one_cell(runs, tmp_path):
     _log(t, BASE, "depth.nyud", "linear", {"rmse": 9.0, "lin.rmse": 9.0}, "rmse", D, seed=0, chash="other-config")
     with pytest.raises(ResultsError, match="conflicting configs for one cell .*other-config"):
         build_report(uri, "paper", tmp_path / "out")
+
+
+def test_a_newer_suite_version_supersedes_the_older_runs(runs, tmp_path):
+    """A workspace rerun after a suite's version bump holds both versions' runs of a cell: the report keeps the
+    newest version (its number, not the old one) and says what it left out, instead of refusing the cell."""
+    from results.runs import _version_key
+    uri, t, _ = runs
+    for v, val in (("9", 9.0), ("10", 2.0)):          # "10" is newer than "9" (numeric, not string, order)
+        _log(t, BASE, "depth.kitti", "linear", {"rmse": val, "lin.rmse": val}, "rmse", D, chash=f"kitti-v{v}",
+             version=v)
+    md = build_report(uri, "paper", tmp_path / "out")["md"].read_text()
+    assert "SUPERSEDED depth.kitti: 1 run(s) of version 9 superseded by version 10 and left out" in md
+    t1 = md[md.index("### Table 1"):md.index("### Table 2")]
+    base = [l for l in t1.splitlines() if l.startswith(f"| `{BASE}`")][0]
+    assert "| 2.00 |" in base and "9.00" not in base
+    assert "depth.nyud" not in md.split("SUPERSEDED")[-1].splitlines()[0]     # untouched suites: no note
+    assert sorted(["", "2.1", "10", "9", "2"], key=_version_key) == ["", "2", "2.1", "9", "10"]
 
 
 def test_html_renders_in_headless_chromium(runs, tmp_path):
