@@ -13,7 +13,7 @@ second of the relation's two options). Prints, per task, the floor (train majori
 (:func:`suites.vqa.tasks.cue_answer`), each encoder's val accuracy and the paired bootstrap CI against the
 first encoder; writes per-document scores and the learning curves to ``--out``.
 
-    python benchmarks/vqa_readout.py --workspace WS --data WS/data/spatial-default \\
+    python benchmarks/vqa_readout.py --workspace WS --world vqa --depth-pairs 10 \\
         --encoder builtin:dinov2-s14-focus --encoder random:builtin:dinov2-s14-focus --image-size 112
 """
 from __future__ import annotations
@@ -117,7 +117,10 @@ def train_readout(tr_x, tr_t, tr_y, va_x, va_t, epochs: int, seed: int, lr: floa
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--workspace", required=True, help="workspace (converted weights, generated tasks)")
-    ap.add_argument("--data", required=True, type=Path, help="spatial layout (annotations.jsonl) or task folder")
+    ap.add_argument("--data", type=Path, help="spatial layout (annotations.jsonl) or generated task folder "
+                    "(default: the spatial layout of --world's embedded world, rendered into the workspace)")
+    ap.add_argument("--world", default="default", help="embedded-world preset when --data is not given: tiny, "
+                    "default, or vqa (960 views: ~7k relative-depth training questions)")
     ap.add_argument("--encoder", action="append", required=True, help="encoder spec (repeat; the first is the "
                     "reference of the CIs)")
     ap.add_argument("--task", action="append", choices=TASKS, help="tasks (default: both)")
@@ -138,7 +141,10 @@ def main(argv=None) -> int:
     from suites.vqa.suite import BlinkDepthLocalSuite, SpatialRGPTQualLocalSuite, VQAOptions
     from suites.vqa.tasks import read_docs
 
-    ws = open_workspace(args.workspace)
+    ws = open_workspace(args.workspace, args.world)
+    if args.data is None:
+        from suites.synthetic.defaults import spatial_annotations_root
+        args.data = spatial_annotations_root(ws)
     tasks = args.task or list(TASKS)
     suites = {t: cls(VQAOptions(depth_pairs=args.depth_pairs)) for t, cls in
               zip(TASKS, (BlinkDepthLocalSuite, SpatialRGPTQualLocalSuite)) if t in tasks}

@@ -4,12 +4,12 @@ lmms-eval: so it also runs on a bare GPU image that has torch + transformers but
 task, each encoder's accuracy, the floor (train majority / median), and the paired bootstrap CI of each encoder
 minus the first one; writes everything (per-document scores, stage losses, wall times) to ``--out``.
 
-    python benchmarks/vqa_signal.py --workspace WS --data DIR \\
+    python benchmarks/vqa_signal.py --workspace WS --world vqa \\
         --encoder builtin:dinov2-s14-focus --encoder random:builtin:dinov2-s14-focus \\
         --device cuda --precision bf16 --set image_size=224 stage2_batch=32 micro_batch=32 --out signal.json
 
 ``--data`` is a spatial layout (``annotations.jsonl``; tasks are generated into the workspace) or a generated
-task folder. The recipe starts from the suite's demo protocol (``VQAOptions`` + ``demo_protocol("default")``)
+task folder; without it, ``--world``'s embedded world (``vqa``: 960 views) is rendered into the workspace. The recipe starts from the suite's demo protocol (``VQAOptions`` + ``demo_protocol("default")``)
 and ``--set KEY=VALUE`` changes any ``VQAOptions`` field (stage steps / batches / lrs, image size, depth pairs,
 ...). VLM wall time (stages 1+2) is measured with the device synchronised; a VLM already in the cache is
 reused and reported with ``"reused": true``.
@@ -35,7 +35,10 @@ def _sync(device: str) -> None:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--workspace", required=True, help="workspace (VLM cache, converted weights, generated tasks)")
-    ap.add_argument("--data", required=True, type=Path, help="spatial layout or generated task folder")
+    ap.add_argument("--data", type=Path, help="spatial layout (annotations.jsonl) or generated task folder "
+                    "(default: the spatial layout of --world's embedded world, rendered into the workspace)")
+    ap.add_argument("--world", default="default", help="embedded-world preset when --data is not given: tiny, "
+                    "default, or vqa (960 views: ~7k relative-depth training questions)")
     ap.add_argument("--encoder", action="append", required=True, help="encoder spec (repeat; the first is the "
                     "reference of the CIs)")
     ap.add_argument("--task", action="append", choices=sorted(TASK_SUITES), help="tasks (default: all three)")
@@ -60,7 +63,10 @@ def main(argv=None) -> int:
     from suites.vqa.vlm_cache import train_or_load
     from suites.vqa.vlm_runner import VLMRunner
 
-    ws = open_workspace(args.workspace)
+    ws = open_workspace(args.workspace, args.world)
+    if args.data is None:
+        from suites.synthetic.defaults import spatial_annotations_root
+        args.data = spatial_annotations_root(ws)
     try:
         options = build(vqa_suite.VQAOptions, merge(vqa_suite.BlinkDepthLocalSuite.demo_protocol("default"),
                                                     parse_overrides(args.set)), prefix="--set ")

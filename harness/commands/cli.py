@@ -53,8 +53,8 @@ def _add_eval_args(p):
     p.add_argument("--device", help="auto (default), cpu, cuda, cuda:N, mps")
     p.add_argument("--experiment", help="MLflow experiment (default: spatialboost)")
     p.add_argument("--workspace", help="runtime data folder (default: $SPATIALBOOST_HOME or ./workspace)")
-    p.add_argument("--world", help="embedded-world preset used without --data: tiny or default "
-                                   "(default: $SPATIALBOOST_WORLD_PRESET or default)")
+    p.add_argument("--world", help="embedded-world preset used without --data: tiny, default or vqa (960 views, "
+                                   "the VQA signal runs; default: $SPATIALBOOST_WORLD_PRESET or default)")
 
 
 def _split_config_arg(args):

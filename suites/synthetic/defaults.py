@@ -17,6 +17,9 @@ PRESETS: dict[str, WorldConfig] = {
                         max_objects=6, shadows=False, antialias=0),
     # `spatialboost demo`: a few minutes on 2 cores
     "default": WorldConfig(seed=0, num_scenes=24, views_per_scene=6, image_size=(240, 320), shadows=True),
+    # the VQA signal runs (suites/vqa/README.md): 960 views, 10x the default's, so the VLM and the readout see
+    # ~7k relative-depth questions; a GPU preset for the VLM, minutes to render on 2 cores
+    "vqa": WorldConfig(seed=7, num_scenes=120, views_per_scene=8, image_size=(180, 240), shadows=True),
 }
 
 

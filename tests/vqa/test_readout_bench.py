@@ -62,3 +62,11 @@ def test_readout_bench_end_to_end(layout, tmp_path):
         ref, other = (np.array(e["tasks"][t]["scores"]) for e in r["encoders"].values())
         delta, low, high = r["encoders"]["random:builtin:tiny-vit"]["tasks"][t]["delta_vs_first"]
         assert delta == other.mean() - ref.mean() and low <= delta <= high
+
+
+def test_readout_bench_without_data_uses_the_world_preset(tmp_path):
+    import pytest
+
+    from harness.errors import UserError
+    with pytest.raises(UserError, match="unknown world preset 'nope'; presets: tiny, default, vqa"):
+        _bench().main(["--workspace", str(tmp_path / "ws"), "--world", "nope", "--encoder", "builtin:tiny-vit"])
