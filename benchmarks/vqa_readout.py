@@ -1,12 +1,12 @@
-"""Is the answer to a local VQA question in an encoder's visual tokens? A VLM-free ceiling for ``vqa.*``.
+"""Is the answer to a local VQA question in an encoder's visual tokens? A VLM-free probe for ``vqa.*``.
 
 The VQA suites need a trained VLM per encoder, and a VLM that has learnt to read two marks off 64-256 visual
 tokens costs GPU hours (suites/vqa/README.md). This asks the cheaper question first, the way the other suites
 do it: freeze the encoder, cache the VLM's visual tokens (same image size, same block, same preprocessing as
 the VLM trainer) of every marked image, and train a small attention readout (a 2-layer transformer over the
 tokens, one learned query per question type) on the train split's questions; score the val split's. If a real
-encoder's readout does not beat a random-init one's here, no VLM on top of it will, and the task cannot
-separate encoders; if it does, a VLM at the floor is a VLM-scale problem, not a data one.
+encoder's readout does not beat a random-init one's, the task (not the VLM) is the first suspect; if it does,
+the answer is in the tokens, and a VLM at the floor is a VLM-training problem (scale, recipe), not a data one.
 
 Tasks: ``blink_depth_local`` (label: the answer letter) and ``spatialrgpt_qual_local`` (label: the first or
 second of the relation's two options). Prints, per task, the floor (train majority), the 2D cue floor
@@ -115,14 +115,9 @@ def train_readout(tr_x, tr_t, tr_y, va_x, va_t, epochs: int, seed: int, lr: floa
 
 
 def main(argv=None) -> int:
+    from suites.vqa.tasks import add_data_arguments, open_data
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--workspace", required=True, help="workspace (converted weights, generated tasks)")
-    ap.add_argument("--data", type=Path, help="spatial layout (annotations.jsonl) or generated task folder "
-                    "(default: the spatial layout of --world's embedded world, rendered into the workspace)")
-    ap.add_argument("--world", default="default", help="embedded-world preset when --data is not given: tiny, "
-                    "default, or vqa (960 views: ~7k relative-depth training questions)")
-    ap.add_argument("--encoder", action="append", required=True, help="encoder spec (repeat; the first is the "
-                    "reference of the CIs)")
+    add_data_arguments(ap, "workspace (converted weights, generated tasks)")
     ap.add_argument("--task", action="append", choices=TASKS, help="tasks (default: both)")
     ap.add_argument("--image-size", type=int, default=112, help="the VLM's image size (demo: 112)")
     ap.add_argument("--feature-layer", type=int, default=-2, help="the VLM's visual-token block (LLaVA: -2)")
@@ -135,16 +130,11 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     from harness.registry import build_encoder
-    from harness.samples import PerSample
-    from harness.workspace import open_workspace
-    from results.stats import paired_bootstrap
+    from results.stats import vs_first
     from suites.vqa.suite import BlinkDepthLocalSuite, SpatialRGPTQualLocalSuite, VQAOptions
     from suites.vqa.tasks import read_docs
 
-    ws = open_workspace(args.workspace, args.world)
-    if args.data is None:
-        from suites.synthetic.defaults import spatial_annotations_root
-        args.data = spatial_annotations_root(ws)
+    ws, args.data = open_data(args)
     tasks = args.task or list(TASKS)
     suites = {t: cls(VQAOptions(depth_pairs=args.depth_pairs)) for t, cls in
               zip(TASKS, (BlinkDepthLocalSuite, SpatialRGPTQualLocalSuite)) if t in tasks}
@@ -187,20 +177,12 @@ def main(argv=None) -> int:
                   f"{time.perf_counter() - t1:.0f} s)", flush=True)
         del enc
 
-    ref = args.encoder[0]
     print(f"\n| task | floor | 2D cue | {' | '.join(args.encoder)} |\n|---|---|---|{'---|' * len(args.encoder)}")
     for t in tasks:
         ids = [d["id"] for d in split[t]["val"]]
-        cells = []
-        for spec in args.encoder:
-            e = report["encoders"][spec]["tasks"][t]
-            cell = f"{e['acc']:.3f}"
-            if spec != ref:
-                ci = paired_bootstrap(PerSample(ids, np.array(report["encoders"][ref]["tasks"][t]["scores"])),
-                                      PerSample(ids, np.array(e["scores"])))
-                e["delta_vs_first"] = [ci.delta, ci.low, ci.high]
-                cell += f" (Δ {ci.delta:+.3f} [{ci.low:+.3f}, {ci.high:+.3f}])"
-            cells.append(cell)
+        cells, cis = vs_first(ids, {spec: report["encoders"][spec]["tasks"][t]["scores"] for spec in args.encoder})
+        for spec, ci in cis.items():
+            report["encoders"][spec]["tasks"][t]["delta_vs_first"] = [ci.delta, ci.low, ci.high]
         r = report["tasks"][t]
         print(f"| {t} | {r['floor']:.3f} | {'-' if r['cue'] is None else '%.3f' % r['cue']} | {' | '.join(cells)} |")
     args.out.write_text(json.dumps(report, indent=1))

@@ -33,14 +33,9 @@ def _sync(device: str) -> None:
 
 
 def main(argv=None) -> int:
+    from suites.vqa.tasks import add_data_arguments, open_data
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--workspace", required=True, help="workspace (VLM cache, converted weights, generated tasks)")
-    ap.add_argument("--data", type=Path, help="spatial layout (annotations.jsonl) or generated task folder "
-                    "(default: the spatial layout of --world's embedded world, rendered into the workspace)")
-    ap.add_argument("--world", default="default", help="embedded-world preset when --data is not given: tiny, "
-                    "default, or vqa (960 views: ~7k relative-depth training questions)")
-    ap.add_argument("--encoder", action="append", required=True, help="encoder spec (repeat; the first is the "
-                    "reference of the CIs)")
+    add_data_arguments(ap, "workspace (VLM cache, converted weights, generated tasks)")
     ap.add_argument("--task", action="append", choices=sorted(TASK_SUITES), help="tasks (default: all three)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--precision", default="fp32", choices=("fp32", "bf16"))
@@ -53,9 +48,7 @@ def main(argv=None) -> int:
     import torch
     from harness.config import ConfigError, build, merge, parse_overrides
     from harness.registry import build_encoder
-    from harness.samples import PerSample
-    from harness.workspace import open_workspace
-    from results.stats import paired_bootstrap
+    from results.stats import vs_first
     from suites.vqa import suite as vqa_suite
     from suites.vqa.lmms_tasks import KIND
     from suites.vqa.taskfns import make
@@ -63,10 +56,7 @@ def main(argv=None) -> int:
     from suites.vqa.vlm_cache import train_or_load
     from suites.vqa.vlm_runner import VLMRunner
 
-    ws = open_workspace(args.workspace, args.world)
-    if args.data is None:
-        from suites.synthetic.defaults import spatial_annotations_root
-        args.data = spatial_annotations_root(ws)
+    ws, args.data = open_data(args)
     try:
         options = build(vqa_suite.VQAOptions, merge(vqa_suite.BlinkDepthLocalSuite.demo_protocol("default"),
                                                     parse_overrides(args.set)), prefix="--set ")
@@ -125,20 +115,12 @@ def main(argv=None) -> int:
         if args.device.startswith("cuda"):
             torch.cuda.empty_cache()
 
-    ref = args.encoder[0]
     print(f"\n| task | floor | 2D cue | {' | '.join(args.encoder)} |\n|---|---|---|{'---|' * len(args.encoder)}")
     for t in tasks:
         ids = [d["id"] for d in docs[t]]
-        cells = []
-        for spec in args.encoder:
-            e = report["encoders"][spec]["tasks"][t]
-            cell = f"{e['acc']:.3f}"
-            if spec != ref:
-                ci = paired_bootstrap(PerSample(ids, np.array(report["encoders"][ref]["tasks"][t]["scores"])),
-                                      PerSample(ids, np.array(e["scores"])))
-                e["delta_vs_first"] = [ci.delta, ci.low, ci.high]
-                cell += f" (Δ {ci.delta:+.3f} [{ci.low:+.3f}, {ci.high:+.3f}])"
-            cells.append(cell)
+        cells, cis = vs_first(ids, {spec: report["encoders"][spec]["tasks"][t]["scores"] for spec in args.encoder})
+        for spec, ci in cis.items():
+            report["encoders"][spec]["tasks"][t]["delta_vs_first"] = [ci.delta, ci.low, ci.high]
         cue = report["floors"][t].get("cue")
         print(f"| {t} | {report['floors'][t]['acc']:.3f} | {'-' if cue is None else '%.3f' % cue['acc']} | "
               f"{' | '.join(cells)} |")

@@ -164,3 +164,15 @@ def delta_ci_runs(a_runs: Sequence[PerSample], b_runs: Sequence[PerSample], resa
     else:
         why = "sample ids differ between the seeds of one side"
     return unpaired_bootstrap_runs(a_runs, b_runs, resamples, seed, note=f"unpaired: {why}")
+
+
+def vs_first(ids: Sequence[str], scores: dict[str, Sequence[float]]) -> tuple[list[str], dict[str, DeltaCI]]:
+    """Markdown cells ``mean (Δ d [lo, hi])`` per key of ``scores`` (per-sample scores on ``ids``), each later
+    key paired-bootstrapped against the first (benchmarks comparing encoders on one set of documents)."""
+    keys = list(scores)
+    ref = PerSample(list(ids), np.asarray(scores[keys[0]], dtype=float))
+    cells, cis = [f"{np.mean(scores[keys[0]]):.3f}"], {}
+    for k in keys[1:]:
+        ci = cis[k] = paired_bootstrap(ref, PerSample(list(ids), np.asarray(scores[k], dtype=float)))
+        cells.append(f"{np.mean(scores[k]):.3f} (Δ {ci.delta:+.3f} [{ci.low:+.3f}, {ci.high:+.3f}])")
+    return cells, cis

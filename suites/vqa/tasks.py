@@ -301,3 +301,24 @@ def read_docs(path: Path) -> list[dict]:
     if not Path(path).is_file():
         raise VQADataError(f"local VQA dataset '{path}' does not exist")
     return [json.loads(x) for x in Path(path).read_text().splitlines() if x.strip()]
+
+
+def add_data_arguments(ap, workspace_help: str) -> None:
+    """``--workspace``, ``--data``, ``--world`` and ``--encoder`` of the VQA benchmarks (benchmarks/vqa_*.py)."""
+    ap.add_argument("--workspace", required=True, help=workspace_help)
+    ap.add_argument("--data", type=Path, help="spatial layout (annotations.jsonl) or generated task folder "
+                    "(default: the spatial layout of --world's embedded world, rendered into the workspace)")
+    ap.add_argument("--world", default="default", help="embedded-world preset when --data is not given: tiny, "
+                    "default, or vqa (960 views: ~7k relative-depth training questions)")
+    ap.add_argument("--encoder", action="append", required=True, help="encoder spec (repeat; the first is the "
+                    "reference of the CIs)")
+
+
+def open_data(args):
+    """(workspace, data folder) of :func:`add_data_arguments`' arguments; the world is rendered when needed."""
+    from harness.workspace import open_workspace
+    ws = open_workspace(args.workspace, args.world)
+    if args.data is not None:
+        return ws, Path(args.data)
+    from suites.synthetic.defaults import spatial_annotations_root
+    return ws, spatial_annotations_root(ws)

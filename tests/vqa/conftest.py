@@ -48,3 +48,13 @@ def tiny_vlm(tmp_path_factory):
     from suites.vqa.vlm_cache import build_vlm
     ws = open_workspace(tmp_path_factory.mktemp("vqa-ws"))
     return build_vlm(build_encoder("builtin:tiny-vit", ws), "builtin:tiny-qwen2", -1, ws)
+
+
+def load_benchmark(name: str):
+    """A script of benchmarks/ as a module (they are scripts, not a package)."""
+    import importlib.util
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod

@@ -2,21 +2,17 @@
 relative-depth question asks of the visual tokens) and not noise; end to end on the hand-made layout."""
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import numpy as np
 import torch
 
-BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "vqa_readout.py"
+from vqa.conftest import load_benchmark
 
 
 def _bench():
-    spec = importlib.util.spec_from_file_location("vqa_readout", BENCH)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("vqa_readout")
 
 
 def _pairs(n, seed, shuffle=False):

@@ -2,20 +2,16 @@
 three local tasks scored without lmms-eval, floors and paired CIs written; a second call reuses the VLMs."""
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import numpy as np
 
-BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "vqa_signal.py"
+from vqa.conftest import load_benchmark
 
 
 def _bench():
-    spec = importlib.util.spec_from_file_location("vqa_signal", BENCH)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("vqa_signal")
 
 
 def test_signal_bench_scores_every_doc_and_reuses_vlms(layout, tmp_path):
