@@ -168,7 +168,7 @@ class _VQABase(Suite):
         return SuiteResult(
             metrics=metrics,
             selection={"vlm": info["key"], "lm": self.options.lm, "feature_layer": self.options.feature_layer},
-            details={"floors": {"floor": floor_desc, "cue": "2D shortcut (tasks.cue_answer)" if cue else None},
+            details={"floors": {"floor": floor_desc, "cue": None if cue is None else "2D shortcut (tasks.cue_answer)"},
                      "lmms_eval": lmms_metrics, "vlm": info, "samples": rows[:50]},
             per_sample=per_sample)
 

@@ -108,12 +108,13 @@ def depth_questions(rec, depth_m: np.ndarray, opts: GenOptions) -> list[dict]:
             continue
         near, far = ((int(y1), int(x1)), (int(y2), int(x2))) if d1 < d2 else ((int(y2), int(x2)), (int(y1), int(x1)))
         pools[near[0] > far[0]].append((near, far))
-    out = []
+    out, used = [], {True: 0, False: 0}
     for k in range(opts.depth_pairs):
         a_closer, agrees = k % 2 == 0, k % 4 in (0, 3)
-        if len(pools[agrees]) <= sum(q["cue_agrees"] == agrees for q in out):
+        if used[agrees] == len(pools[agrees]):
             break
-        near, far = pools[agrees][sum(q["cue_agrees"] == agrees for q in out)]
+        near, far = pools[agrees][used[agrees]]
+        used[agrees] += 1
         pa, pb = (near, far) if a_closer else (far, near)
         out.append({"points": [list(pa), list(pb)], "answer_index": 0 if a_closer else 1, "cue_agrees": agrees,
                     "depths": [float(depth_m[pa]), float(depth_m[pb])]})
