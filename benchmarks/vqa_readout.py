@@ -76,29 +76,32 @@ class Readout(nn.Module):
 
 
 def train_readout(tr_x, tr_t, tr_y, va_x, va_t, epochs: int, seed: int, lr: float = 5e-4, batch: int = 128,
-                  holdout: float = 0.1):
-    """Train on ``1 - holdout`` of the train split, pick the epoch by the held-out part's accuracy, return the
-    picked epoch's per-doc val correctness (0/1) and the curve."""
+                  holdout: float = 0.1, device: str = "cpu"):
+    """Train on ``1 - holdout`` of the train split (on ``device``), pick the epoch by the held-out part's
+    accuracy, return the picked epoch's val predictions (bool, on the CPU), the epoch and the curve."""
+    import copy
+    tr_x, tr_t, va_x, va_t = (a.to(device) for a in (tr_x, tr_t, va_x, va_t))
     g = torch.Generator().manual_seed(seed)
     perm = torch.randperm(len(tr_y), generator=g)
     n_ho = max(1, int(holdout * len(tr_y)))
     ho, fit = perm[:n_ho], perm[n_ho:]
     torch.manual_seed(seed)
-    model = Readout(tr_x.shape[-1], tr_x.shape[1], int(max(tr_t.max(), va_t.max())) + 1)
+    model = Readout(tr_x.shape[-1], tr_x.shape[1], int(max(tr_t.max(), va_t.max())) + 1).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05)
     steps = epochs * ((len(fit) + batch - 1) // batch)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=steps, pct_start=0.1)
-    yf = torch.as_tensor(tr_y, dtype=torch.float32)
+    yf = torch.as_tensor(tr_y, dtype=torch.float32, device=device)
 
     def predict(x, t):
         model.eval()
         with torch.no_grad():
             return torch.cat([model(x[i:i + 512], t[i:i + 512]) for i in range(0, len(t), 512)]) > 0
 
-    best, curve = (-1.0, None, -1), []
+    ho = ho.to(device)
+    best_acc, best_state, best_epoch, curve = -1.0, None, -1, []
     for ep in range(epochs):
         model.train()
-        order = fit[torch.randperm(len(fit), generator=g)]
+        order = fit[torch.randperm(len(fit), generator=g)].to(device)
         for i in range(0, len(order), batch):
             j = order[i:i + batch]
             loss = nn.functional.binary_cross_entropy_with_logits(model(tr_x[j], tr_t[j]), yf[j])
@@ -107,11 +110,11 @@ def train_readout(tr_x, tr_t, tr_y, va_x, va_t, epochs: int, seed: int, lr: floa
             opt.step()
             sched.step()
         ho_acc = float((predict(tr_x[ho], tr_t[ho]) == yf[ho].bool()).float().mean())
-        val_pred = predict(va_x, va_t)
         curve.append({"epoch": ep, "loss": loss.item(), "holdout_acc": ho_acc})
-        if ho_acc > best[0]:
-            best = (ho_acc, val_pred.clone(), ep)
-    return best[1], best[2], curve
+        if ho_acc > best_acc:
+            best_acc, best_state, best_epoch = ho_acc, copy.deepcopy(model.state_dict()), ep
+    model.load_state_dict(best_state)
+    return predict(va_x, va_t).cpu(), best_epoch, curve
 
 
 def main(argv=None) -> int:
@@ -165,7 +168,7 @@ def main(argv=None) -> int:
             correct, curves = [], []
             for seed in range(args.seeds):
                 pred, ep, curve = train_readout(feats["train"], types["train"], labels(split[t]["train"]),
-                                                feats["val"], types["val"], args.epochs, seed)
+                                                feats["val"], types["val"], args.epochs, seed, device=args.device)
                 correct.append((pred.numpy().astype(np.int64) == y_va).astype(float))
                 curves.append({"picked_epoch": ep, "curve": curve})
             scores = np.mean(correct, 0)
