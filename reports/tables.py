@@ -155,6 +155,7 @@ class Check:
     base: Cell
     ref: Cell
     delta: Cell                  # baseline - reference
+    ref_label: str = ""          # which floor (a suite may log several: floor, floor_map, floor_cue, ...)
 
 
 @dataclass
@@ -329,12 +330,15 @@ def build_table(df: pd.DataFrame, layout: Layout, registered: set[str], samples=
                 drow.cells.append(d)
             rows += [row, drow]
         refs: list[tuple[Row, str]] = []
+        floor_labels: dict[str, dict] = {}     # floor row -> column -> what that column's floor is
         for kind in ["", *_floor_kinds(agg, base, layout)]:
-            label, per_col = _floor_label(base, layout, kind, floor_cell, samples)
+            label, per_col, by_col = _floor_label(base, layout, kind, floor_cell, samples)
             r = Row(label, base, "floor", [floor_cell(base, c, kind) for c in layout.columns], spec=base,
                     reference=True)
             if any(c.mean is not None for c in r.cells):
                 refs.append((r, f"floor ({kind})" if kind else "floor"))
+                floor_labels[refs[-1][1]] = {c: re.sub(r"\s*\([^()]*\)", "", w).strip() or label
+                                             for c, w in by_col.items()}
                 if per_col:
                     ci_notes.append(f"{label} of {base_row.label}: " + "; ".join(per_col))
         for rnd in sorted(e for e in encoders if random_of[e] == base):
@@ -346,8 +350,10 @@ def build_table(df: pd.DataFrame, layout: Layout, registered: set[str], samples=
             for col, rc, bc in zip(layout.columns, ref.cells, base_row.cells):
                 d = delta(rc, bc, f"{base_row.label} vs {ref.label}", col)
                 drow.cells.append(d)
-                if what in ("floor", "random-init") and col not in reasons:
-                    checks.append(Check(base, col, what, bc, rc, d))
+                # every floor kind the column logged: the signal check shows the hardest to beat
+                if col not in reasons and (what in ("floor", "random-init") or rc.mean is not None):
+                    checks.append(Check(base, col, "floor" if what in floor_labels else what, bc, rc, d,
+                                        floor_labels.get(what, {}).get(col, "")))
             rows += [ref, drow]
     if layout.average:
         for row in rows:
@@ -403,14 +409,15 @@ def floor_description(details: dict, prefix: str) -> str:
     return str(rule) if prefix == "floor" else ""
 
 
-def _floor_label(base: str, layout: Layout, kind: str, floor_cell, samples) -> tuple[str, list[str]]:
-    """``floor (<what>)`` and, when the columns' floors differ, what each column's floor is.
+def _floor_label(base: str, layout: Layout, kind: str, floor_cell, samples) -> tuple[str, list[str], dict]:
+    """``floor (<what>)``, when the columns' floors differ what each column's floor is (for the notes), and
+    each column's own description (for the signal check).
 
     <what> is the suite's own description of the floor (result details, or ``meta["what"]`` of its
     per-sample record) when every column's floor has the same short one; else the kind
     (``floor_<kind>.``) or "trivial predictor", with the per-column descriptions (or metric names)
     returned for the table's notes."""
-    per_col, whats = [], []
+    per_col, whats, by_col = [], [], {}
     prefix = f"floor_{kind}" if kind else "floor"
     for col in layout.columns:
         c = floor_cell(base, col, kind)
@@ -423,12 +430,13 @@ def _floor_label(base: str, layout: Layout, kind: str, floor_cell, samples) -> t
             if not what and not isinstance(ps, str):
                 what = str(ps.meta.get("what", ""))
         whats.append(what)
+        by_col[col] = what
         per_col.append(f"{col.group} {col.label}".strip() + f": {what or c.metric}")
     if whats and all(whats) and len(set(whats)) == 1:
         short = re.sub(r"\s*\([^()]*\)", "", whats[0]).strip()     # the label without asides
         if 0 < len(short) <= 70:
-            return f"floor ({short})", ([] if short == whats[0] else per_col)
-    return (f"floor ({kind})" if kind else "floor (trivial predictor)"), per_col
+            return f"floor ({short})", ([] if short == whats[0] else per_col), by_col
+    return (f"floor ({kind})" if kind else "floor (trivial predictor)"), per_col, by_col
 
 
 def summary_layout(df: pd.DataFrame) -> Layout:

@@ -93,7 +93,7 @@ def depth_questions(rec, depth_m: np.ndarray, opts: GenOptions) -> list[dict]:
     so does whether the closer point is also the lower one in the image. On a floor seen from above the lower
     point is the closer one in ~90 % of random pairs (the world: 87 % of train, 92 % of val pairs), so without
     the second balance "pick the lower circle" would pass the task with no depth perception at all; balanced,
-    that cue scores 50 % (``floor.cue``). Cells cycle (A closer, cue agrees), (B, disagrees), (A, disagrees),
+    that cue scores 50 % (``floor_cue.acc``). Cells cycle (A closer, cue agrees), (B, disagrees), (A, disagrees),
     (B, agrees); a view stops at the first cell no candidate pair fills."""
     rng = _rng(rec["id"] + "#depth", opts.seed)
     H, W = depth_m.shape
@@ -182,7 +182,7 @@ def _draw(rgb: np.ndarray, points=(), boxes=()) -> "object":
 
 def cue_answer(doc: dict):
     """What a 2D shortcut answers, with no depth or 3D at all: the lower circle is the closer one; region A is
-    left of / above B when its box centre is; bigger when its 2D box is. ``floor.cue`` scores it like the model:
+    left of / above B when its box centre is; bigger when its 2D box is. ``floor_cue.acc`` scores it like the model:
     an encoder that only lets the VLM find the marks in the image reaches this, not more. None where no such cue
     is defined (the quantities) or the doc lacks the marks' positions (GEN_VERSION 1 docs had no boxes)."""
     if doc.get("qtype") == "depth":

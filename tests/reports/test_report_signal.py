@@ -118,7 +118,8 @@ def test_signal_check_section(report):
     sig = md[md.index("## Signal check"):md.index("### Summary")]
     depth = next(l for l in sig.splitlines() if "depth.nyud lin.rmse" in l)
     vs_floor, vs_random = depth.split(" | ")[2:4]
-    assert vs_floor.startswith("✓ ") and "Δ -0.4" in vs_floor          # beats the floor, CI excludes 0
+    # two floors logged: the check is against the harder (per-pixel map, 0.1 closer), named
+    assert vs_floor.startswith("✓ ") and "(per-pixel train mean): Δ -0.3" in vs_floor
     assert vs_random.startswith("✗ ") and "n.s." in vs_random           # indistinguishable from random
     cls = next(l for l in sig.splitlines() if "cls.imagenet lin.top1" in l)
     assert "✓" in cls.split(" | ")[2] and "? " in cls.split(" | ")[3]   # no random-init run there
@@ -210,3 +211,32 @@ def test_floor_descriptions_from_result_details():
     cb = {"floors": {"floor": "mean training action", "floor_proprio": "proprioception alone"}}
     assert floor_description(cb, "floor_proprio") == "proprioception alone"
     assert floor_description({}, "floor") == ""
+
+
+def _check(base_mean, ref_mean, low, high, label, reference="floor", direction="min"):
+    from reports.tables import Cell, Check, Column
+    from results.stats import DeltaCI
+    col = Column("NYUd", "lin.", "depth.nyud", "lin.rmse")
+    d = Cell(base_mean - ref_mean, direction=direction)
+    d.ci = DeltaCI(base_mean - ref_mean, low, high, 100, True, 1000)
+    return Check("enc", col, reference, Cell(base_mean, direction=direction), Cell(ref_mean, direction=direction),
+                 d, label)
+
+
+def test_signal_check_fails_when_any_floor_is_not_beaten():
+    """A baseline far under the mean-depth floor but not under the per-pixel map floor does not separate: the
+    check shows ✗ against the map floor, named, however large its margin over the other floor."""
+    from reports.render import hardest_check, signal_rows
+    from reports.tables import LAYOUTS, Table
+    easy = _check(0.80, 1.30, -0.55, -0.45, "train mean depth everywhere")
+    hard = _check(0.80, 0.82, -0.06, 0.02, "per-pixel train mean map")
+    rnd = _check(0.80, 1.20, -0.45, -0.35, "", reference="random-init")
+    assert hardest_check([easy, hard]) is hard
+    (_, _, vs_floor, vs_random), = signal_rows(Table(LAYOUTS["table1"], [], [], [], [easy, hard, rnd]))
+    assert vs_floor.startswith("✗ 0.80 vs 0.82 (per-pixel train mean map): Δ")
+    assert vs_random.startswith("✓ 0.80 vs 1.20: Δ")                  # one reference: not named
+    closer = _check(0.80, 0.90, -0.12, -0.08, "per-pixel train mean map")   # both beaten: the smaller margin
+    assert hardest_check([easy, closer]) is closer
+    acc_easy = _check(0.9, 0.5, 0.35, 0.45, "majority", direction="max")
+    acc_cue = _check(0.9, 0.8, 0.05, 0.15, "2D shortcut", direction="max")   # higher-is-better: same rule
+    assert hardest_check([acc_easy, acc_cue]) is acc_cue

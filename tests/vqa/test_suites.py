@@ -53,11 +53,23 @@ def test_local_suites_end_to_end(layout, run_ws):
         assert len(rows) == rec.metrics["n"] and np.mean([r["acc"] for r in rows]) == pytest.approx(rec.metrics["acc"])
         assert np.mean([r["floor"] for r in rows]) == pytest.approx(rec.metrics["floor.acc"])
         if name == "vqa.spatialrgpt_quant_local":              # no 2D shortcut defined for quantities
-            assert "floor.cue" not in rec.metrics
+            assert "floor_cue.acc" not in rec.metrics
         else:
-            assert "per_sample/floor.cue.npz" in arts and 0 <= rec.metrics["floor.cue"] <= 1
+            assert "per_sample/floor_cue.acc.npz" in arts and 0 <= rec.metrics["floor_cue.acc"] <= 1
     again = evaluate(_cfg("vqa.blink_depth_local", layout, run_ws))
     assert again.reused and again.metrics["acc"] == recs["vqa.blink_depth_local"].metrics["acc"]
+    # Table 9 shows the 2D shortcut as its own floor row (floor_cue.acc, a floor kind), its Δ row with a CI,
+    # and the signal check compares against it when it is the harder floor
+    from reports.build import build_report
+    md = build_report(f"sqlite:///{run_ws / 'mlflow.db'}", "spatialboost", run_ws / "report", tables=["table9"],
+                      formats=("md",), resamples=200)["md"].read_text()
+    t9 = md[md.index("### Table 9"):]
+    cue_row = next(l for l in t9.splitlines() if l.startswith("| _floor (2D shortcut)_"))
+    qual, quan, depth = cue_row.split(" | ")[1:4]
+    assert qual == f"_{recs['vqa.spatialrgpt_qual_local'].metrics['floor_cue.acc']:.2f}_"
+    assert quan == "-" and depth == f"_{recs['vqa.blink_depth_local'].metrics['floor_cue.acc']:.2f}_"
+    cue_delta = next(l for l in t9.splitlines() if l.startswith("| _Δ baseline − floor (cue)_ |"))
+    assert "[" in cue_delta.split(" | ")[1]                       # paired CI from the per-sample records
 
 
 def test_bf16_trained_vlm_is_evaluated(layout, tmp_path):
