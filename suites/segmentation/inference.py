@@ -192,3 +192,44 @@ def majority_floor(train: SegSplit, val: SegSplit, indices: Sequence[int] | None
         return torch.full((1, h, w), major, dtype=torch.int64)
 
     return major, score(val, indices, constant, 1, progress=progress, desc="floor")[0]
+
+
+def _cells(n: int, grid: int) -> np.ndarray:
+    """The grid cell of each of ``n`` pixel rows (or columns): their centres in normalised image coordinates,
+    so images of any size share one prior map."""
+    return np.minimum(((np.arange(n) + 0.5) * grid / n).astype(np.int64), grid - 1)
+
+
+def prior_map(split: SegSplit, grid: int = 64) -> np.ndarray:
+    """[grid, grid] the most frequent class of each cell over the split's label maps (normalised coordinates;
+    ignore pixels left out; cells no label reaches take the overall majority class; ties: smaller index)."""
+    from suites.segmentation.protocol import label_check
+    c = split.num_classes
+    ds = split.build([dict(type="LoadAnnotations"), label_check(c, split.dataset)], test_mode=True)
+    counts = np.zeros(grid * grid * c, np.int64)
+    for i in range(len(ds)):
+        seg = np.asarray(ds[i]["gt_seg_map"], dtype=np.int64)
+        cell = _cells(seg.shape[0], grid)[:, None] * grid + _cells(seg.shape[1], grid)[None, :]
+        keep = seg < c
+        counts += np.bincount((cell * c + seg)[keep], minlength=grid * grid * c)
+    counts = counts.reshape(grid, grid, c)
+    if counts.sum() == 0:
+        raise ValueError(f"the {split.dataset} training split '{split.source}' has no labelled pixel")
+    out = counts.argmax(-1)
+    out[counts.sum(-1) == 0] = int(np.argmax(counts.sum((0, 1))))
+    return out
+
+
+@torch.no_grad()
+def prior_map_floor(train: SegSplit, val: SegSplit, indices: Sequence[int] | None, *, grid: int = 64,
+                    progress: bool = False) -> tuple[np.ndarray, dict]:
+    """The position-prior floor: each pixel gets the class most frequent at its place (normalised coordinates)
+    in the training label maps, with no image content; scored on ``val`` by the same code as the heads. A
+    camera that sees floor below and walls above makes this floor far stronger than the majority class."""
+    prior = prior_map(train, grid)
+
+    def predict(res):
+        h, w = np.asarray(res["gt_seg_map"]).shape[:2]
+        return torch.from_numpy(prior[_cells(h, grid)[:, None], _cells(w, grid)[None, :]])[None]
+
+    return prior, score(val, indices, predict, 1, progress=progress, desc="floor_map")[0]

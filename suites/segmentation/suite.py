@@ -133,7 +133,7 @@ class SegmentationSuite(SegTraining, Suite):
         return sel
 
     def run(self, ctx: RunContext) -> SuiteResult:
-        from suites.segmentation.inference import majority_floor
+        from suites.segmentation.inference import majority_floor, prior_map_floor
         from suites.segmentation.mmseg_compat import import_mmseg
         ns = import_mmseg()
         o = self.options
@@ -164,7 +164,13 @@ class SegmentationSuite(SegTraining, Suite):
         for k in ("mIoU", "aAcc", "mAcc"):
             metrics[f"floor.{k}"] = floor[k]
         per_sample.update({f"floor.{k}": v for k, v in seg_samples(floor).items()})
-        details["floor"] = {"rule": "the majority class of the training labels predicted at every pixel",
+        _, floor_map = prior_map_floor(train, val, val_idx)
+        for k in ("mIoU", "aAcc", "mAcc"):
+            metrics[f"floor_map.{k}"] = floor_map[k]
+        per_sample.update({f"floor_map.{k}": v for k, v in seg_samples(floor_map).items()})
+        details["floor"] = {"rule": "floor = the majority class of the training labels predicted at every pixel; "
+                                    "floor_map = each pixel's most frequent training class at its place "
+                                    "(normalised coordinates, no image content)",
                             "class": major, "seconds": round(time.perf_counter() - t0, 2)}
         for n, head in enumerate(ctx.heads):
             out = self._run_head(ctx, head, train, val, fit_idx, hold_idx, val_idx, lrs, policy)
@@ -240,7 +246,7 @@ class SegmentationSuite(SegTraining, Suite):
 
 class ADE20KSuite(SegmentationSuite):
     spec = SuiteSpec(
-        name="seg.ade20k", version="2", task="segmentation", heads=("linear", "ms"), default_head="linear,ms",
+        name="seg.ade20k", version="3", task="segmentation", heads=("linear", "ms"), default_head="linear,ms",
         metrics=(MetricSpec("mIoU", "max", "val mean IoU over the 150 classes (%)"),
                  MetricSpec("aAcc", "max", "val pixel accuracy (%)"),
                  MetricSpec("mAcc", "max", "val mean class accuracy (%)")),
@@ -262,7 +268,7 @@ class ADE20KSuite(SegmentationSuite):
 
 class VOCSuite(SegmentationSuite):
     spec = SuiteSpec(
-        name="seg.voc", version="2", task="segmentation", heads=("linear", "ms"), default_head="linear,ms",
+        name="seg.voc", version="3", task="segmentation", heads=("linear", "ms"), default_head="linear,ms",
         metrics=(MetricSpec("mIoU", "max", "val mean IoU over the 21 classes (%)"),
                  MetricSpec("aAcc", "max", "val pixel accuracy (%)"),
                  MetricSpec("mAcc", "max", "val mean class accuracy (%)")),

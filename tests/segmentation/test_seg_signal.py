@@ -70,7 +70,9 @@ def test_floor_per_sample_and_no_holdout_with_one_lr(ade_root, workspace, tmp_pa
     assert "holdout_mIoU" not in m and "linear.holdout_mIoU" not in m
     # per-sample files reduce to the reported numbers and are keyed by the image's relative path
     ids = sorted(_ade_labels(ade_root, "validation"))
-    for name in ("mIoU", "linear.mIoU", "linear.aAcc", "linear.mAcc", "floor.mIoU", "floor.aAcc", "floor.mAcc"):
+    assert "floor_map = " in res["details"]["floor"]["rule"]
+    for name in ("mIoU", "linear.mIoU", "linear.aAcc", "linear.mAcc", "floor.mIoU", "floor.aAcc", "floor.mAcc",
+                 "floor_map.mIoU", "floor_map.aAcc", "floor_map.mAcc"):
         ps = _per_sample(client, rec.run_id, name, tmp_path / name)
         assert sorted(ps.ids) == ids
         assert ps.value() == pytest.approx(m[name], rel=1e-9)
@@ -140,3 +142,42 @@ def test_patch_centre_labels_follow_centre_padding():
 def test_option_ranges_refused_before_any_work(ade_root, workspace, key, value, msg):
     with pytest.raises(ConfigError, match=msg):
         resolve(_cfg(ade_root, workspace, protocol={key: value}))
+
+
+def _layout_ade20k(root: Path) -> Path:
+    """Every label map is the same layout (class 1 = wall above, 2 = floor below, 3 = a band on the left),
+    train at 48x64 and val at 96x128: a position prior in normalised coordinates predicts val exactly."""
+    for split, (h, w) in (("training", (48, 64)), ("validation", (96, 128))):
+        (root / "images" / split).mkdir(parents=True, exist_ok=True)
+        (root / "annotations" / split).mkdir(parents=True, exist_ok=True)
+        lab = np.full((h, w), 2, np.uint8)
+        lab[: h // 4] = 1                   # boundaries on the 16x16 grid: a quarter, an eighth
+        lab[:, : w // 8] = 3
+        for i in range(3):
+            name = f"ADE_{split[:5]}_{i + 1:08d}"
+            Image.fromarray(np.full((h, w, 3), 60 * i, np.uint8)).save(root / "images" / split / f"{name}.jpg")
+            Image.fromarray(lab).save(root / "annotations" / split / f"{name}.png")
+    return root
+
+
+def test_position_prior_floor(tmp_path, ade_root):
+    from suites.segmentation.datasets import read_ade20k
+    from suites.segmentation.inference import majority_floor, prior_map, prior_map_floor
+    root = _layout_ade20k(tmp_path / "ADEChallengeData2016")
+    train, val = read_ade20k(root, "training"), read_ade20k(root, "validation")
+    prior, f = prior_map_floor(train, val, None, grid=16)
+    assert f["mIoU"] == pytest.approx(100.0) and f["aAcc"] == pytest.approx(100.0)   # another size, same layout
+    assert majority_floor(train, val, None)[1]["mIoU"] < 50          # the constant misses two of three classes
+    assert prior[0, -1] == 0 and prior[-1, -1] == 1 and prior[-1, 0] == 2          # mmseg's reduce_zero_label
+    # on random rectangles: the prior equals an independent per-cell vote over the label maps (16x16 cells)
+    train = read_ade20k(ade_root, "training")
+    votes = np.zeros((16, 16, 150), np.int64)
+    for lab in _ade_labels(ade_root, "training").values():
+        h, w = lab.shape
+        for y in range(h):
+            for x in range(w):
+                if lab[y, x] != 255:
+                    votes[min(int((y + 0.5) * 16 / h), 15), min(int((x + 0.5) * 16 / w), 15), lab[y, x]] += 1
+    expect = votes.argmax(-1)
+    expect[votes.sum(-1) == 0] = votes.sum((0, 1)).argmax()
+    assert np.array_equal(prior_map(train, 16), expect)
