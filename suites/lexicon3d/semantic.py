@@ -28,6 +28,8 @@ class SemanticOptions(LiftOptions):
     optimizer: Literal["adam", "sgd"] = field("adam", help="optimiser of the linear layer")
     block_size: float = field(1.0, min=0, min_open=True, hash=False,
                               help="per-sample records: val points grouped in xy blocks of this size (m)")
+    height_bin: float = field(0.1, min=0, min_open=True, hash=False,
+                              help="floor_height: height bins (m) of the height-prior floor")
 
 
 def confusion(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
@@ -65,9 +67,33 @@ def block_records(scene: str, xy: np.ndarray, pred: np.ndarray, gt: np.ndarray, 
     return ids, acc, np.concatenate([inter, gtc + prc - inter], 1)
 
 
+def heights(coords: np.ndarray) -> np.ndarray:
+    """Each point's height above its scene's floor: z minus the scene's 1st-percentile z (ScanNet's axis-aligned
+    scenes are z-up; the percentile ignores a few points below the floor)."""
+    z = np.asarray(coords, dtype=np.float64)[:, 2]
+    return z - np.percentile(z, 1) if len(z) else z
+
+
+def height_prior(h: np.ndarray, labels: np.ndarray, bin_m: float) -> np.ndarray:
+    """[bins] the most frequent fitting class of each height bin (``bin_m`` metres; the last bin takes all that
+    is higher; bins no fitting point reaches take the majority class; ties: the smaller class)."""
+    ok = labels != IGNORE
+    b = np.clip(np.floor(h[ok] / bin_m), 0, None).astype(np.int64)
+    n = int(b.max()) + 1 if len(b) else 1
+    counts = np.zeros((n, N_CLASSES), np.int64)
+    np.add.at(counts, (b, labels[ok]), 1)
+    out = counts.argmax(1)
+    out[counts.sum(1) == 0] = int(counts.sum(0).argmax())
+    return out
+
+
+def apply_height_prior(prior: np.ndarray, h: np.ndarray, bin_m: float) -> np.ndarray:
+    return prior[np.clip(np.floor(h / bin_m), 0, len(prior) - 1).astype(np.int64)]
+
+
 class SemanticSuite(LiftedSuite):
     spec = SuiteSpec(
-        name="lexicon3d.semantic", version="1", task="3d-semantic", heads=("linear",),
+        name="lexicon3d.semantic", version="2", task="3d-semantic", heads=("linear",),
         metrics=(MetricSpec("mIoU", "max", "val mIoU (%) of the selected epoch, dataset-level confusion"),
                  MetricSpec("acc", "max", "val overall point accuracy (%)"),
                  MetricSpec("val.mIoU", "max", "mIoU on the train scenes held out for selection (%)")),
@@ -152,7 +178,13 @@ class SemanticSuite(LiftedSuite):
         labels_fit = np.concatenate([d[1].numpy() for d in fit_data]) if fit_data else np.zeros(0, np.int64)
         majority = int(np.bincount(labels_fit, minlength=N_CLASSES).argmax())
         floor = {k: np.full(len(p), majority, np.int64) for k, p in preds.items()}
-        for prefix, pr in (("", preds), ("floor.", floor)):
+        # the height prior: what a point's height above the floor alone predicts (floor, wall, table tops...)
+        fit_h = [(heights(lifted.coords[lifted.scene(k)]), np.asarray(lifted.labels[lifted.scene(k)])) for k in fit]
+        prior = height_prior(np.concatenate([h for h, _ in fit_h]) if fit_h else np.zeros(0),
+                             np.concatenate([y for _, y in fit_h]) if fit_h else np.zeros(0, np.int64), o.height_bin)
+        floor_height = {k: apply_height_prior(prior, heights(lifted.coords[lifted.scene(k)]), o.height_bin)
+                        for k in preds}
+        for prefix, pr in (("", preds), ("floor.", floor), ("floor_height.", floor_height)):
             acc, miou = scores(self._conf(lifted, pr))
             metrics[f"{prefix}acc"], metrics[f"{prefix}mIoU"] = acc, miou
             ids, accs, ious = [], [], []
@@ -175,7 +207,9 @@ class SemanticSuite(LiftedSuite):
         inter = np.diag(conf).astype(float)
         union = conf.sum(0) + conf.sum(1) - inter
         seen = lifted.counts.sum(0) > 0
-        details = {"floors": {"floor": f"majority class of the fitting points ({majority})"},
+        details = {"floors": {"floor": f"majority class of the fitting points ({majority})",
+                              "floor_height": f"majority class per {o.height_bin:g} m of height above the floor "
+                                              "(fitting points; no features)"},
                    "per_class_iou": {str(c): (float(100 * inter[c] / union[c]) if union[c] else None)
                                      for c in range(N_CLASSES)},
                    "scenes": {"fit": len(fit), "held_out": len(hold), "val": len(val)},

@@ -94,9 +94,9 @@ def test_reader_accepts_openscene_numpy_tuples(openscene):
 
 def test_both_suites_on_openscene_fixture(openscene, workspace):
     sem = evaluate(_cfg("lexicon3d.semantic", workspace, openscene, **TINY))
-    for m in ("mIoU", "acc", "val.mIoU", "floor.mIoU", "floor.acc"):
+    for m in ("mIoU", "acc", "val.mIoU", "floor.mIoU", "floor.acc", "floor_height.mIoU", "floor_height.acc"):
         assert np.isfinite(sem.metrics[m]), m
-    assert 0 <= sem.metrics["floor.acc"] <= 100
+    assert 0 <= sem.metrics["floor.acc"] <= 100 and 0 <= sem.metrics["floor_height.acc"] <= 100
     reg = evaluate(_cfg("lexicon3d.registration", workspace, openscene, **{**TINY_REG, "epochs": 4}))
     for m in ("RR", "RRE", "RTE", "RMSE", "val.RR", "floor.RR", "floor.RTE", "floor_icp.RR", "floor_icp.RTE",
               "regtr_icp.RR", "regtr_icp.RTE"):
@@ -193,3 +193,20 @@ def _direct(cls, data, tmp_path):
                      device=torch.device("cpu"), precision="fp32", batch_size=8, num_workers=0, seed=0,
                      cache=FeatureCache(tmp_path / "cache"), progress=False)
     return s.run(ctx)
+
+
+def test_height_prior_floor_known_values():
+    """Heights are measured from each scene's floor (1st-percentile z), so a raised scene gets the same prior;
+    each 0.1 m bin predicts its most frequent fitting class, empty bins the majority, higher points the top bin."""
+    from suites.lexicon3d.scannet import IGNORE
+    from suites.lexicon3d.semantic import apply_height_prior, height_prior, heights
+    z = np.r_[np.zeros(60), np.full(20, 0.75), np.full(20, 2.0)]
+    coords = np.c_[np.zeros((100, 2)), z + 5.0]                 # a scene whose floor is at z = 5 m
+    h = heights(coords)
+    assert h.min() == 0 and h.max() == pytest.approx(2.0)
+    labels = np.r_[np.full(60, 1), np.full(15, 6), np.full(5, 1), np.full(19, 0), IGNORE]   # floor, table, wall
+    prior = height_prior(h, labels, 0.1)
+    assert len(prior) == 21 and prior[0] == 1 and prior[7] == 6 and prior[20] == 0
+    assert (prior[1:7] == 1).all() and (prior[8:20] == 1).all()      # bins no point reached: the majority (1)
+    pred = apply_height_prior(prior, np.array([0.05, 0.72, 1.3, 2.04, 9.0, -0.3]), 0.1)
+    assert pred.tolist() == [1, 6, 1, 0, 0, 1]
