@@ -28,7 +28,7 @@ class SemanticOptions(LiftOptions):
     optimizer: Literal["adam", "sgd"] = field("adam", help="optimiser of the linear layer")
     block_size: float = field(1.0, min=0, min_open=True, hash=False,
                               help="per-sample records: val points grouped in xy blocks of this size (m)")
-    height_bin: float = field(0.1, min=0, min_open=True, hash=False,
+    height_bin: float = field(0.1, min=0, min_open=True,
                               help="floor_height: height bins (m) of the height-prior floor")
 
 

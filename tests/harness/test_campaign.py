@@ -26,12 +26,12 @@ def _spec(ws: Path, **over) -> CampaignSpec:
     return build(CampaignSpec, data)
 
 
-def _finished(ws: Path, experiment: str = "camp") -> list:
+def _finished(ws: Path, experiment: str = "camp", status: str = "FINISHED") -> list:
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{ws / 'mlflow.db'}")
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
         return []
-    return client.search_runs([exp.experiment_id], "attributes.status = 'FINISHED'", max_results=1000)
+    return client.search_runs([exp.experiment_id], f"attributes.status = '{status}'", max_results=1000)
 
 
 def test_expand_validates_every_job_before_any_runs(workspace):
@@ -113,9 +113,10 @@ def test_kill_minus_nine_then_rerun_completes_only_the_missing_jobs(workspace, t
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, start_new_session=True, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     deadline = time.time() + 600
-    while time.time() < deadline and len(_finished(workspace)) < 1:
-        time.sleep(1)
-    time.sleep(2)                                       # the next job is under way
+    # kill while a later job is under way: one finished and another RUNNING (a fixed sleep raced: tiny jobs
+    # take ~1 s, so all four could finish before the kill)
+    while time.time() < deadline and not (_finished(workspace) and _finished(workspace, status="RUNNING")):
+        time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     before = {r.info.run_id for r in _finished(workspace)}
