@@ -178,11 +178,12 @@ def class_counts(split: SegSplit) -> np.ndarray:
 
 
 @torch.no_grad()
-def majority_floor(train: SegSplit, val: SegSplit, indices: Sequence[int] | None, *,
+def majority_floor(train: SegSplit, val: SegSplit, indices: Sequence[int] | None, *, counts: np.ndarray | None = None,
                    progress: bool = False) -> tuple[int, dict]:
     """The trivial floor: the majority class of the training labels predicted at every pixel, scored on
-    ``val`` by the same code as the heads (ties: the smaller class index)."""
-    counts = class_counts(train)
+    ``val`` by the same code as the heads (ties: the smaller class index). ``counts``: the training split's
+    labelled pixels per class when already counted (:func:`cell_counts` summed), else they are counted."""
+    counts = class_counts(train) if counts is None else counts
     if counts.sum() == 0:
         raise ValueError(f"the {train.dataset} training split '{train.source}' has no labelled pixel")
     major = int(np.argmax(counts))
@@ -200,9 +201,9 @@ def _cells(n: int, grid: int) -> np.ndarray:
     return np.minimum(((np.arange(n) + 0.5) * grid / n).astype(np.int64), grid - 1)
 
 
-def prior_map(split: SegSplit, grid: int = 64) -> np.ndarray:
-    """[grid, grid] the most frequent class of each cell over the split's label maps (normalised coordinates;
-    ignore pixels left out; cells no label reaches take the overall majority class; ties: smaller index)."""
+def cell_counts(split: SegSplit, grid: int = 64) -> np.ndarray:
+    """[grid, grid, C] labelled pixels per class in each cell of the split's label maps (normalised coordinates;
+    ignore pixels left out, reduce_zero_label applied as in training). Summed over cells: :func:`class_counts`."""
     from suites.segmentation.protocol import label_check
     c = split.num_classes
     ds = split.build([dict(type="LoadAnnotations"), label_check(c, split.dataset)], test_mode=True)
@@ -212,7 +213,13 @@ def prior_map(split: SegSplit, grid: int = 64) -> np.ndarray:
         cell = _cells(seg.shape[0], grid)[:, None] * grid + _cells(seg.shape[1], grid)[None, :]
         keep = seg < c
         counts += np.bincount((cell * c + seg)[keep], minlength=grid * grid * c)
-    counts = counts.reshape(grid, grid, c)
+    return counts.reshape(grid, grid, c)
+
+
+def prior_map(split: SegSplit, grid: int = 64, counts: np.ndarray | None = None) -> np.ndarray:
+    """[grid, grid] the most frequent class of each cell over the split's label maps (:func:`cell_counts`;
+    cells no label reaches take the overall majority class; ties: smaller index)."""
+    counts = cell_counts(split, grid) if counts is None else counts
     if counts.sum() == 0:
         raise ValueError(f"the {split.dataset} training split '{split.source}' has no labelled pixel")
     out = counts.argmax(-1)
@@ -222,11 +229,11 @@ def prior_map(split: SegSplit, grid: int = 64) -> np.ndarray:
 
 @torch.no_grad()
 def prior_map_floor(train: SegSplit, val: SegSplit, indices: Sequence[int] | None, *, grid: int = 64,
-                    progress: bool = False) -> tuple[np.ndarray, dict]:
+                    counts: np.ndarray | None = None, progress: bool = False) -> tuple[np.ndarray, dict]:
     """The position-prior floor: each pixel gets the class most frequent at its place (normalised coordinates)
     in the training label maps, with no image content; scored on ``val`` by the same code as the heads. A
     camera that sees floor below and walls above makes this floor far stronger than the majority class."""
-    prior = prior_map(train, grid)
+    prior = prior_map(train, grid, counts)
 
     def predict(res):
         h, w = np.asarray(res["gt_seg_map"]).shape[:2]

@@ -133,7 +133,7 @@ class SegmentationSuite(SegTraining, Suite):
         return sel
 
     def run(self, ctx: RunContext) -> SuiteResult:
-        from suites.segmentation.inference import majority_floor, prior_map_floor
+        from suites.segmentation.inference import cell_counts, majority_floor, prior_map_floor
         from suites.segmentation.mmseg_compat import import_mmseg
         ns = import_mmseg()
         o = self.options
@@ -160,11 +160,12 @@ class SegmentationSuite(SegTraining, Suite):
                          "selection_policy": policy, "mmseg": ns.versions, "mmcv_ops_shim": ns.shim, "heads": {}}
         # the floor: encoder-independent, label maps only (no encoder forward)
         t0 = time.perf_counter()
-        major, floor = majority_floor(train, val, val_idx)
+        cells = cell_counts(train)                       # the training label maps are read once for both floors
+        major, floor = majority_floor(train, val, val_idx, counts=cells.sum((0, 1)))
         for k in ("mIoU", "aAcc", "mAcc"):
             metrics[f"floor.{k}"] = floor[k]
         per_sample.update({f"floor.{k}": v for k, v in seg_samples(floor).items()})
-        _, floor_map = prior_map_floor(train, val, val_idx)
+        _, floor_map = prior_map_floor(train, val, val_idx, counts=cells)
         for k in ("mIoU", "aAcc", "mAcc"):
             metrics[f"floor_map.{k}"] = floor_map[k]
         per_sample.update({f"floor_map.{k}": v for k, v in seg_samples(floor_map).items()})

@@ -181,3 +181,5 @@ def test_position_prior_floor(tmp_path, ade_root):
     expect = votes.argmax(-1)
     expect[votes.sum(-1) == 0] = votes.sum((0, 1)).argmax()
     assert np.array_equal(prior_map(train, 16), expect)
+    from suites.segmentation.inference import cell_counts, class_counts
+    assert np.array_equal(cell_counts(train, 16).sum((0, 1)), class_counts(train))   # one read serves both floors
