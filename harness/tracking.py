@@ -11,6 +11,7 @@ import os
 import platform
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -312,6 +313,13 @@ def _interrupted() -> bool:
     return isinstance(exc, KeyboardInterrupt) or type(exc).__name__ == "TrialPruned"
 
 
+def _duplicate_dataset(e: Exception) -> bool:
+    """A unique-key violation on MLflow's datasets table (PostgreSQL via a server, or SQLite directly)."""
+    text = str(e)
+    return ("UniqueViolation" in text or "UNIQUE constraint failed" in text or "IntegrityError" in text) \
+        and "dataset" in text
+
+
 class RunLogger:
     def __init__(self, client, run_id: str):
         self.client = client
@@ -342,7 +350,18 @@ class RunLogger:
         """The dataset a run read, as an MLflow dataset input (shown in the UI's Datasets column)."""
         from mlflow.entities import Dataset, DatasetInput, InputTag
         ds = Dataset(name=name, digest=digest[:36], source_type="local", source=json.dumps({"uri": source}))
-        self.client.log_inputs(self.run_id, [DatasetInput(ds, [InputTag("mlflow.data.context", context)])])
+        inputs = [DatasetInput(ds, [InputTag("mlflow.data.context", context)])]
+        for attempt in range(3):
+            try:
+                self.client.log_inputs(self.run_id, inputs)
+                return
+            except Exception as e:     # noqa: BLE001 - only the insert race below is retried
+                # two runs logging the same new dataset at once (one tracking server, PostgreSQL or SQLite):
+                # MLflow looks the dataset up, then inserts it, so the later insert hits the unique key. Again,
+                # the lookup finds the other run's row and only links it to this run.
+                if attempt == 2 or not _duplicate_dataset(e):
+                    raise
+                time.sleep(0.2 * (attempt + 1))
 
     def log_figure(self, figure: Any, name: str) -> None:
         """A matplotlib figure as an image artifact (``figures/<name>.png``), closed afterwards."""
