@@ -176,7 +176,9 @@ def test_kill_9_during_sweep_then_resume_logs_results(tmp_path):
     cfg = tmp_path / "sweep.yaml"
     cfg.write_text(yaml.safe_dump({
         "encoder": "builtin:tiny-vit", "suite": "cls.imagenet", "data": str(data), "head": "linear",
-        "workspace": str(ws), "protocol": {"epochs": 2, "lrs": [0.01, 0.1]},
+        # 200 epochs: each trial stays RUNNING for ~2 s (at 2 epochs a cached trial took 0.2 s and the poll
+        # below could miss all three: the sweep finished before the kill, once in CI)
+        "workspace": str(ws), "protocol": {"epochs": 200, "lrs": [0.01, 0.1]},
         "sweep": {"space": {"holdout_fraction": [0.1, 0.2, 0.3]}, "heartbeat_seconds": 1, "grace_seconds": 3}}))
     import optuna
     storage = f"sqlite:///{ws}/optuna.db"
