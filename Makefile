@@ -15,7 +15,7 @@ export MUJOCO_GL ?= egl
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 PYTEST_ARGS ?=
 
-.PHONY: setup demo demo-tiny test test-all ui clean-workspace
+.PHONY: setup demo demo-tiny test test-fast ui clean-workspace
 
 setup: $(STAMP)
 
@@ -42,12 +42,13 @@ demo: setup
 demo-tiny: setup
 	$(BIN)/spatialboost demo --preset tiny
 
-# CI's selection: the slow tests (kill -9 timing, Ray, campaigns) still have timing flakes; make test-all runs them
+# CI's selection: every test, the slow ones (kill -9 timing, PostgreSQL servers, campaigns; ~4 min) included
 test: setup
-	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
-
-test-all: setup
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+# without the slow tests (~10 min on 2 cores)
+test-fast: setup
+	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
 
 ui: setup
 	$(BIN)/spatialboost ui

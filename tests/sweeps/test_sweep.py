@@ -28,9 +28,9 @@ def data(tmp_path_factory):
     return make_imagefolder(tmp_path_factory.mktemp("sweep") / "data", n_classes=3, train_per_class=10)
 
 
-def _config(tmp_path, data, ws, **sweep):
+def _config(tmp_path, data, ws, epochs=2, **sweep):
     cfg = {"encoder": "builtin:tiny-vit", "suite": "cls.imagenet", "data": str(data), "head": "linear",
-           "workspace": str(ws), "protocol": {"epochs": 2, "lrs": [0.01, 0.1]},
+           "workspace": str(ws), "protocol": {"epochs": epochs, "lrs": [0.01, 0.1]},
            "sweep": {"space": {"holdout_fraction": POINTS}, "heartbeat_seconds": 1, "grace_seconds": 3, **sweep}}
     path = tmp_path / "sweep.yaml"
     path.write_text(yaml.safe_dump(cfg))
@@ -71,7 +71,9 @@ def test_grid_runs_every_point_once_and_rerun_is_a_no_op(tmp_path, data):
 
 def test_sweep_survives_kill_9(tmp_path, data):
     ws = tmp_path / "ws"
-    cfg = _config(tmp_path, data, ws)
+    # 200 epochs keep each trial RUNNING ~2 s on cached features (at 2 epochs ~0.2 s: CI once saw all the trials
+    # finish between two 0.3 s polls, so there was nothing left to kill)
+    cfg = _config(tmp_path, data, ws, epochs=200)
     storage = f"sqlite:///{ws}/optuna.db"
     killed_number = None
     deadline = time.time() + 240
