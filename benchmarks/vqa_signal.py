@@ -13,6 +13,10 @@ task folder; without it, ``--world``'s embedded world (``vqa``: 960 views) is re
 and ``--set KEY=VALUE`` changes any ``VQAOptions`` field (stage steps / batches / lrs, image size, depth pairs,
 ...). VLM wall time (stages 1+2) is measured with the device synchronised; a VLM already in the cache is
 reused and reported with ``"reused": true``.
+
+Encoders can train in parallel (one per core or GPU, each with its own ``--out``) and be combined afterwards::
+
+    python benchmarks/vqa_signal.py --merge dinov2.json random.json --out signal.json
 """
 from __future__ import annotations
 
@@ -32,6 +36,13 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
+def spread(docs: list, n: int) -> list:
+    """At most ``n`` of ``docs`` at evenly spaced positions, in order (all of them when ``n`` is 0 or enough)."""
+    if n <= 0 or n >= len(docs):
+        return docs
+    return [docs[(i * len(docs)) // n] for i in range(n)]
+
+
 def main(argv=None) -> int:
     from suites.vqa.tasks import add_data_arguments, open_data
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -40,15 +51,24 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--precision", default="fp32", choices=("fp32", "bf16"))
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="VQAOptions overrides")
-    ap.add_argument("--limit", type=int, default=0, help="score at most N docs per task (0 = all)")
+    ap.add_argument("--limit", type=int, default=0, help="score at most N docs per task, evenly spread over the task "
+                    "file (it is ordered by scene: the first N would be a few scenes) (0 = all)")
     ap.add_argument("--out", type=Path, default=Path("vqa_signal.json"))
+    ap.add_argument("--merge", type=Path, nargs="+", metavar="JSON",
+                    help="only combine earlier --out files of other encoders on the same documents into --out "
+                         "(paired CIs against the first file's first encoder)")
+    m = argparse.ArgumentParser(add_help=False)     # --merge needs none of the training arguments
+    m.add_argument("--merge", type=Path, nargs="+")
+    m.add_argument("--out", type=Path, default=Path("vqa_signal.json"))
+    margs, _ = m.parse_known_args(argv)
+    if margs.merge:
+        return merge_reports(margs.merge, margs.out)
     args = ap.parse_args(argv)
 
     import numpy as np
     import torch
     from harness.config import ConfigError, build, merge, parse_overrides
     from harness.registry import build_encoder
-    from results.stats import vs_first
     from suites.vqa import suite as vqa_suite
     from suites.vqa.lmms_tasks import KIND
     from suites.vqa.taskfns import make
@@ -68,11 +88,12 @@ def main(argv=None) -> int:
     root = suites[tasks[0]].task_root(args.data, ws)
     gen_s = time.perf_counter() - t0
     recipe = suites[tasks[0]].recipe(args.precision)
-    docs = {t: read_docs(root / f"{t}.jsonl")[: args.limit or None] for t in tasks}
+    docs = {t: spread(read_docs(root / f"{t}.jsonl"), args.limit) for t in tasks}
     report = {"device": args.device, "gpu": torch.cuda.get_device_name() if args.device.startswith("cuda") else "",
               "torch": torch.__version__, "recipe": asdict(recipe), "options": asdict(options), "data": str(root),
               "generate_s": gen_s, "train_conversations": len(read_docs(root / "train" / "stage2.jsonl")),
-              "docs": {t: len(d) for t, d in docs.items()}, "floors": {}, "encoders": {}}
+              "docs": {t: len(d) for t, d in docs.items()}, "ids": {t: [d["id"] for d in ds] for t, ds in docs.items()},
+              "floors": {}, "encoders": {}}
     for t in tasks:
         floor, how = suites[t].floor(docs[t], root)
         report["floors"][t] = {"acc": float(np.mean(floor)), "how": how, "scores": [float(x) for x in floor]}
@@ -91,7 +112,7 @@ def main(argv=None) -> int:
         t0 = time.perf_counter()
         vlm, info = train_or_load(enc, recipe, root / "train" / "stage1.jsonl", root / "train" / "stage2.jsonl",
                                   ws, device=args.device, echo=lambda s: None,
-                                  grad_checkpointing=options.grad_checkpointing)
+                                  grad_checkpointing=options.grad_checkpointing, progress=True)
         _sync(args.device)
         entry = {"train_s": time.perf_counter() - t0, "reused": not info["trained_stages"], "vlm": info["key"],
                  "losses": info["losses"], "tasks": {}}
@@ -115,16 +136,45 @@ def main(argv=None) -> int:
         if args.device.startswith("cuda"):
             torch.cuda.empty_cache()
 
-    print(f"\n| task | floor | 2D cue | {' | '.join(args.encoder)} |\n|---|---|---|{'---|' * len(args.encoder)}")
-    for t in tasks:
-        ids = [d["id"] for d in docs[t]]
-        cells, cis = vs_first(ids, {spec: report["encoders"][spec]["tasks"][t]["scores"] for spec in args.encoder})
+    print_table(report)
+    save()
+    return 0
+
+
+def print_table(report: dict) -> None:
+    """The markdown table: floor, 2D cue and each encoder's accuracy, later encoders paired-bootstrapped against
+    the first; writes each ``delta_vs_first`` into ``report``."""
+    from results.stats import vs_first
+    specs = list(report["encoders"])
+    print(f"\n| task | floor | 2D cue | {' | '.join(specs)} |\n|---|---|---|{'---|' * len(specs)}")
+    for t, ids in report["ids"].items():
+        cells, cis = vs_first(ids, {spec: report["encoders"][spec]["tasks"][t]["scores"] for spec in specs})
         for spec, ci in cis.items():
             report["encoders"][spec]["tasks"][t]["delta_vs_first"] = [ci.delta, ci.low, ci.high]
         cue = report["floors"][t].get("cue")
         print(f"| {t} | {report['floors'][t]['acc']:.3f} | {'-' if cue is None else '%.3f' % cue['acc']} | "
               f"{' | '.join(cells)} |")
-    save()
+
+
+def merge_reports(paths: list[Path], out: Path) -> int:
+    """One report from runs of different encoders on the same documents (e.g. one encoder per core or per GPU,
+    in parallel): the first file's first encoder is the reference of the paired CIs."""
+    from harness.errors import UserError
+    reports = [json.loads(Path(p).read_text()) for p in paths]
+    merged = reports[0]
+    for p, r in zip(paths[1:], reports[1:]):
+        if r.get("ids") != merged.get("ids"):
+            raise UserError(f"'{p}' scored other documents than '{paths[0]}' (data {r.get('data')!r} vs "
+                            f"{merged.get('data')!r}, tasks {sorted(r.get('ids') or {})}, --limit): not comparable")
+        for spec, entry in r["encoders"].items():
+            if spec in merged["encoders"]:
+                raise UserError(f"encoder {spec!r} is in more than one of {[str(x) for x in paths]}")
+            merged["encoders"][spec] = entry
+    merged["merged_from"] = [str(p) for p in paths]
+    print_table(merged)
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text(json.dumps(merged, indent=1))
+    tmp.replace(out)
     return 0
 
 

@@ -122,7 +122,8 @@ class _VQABase(Suite):
         from lmms_eval.models import get_model
         vlm, info = train_or_load(ctx.encoder, self.recipe(ctx.precision), root / "train" / "stage1.jsonl",
                                   root / "train" / "stage2.jsonl", ctx.workspace, device=str(ctx.device),
-                                  echo=lambda s: None, grad_checkpointing=self.options.grad_checkpointing)
+                                  echo=lambda s: None, grad_checkpointing=self.options.grad_checkpointing,
+                                  progress=ctx.progress)
         for stage, losses in info["losses"].items():
             for step, loss in enumerate(losses):
                 ctx.log_curve({f"vlm.stage{stage}.loss": float(loss)}, step)

@@ -56,10 +56,11 @@ def build_vlm(encoder, lm_spec: str, feature_layer: int, workspace, seed: int = 
 
 
 def train_or_load(encoder, recipe: VLMRecipe, stage1: Path, stage2: Path, workspace, device: str = "cpu",
-                  echo=print, grad_checkpointing: str = "auto") -> tuple[object, dict]:
+                  echo=print, grad_checkpointing: str = "auto", progress: bool = False) -> tuple[object, dict]:
     """The stage-2 VLM of ``encoder`` (frozen) trained on ``stage1`` / ``stage2`` conversation files, trained
     once per key; returns (vlm, info) with info = key, run_dir, per-stage losses of this call, seconds.
-    ``grad_checkpointing`` (the trainer's auto/on/off) changes speed and memory, not the VLM: not in the key."""
+    ``grad_checkpointing`` (the trainer's auto/on/off) changes speed and memory, not the VLM: not in the key;
+    ``progress`` shows the trainer's per-stage step bars (minutes to hours on a CPU)."""
     import time
     key = vlm_key(encoder.fingerprint(), recipe, file_digest(stage1, stage2))
     run_dir = Path(workspace.root) / "vqa" / "vlm" / key
@@ -73,7 +74,7 @@ def train_or_load(encoder, recipe: VLMRecipe, stage1: Path, stage2: Path, worksp
         stage2=Stage2Config(lr=recipe.stage2_lr, batch_size=recipe.stage2_batch, max_steps=recipe.stage2_steps,
                               micro_batch_size=min(recipe.micro_batch, recipe.stage2_batch)),
         seed=recipe.seed, device=device, precision=recipe.precision, workspace=str(workspace.root),
-        run_dir=str(run_dir), tracking=False, progress=False, checkpoint_every=10_000, keep_checkpoints=1,
+        run_dir=str(run_dir), tracking=False, progress=progress, checkpoint_every=10_000, keep_checkpoints=1,
         grad_checkpointing=grad_checkpointing)
     vlm = build_vlm(encoder, recipe.lm, recipe.feature_layer, workspace, recipe.seed)
     t0 = time.perf_counter()
