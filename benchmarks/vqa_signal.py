@@ -102,9 +102,7 @@ def main(argv=None) -> int:
             report["floors"][t]["cue"] = {"acc": float(np.mean(cue)), "scores": cue}
 
     def save():
-        tmp = args.out.with_suffix(".tmp")
-        tmp.write_text(json.dumps(report, indent=1))
-        tmp.replace(args.out)
+        write_report(report, args.out)
 
     for spec in args.encoder:
         enc = build_encoder(spec, ws)
@@ -172,10 +170,15 @@ def merge_reports(paths: list[Path], out: Path) -> int:
             merged["encoders"][spec] = entry
     merged["merged_from"] = [str(p) for p in paths]
     print_table(merged)
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(merged, indent=1))
-    tmp.replace(out)
+    write_report(merged, out)
     return 0
+
+
+def write_report(report: dict, out: Path) -> None:
+    """Whole or not at all: a killed run leaves the previous file."""
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text(json.dumps(report, indent=1))
+    tmp.replace(out)
 
 
 if __name__ == "__main__":
