@@ -113,7 +113,8 @@ def main(argv=None) -> int:
                                   grad_checkpointing=options.grad_checkpointing, progress=True)
         _sync(args.device)
         entry = {"train_s": time.perf_counter() - t0, "reused": not info["trained_stages"], "vlm": info["key"],
-                 "losses": info["losses"], "tasks": {}}
+                 "losses": info["losses"], "tasks": {},
+                 "step_s_median": {st: float(np.median(v)) for st, v in info.get("step_seconds", {}).items() if v}}
         runner = VLMRunner(vlm, image_size=options.image_size, device=args.device,
                            max_new_tokens=options.max_new_tokens, precision=recipe.precision)
         for t in tasks:
@@ -126,8 +127,9 @@ def main(argv=None) -> int:
             print(f"{spec}: {t} acc {entry['tasks'][t]['acc']:.3f} (floor {report['floors'][t]['acc']:.3f}"
                   f"{'' if cue is None else ', 2D cue %.3f' % cue['acc']}, "
                   f"{len(scores)} docs, {entry['tasks'][t]['eval_s']:.0f} s)", flush=True)
-        print(f"{spec}: VLM stages 1+2 {entry['train_s']:.1f} s{' (reused)' if entry['reused'] else ''}",
-              flush=True)
+        per_step = ", ".join(f"stage {st} {v:.3f} s/step" for st, v in entry["step_s_median"].items())
+        print(f"{spec}: VLM stages 1+2 {entry['train_s']:.1f} s{' (reused)' if entry['reused'] else ''}"
+              f"{f' (median {per_step})' if per_step else ''}", flush=True)
         report["encoders"][spec] = entry
         save()
         del runner, vlm

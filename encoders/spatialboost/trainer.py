@@ -29,11 +29,13 @@ The configuration lives in :mod:`.boost_config`, the multi-process set-up in :mo
 """
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
 import shutil
 import time
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -49,7 +51,7 @@ from .boost_config import (PAPER_DEFAULTS, BoostConfig, Stage1Config, Stage2Conf
                            dual_cfg, dual_cfg_dict)
 from .checkpoints import (latest_checkpoint, load_params, params_digest, read_state, restore_training_state,
                           stage_dir, write_checkpoint)
-from .data import ConversationData, ImageLoader, collate
+from .data import BatchPrefetcher, ConversationData, ImageLoader, collate
 from .distributed import Dist, init_distributed
 from . import fsdp
 from .dual_attention import alpha_stats, dual_channel_parameters, wrap_dual_channel
@@ -83,6 +85,7 @@ class StageResult:
     run_id: str | None
     checkpoint: Path
     stats: dict
+    step_seconds: list[float] = dataclasses.field(default_factory=list)   # wall per step of this call
 
 
 class BoostTrainer:
@@ -303,7 +306,7 @@ class BoostTrainer:
             fsdp.set_param_dtypes(self.vlm, self.precision)
             model = self.dist.wrap(self.vlm, self.device)
         opt = torch.optim.AdamW(params, lr=sc.lr, betas=(0.9, 0.999), weight_decay=sc.weight_decay)
-        start, losses = 0, []
+        start, losses, step_s = 0, [], []
         if resume_from is not None:
             start, losses = restore_training_state(resume_from, opt, self.device, self.vlm)
             self.echo(f"stage {stage}: resumed from {resume_from.name} (step {start}/{total}, written by "
@@ -331,60 +334,70 @@ class BoostTrainer:
         self.vlm.train()
         self.vlm.encoder.eval()                 # no dropout / stochastic depth in the encoder
         self.vlm.lm.train(fsdp.lm_train_mode(self.vlm.lm, stage, self._grad_ckpt()))
-        perm_cache: dict[int, torch.Tensor] = {}
-        last_ckpt = resume_from
-        for step in range(start, total):
-            t0 = time.perf_counter()
+        @functools.lru_cache(maxsize=2)
+        def order(epoch: int) -> torch.Tensor:
+            g = torch.Generator().manual_seed(cfg.seed * 100003 + stage * 1009 + epoch)
+            return torch.randperm(n, generator=g)
+
+        def step_batches(step: int) -> list:
+            """This process's micro-batches of ``step``: a pure function of the step (resume, prefetch)."""
             epoch, within = divmod(step, spe)
-            if epoch not in perm_cache:
-                g = torch.Generator().manual_seed(cfg.seed * 100003 + stage * 1009 + epoch)
-                perm_cache = {epoch: torch.randperm(n, generator=g)}
-            perm = perm_cache[epoch]
+            perm = order(epoch)
             idx = [int(perm[(within * sc.batch_size + j) % n]) for j in range(sc.batch_size)]
             mine = idx[self.dist.rank::W]
             micro = [mine[i:i + sc.micro_batch_size] for i in range(0, len(mine), sc.micro_batch_size)]
-            batches = [collate([data[i] for i in mb], loader, pad) for mb in micro]
-            n_tok = sum(b.answer_tokens for b in batches)
-            denom = max(n_tok, 1)
-            lr = lr_at(step, total, sc.lr, sc.warmup_ratio)
-            for gparam in opt.param_groups:
-                gparam["lr"] = lr
-            loss_sum, tokens = 0.0, 0
-            for k, b in enumerate(batches):
-                b = b.to(self.device)
-                last = k == len(batches) - 1
-                with (fsdp.grad_sync(model, last) if sharded else self.dist.sync(model, last)):
-                    from harness.device import autocast
-                    with autocast(self.device, self.precision):
-                        s, _ = model(b)
-                    (s / denom).backward()
-                loss_sum += float(s.detach())
-                tokens += int(b.attention_mask.sum())
-            if sc.max_grad_norm > 0:
-                torch.nn.utils.clip_grad_norm_(params, sc.max_grad_norm)
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            stats = torch.tensor([loss_sum, float(n_tok), float(tokens)], dtype=torch.float64)
-            stats = self.dist.all_reduce_sum(stats, self.device)
-            loss = float(stats[0] / max(stats[1], 1))
-            losses.append(loss)
-            dt = time.perf_counter() - t0
-            if cfg.throttle_s:
-                time.sleep(cfg.throttle_s)
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}")
-            if rid is not None and ((step + 1) % cfg.log_every == 0 or step + 1 == total):
-                m = {"loss": loss, "lr": lr, "tokens_per_s": float(stats[2]) / dt, "answer_tokens": float(stats[1]),
-                     "epoch": step / spe}
-                if stage == 3 and cfg.variant == "dual":
-                    for name, (mean, lo, hi) in alpha_stats(backbone_of(self.vlm.encoder)).items():
-                        m[f"alpha/{name}/mean"], m[f"alpha/{name}/min"], m[f"alpha/{name}/max"] = mean, lo, hi
-                self.records.log(rid, m, step + 1)
-            if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == total:
-                last_ckpt = self.save_checkpoint(stage, step + 1, opt, {
-                    "stage": stage, "step": step + 1, "total_steps": total, "losses": losses,
-                    "config_hash": self.hash, "done": step + 1 == total, "data_id": data.id})
+            return [collate([data[i] for i in mb], loader, pad) for mb in micro]
+
+        last_ckpt = resume_from
+        prefetch = BatchPrefetcher(step_batches, start, total, cfg.prefetch_steps)
+        try:
+            for step in range(start, total):
+                t0 = time.perf_counter()
+                batches = prefetch.get(step)
+                n_tok = sum(b.answer_tokens for b in batches)
+                denom = max(n_tok, 1)
+                lr = lr_at(step, total, sc.lr, sc.warmup_ratio)
+                for gparam in opt.param_groups:
+                    gparam["lr"] = lr
+                loss_sum, tokens = 0.0, 0
+                for k, b in enumerate(batches):
+                    b = b.to(self.device)
+                    last = k == len(batches) - 1
+                    with (fsdp.grad_sync(model, last) if sharded else self.dist.sync(model, last)):
+                        from harness.device import autocast
+                        with autocast(self.device, self.precision):
+                            s, _ = model(b)
+                        (s / denom).backward()
+                    loss_sum += float(s.detach())
+                    tokens += int(b.attention_mask.sum())
+                if sc.max_grad_norm > 0:
+                    torch.nn.utils.clip_grad_norm_(params, sc.max_grad_norm)
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+                stats = torch.tensor([loss_sum, float(n_tok), float(tokens)], dtype=torch.float64)
+                stats = self.dist.all_reduce_sum(stats, self.device)
+                loss = float(stats[0] / max(stats[1], 1))
+                losses.append(loss)
+                dt = time.perf_counter() - t0
+                step_s.append(dt)
+                if cfg.throttle_s:
+                    time.sleep(cfg.throttle_s)
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}")
+                if rid is not None and ((step + 1) % cfg.log_every == 0 or step + 1 == total):
+                    m = {"loss": loss, "lr": lr, "tokens_per_s": float(stats[2]) / dt,
+                         "answer_tokens": float(stats[1]), "epoch": step / spe}
+                    if stage == 3 and cfg.variant == "dual":
+                        for name, (mean, lo, hi) in alpha_stats(backbone_of(self.vlm.encoder)).items():
+                            m[f"alpha/{name}/mean"], m[f"alpha/{name}/min"], m[f"alpha/{name}/max"] = mean, lo, hi
+                    self.records.log(rid, m, step + 1)
+                if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == total:
+                    last_ckpt = self.save_checkpoint(stage, step + 1, opt, {
+                        "stage": stage, "step": step + 1, "total_steps": total, "losses": losses,
+                        "config_hash": self.hash, "done": step + 1 == total, "data_id": data.id})
+        finally:
+            prefetch.close()
         if bar is not None:
             bar.close()
         self.vlm.eval()
@@ -401,7 +414,7 @@ class BoostTrainer:
             self.records.log(rid, {"final_loss": losses[-1] if losses else float("nan"),
                             "bad_images": data.stats.bad_images})
             self.tracker.client.set_terminated(rid, "FINISHED")
-        return StageResult(stage, total, losses, rid, last_ckpt, data.stats.to_dict())
+        return StageResult(stage, total, losses, rid, last_ckpt, data.stats.to_dict(), step_s)
 
     def run(self) -> str | None:
         """Run the configured stages (resuming); export the boosted encoder after stage 3. An exception marks

@@ -58,7 +58,8 @@ def build_vlm(encoder, lm_spec: str, feature_layer: int, workspace, seed: int = 
 def train_or_load(encoder, recipe: VLMRecipe, stage1: Path, stage2: Path, workspace, device: str = "cpu",
                   echo=print, grad_checkpointing: str = "auto", progress: bool = False) -> tuple[object, dict]:
     """The stage-2 VLM of ``encoder`` (frozen) trained on ``stage1`` / ``stage2`` conversation files, trained
-    once per key; returns (vlm, info) with info = key, run_dir, per-stage losses of this call, seconds.
+    once per key; returns (vlm, info) with info = key, run_dir, per-stage losses and step walls of this call,
+    seconds.
     ``grad_checkpointing`` (the trainer's auto/on/off) changes speed and memory, not the VLM: not in the key;
     ``progress`` shows the trainer's per-stage step bars (minutes to hours on a CPU)."""
     import time
@@ -85,7 +86,8 @@ def train_or_load(encoder, recipe: VLMRecipe, stage1: Path, stage2: Path, worksp
         trainer.dist.shutdown()
     results = getattr(trainer, "results", {})
     info = {"key": key, "run_dir": str(run_dir), "seconds": time.perf_counter() - t0,
-            "trained_stages": sorted(results), "losses": {s: list(r.losses) for s, r in results.items()}}
+            "trained_stages": sorted(results), "losses": {s: list(r.losses) for s, r in results.items()},
+            "step_seconds": {s: list(r.step_seconds) for s, r in results.items()}}
     for p in trainer.vlm.parameters():
         p.requires_grad_(False)
     return trainer.vlm.eval(), info
