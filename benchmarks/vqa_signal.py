@@ -110,7 +110,8 @@ def main(argv=None) -> int:
         t0 = time.perf_counter()
         vlm, info = train_or_load(enc, recipe, root / "train" / "stage1.jsonl", root / "train" / "stage2.jsonl",
                                   ws, device=args.device, echo=lambda s: None,
-                                  grad_checkpointing=options.grad_checkpointing, progress=True)
+                                  grad_checkpointing=options.grad_checkpointing, progress=True,
+                                  prefetch_steps=options.prefetch_steps)
         _sync(args.device)
         entry = {"train_s": time.perf_counter() - t0, "reused": not info["trained_stages"], "vlm": info["key"],
                  "losses": info["losses"], "tasks": {},

@@ -56,11 +56,13 @@ def build_vlm(encoder, lm_spec: str, feature_layer: int, workspace, seed: int = 
 
 
 def train_or_load(encoder, recipe: VLMRecipe, stage1: Path, stage2: Path, workspace, device: str = "cpu",
-                  echo=print, grad_checkpointing: str = "auto", progress: bool = False) -> tuple[object, dict]:
+                  echo=print, grad_checkpointing: str = "auto", progress: bool = False,
+                  prefetch_steps: int = 2) -> tuple[object, dict]:
     """The stage-2 VLM of ``encoder`` (frozen) trained on ``stage1`` / ``stage2`` conversation files, trained
     once per key; returns (vlm, info) with info = key, run_dir, per-stage losses and step walls of this call,
     seconds.
-    ``grad_checkpointing`` (the trainer's auto/on/off) changes speed and memory, not the VLM: not in the key;
+    ``grad_checkpointing`` (the trainer's auto/on/off) and ``prefetch_steps`` change speed and memory, not the
+    VLM: not in the key;
     ``progress`` shows the trainer's per-stage step bars (minutes to hours on a CPU)."""
     import time
     key = vlm_key(encoder.fingerprint(), recipe, file_digest(stage1, stage2))
@@ -76,7 +78,7 @@ def train_or_load(encoder, recipe: VLMRecipe, stage1: Path, stage2: Path, worksp
                               micro_batch_size=min(recipe.micro_batch, recipe.stage2_batch)),
         seed=recipe.seed, device=device, precision=recipe.precision, workspace=str(workspace.root),
         run_dir=str(run_dir), tracking=False, progress=progress, checkpoint_every=10_000, keep_checkpoints=1,
-        grad_checkpointing=grad_checkpointing)
+        grad_checkpointing=grad_checkpointing, prefetch_steps=prefetch_steps)
     vlm = build_vlm(encoder, recipe.lm, recipe.feature_layer, workspace, recipe.seed)
     t0 = time.perf_counter()
     trainer = _get("trainer:BoostTrainer")(cfg, vlm=vlm, echo=echo)
