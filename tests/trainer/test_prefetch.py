@@ -65,3 +65,12 @@ def test_training_is_identical_with_and_without_prefetch(qa_file, tmp_path, stag
     loss2, p2 = train(2)
     assert len(loss0) == 5 and loss0 == loss2
     assert p0.keys() == p2.keys() and all(torch.equal(p0[n], p2[n]) for n in p0)
+
+
+def test_vqa_speed_options_do_not_change_the_vlm_recipe():
+    """``prefetch_steps`` and ``grad_checkpointing`` change speed only: a VLM trained with either is reused."""
+    from suites.vqa.suite import BlinkDepthLocalSuite, VQAOptions
+    base = BlinkDepthLocalSuite(build(VQAOptions, {})).recipe("bf16")
+    fast = BlinkDepthLocalSuite(build(VQAOptions, {"prefetch_steps": 0, "grad_checkpointing": "off"})).recipe("bf16")
+    other = BlinkDepthLocalSuite(build(VQAOptions, {"stage2_lr": 1e-4})).recipe("bf16")
+    assert fast == base and other != base
