@@ -192,16 +192,23 @@ class RunRecord:
     reused: bool
 
 
+def store_init_lock(uri: str):
+    """The lock under which a process first touches a sqlite store: MLflow creates and migrates its tables on
+    first use, and two processes doing that at once on a new file fail ("table _alembic_tmp_... already
+    exists"). Every reader that may meet a new store (workers, pollers) takes it; a server needs none."""
+    if not uri.startswith("sqlite:///"):
+        return contextlib.nullcontext()
+    from filelock import FileLock
+    return FileLock(uri[len("sqlite:///"):] + ".lock")
+
+
 class Tracker:
     def __init__(self, uri: str, experiment: str, artifact_root: Path | None = None):
         import mlflow
-        from filelock import FileLock
         check_reachable(uri)
         self.mlflow = mlflow
         self.uri = uri
-        # parallel workers sharing one sqlite store would race to create its tables and the experiment
-        lock = FileLock(uri[len("sqlite:///"):] + ".lock") if uri.startswith("sqlite:///") else contextlib.nullcontext()
-        with lock:
+        with store_init_lock(uri):
             # an explicit client only: mlflow.set_tracking_uri() would export MLFLOW_TRACKING_URI and
             # silently send later runs of this process (another workspace) to this store
             self.client = mlflow.MlflowClient(tracking_uri=uri)

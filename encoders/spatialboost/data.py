@@ -25,9 +25,11 @@ even the first turn fits is skipped. ``overflow="skip"`` skips every overlong sa
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -288,6 +290,31 @@ def collate(samples: Sequence[Sample], loader: ImageLoader, pad_id: int) -> Batc
     views = [loader(p) for s in samples for p in s.images]
     pix = torch.stack(views) if views else torch.zeros(0, 3, loader.size, loader.size)
     return Batch(ids, att, lab, pix, [s.id for s in samples])
+
+
+class StepBatches:
+    """This process's micro-batches of an optimiser step, a pure function of the step: each epoch is a fresh
+    permutation of the data seeded by ``seed + epoch``, the batch its ``batch_size`` consecutive entries and this
+    rank every ``world``-th of them. A resumed or prefetched run thus sees the batches an uninterrupted one would."""
+
+    def __init__(self, data, loader: ImageLoader, pad_id: int, batch_size: int, micro_batch_size: int, seed: int,
+                 rank: int = 0, world: int = 1):
+        self.data, self.loader, self.pad_id = data, loader, pad_id
+        self.batch_size, self.micro, self.seed, self.rank, self.world = batch_size, micro_batch_size, seed, rank, world
+        self.n = len(data)
+        self.steps_per_epoch = math.ceil(self.n / batch_size)
+        self.order = functools.lru_cache(maxsize=2)(self._order)     # this epoch's and the next (prefetch)
+
+    def _order(self, epoch: int) -> torch.Tensor:
+        return torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed + epoch))
+
+    def __call__(self, step: int) -> list[Batch]:
+        epoch, within = divmod(step, self.steps_per_epoch)
+        perm = self.order(epoch)
+        idx = [int(perm[(within * self.batch_size + j) % self.n]) for j in range(self.batch_size)]
+        mine = idx[self.rank::self.world]
+        micro = [mine[i:i + self.micro] for i in range(0, len(mine), self.micro)]
+        return [collate([self.data[i] for i in mb], self.loader, self.pad_id) for mb in micro]
 
 
 class BatchPrefetcher:

@@ -29,7 +29,6 @@ The configuration lives in :mod:`.boost_config`, the multi-process set-up in :mo
 """
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import math
@@ -51,7 +50,7 @@ from .boost_config import (PAPER_DEFAULTS, BoostConfig, Stage1Config, Stage2Conf
                            dual_cfg, dual_cfg_dict)
 from .checkpoints import (latest_checkpoint, load_params, params_digest, read_state, restore_training_state,
                           stage_dir, write_checkpoint)
-from .data import BatchPrefetcher, ConversationData, ImageLoader, collate
+from .data import BatchPrefetcher, ConversationData, ImageLoader, StepBatches
 from .distributed import Dist, init_distributed
 from . import fsdp
 from .dual_attention import alpha_stats, dual_channel_parameters, wrap_dual_channel
@@ -334,20 +333,8 @@ class BoostTrainer:
         self.vlm.train()
         self.vlm.encoder.eval()                 # no dropout / stochastic depth in the encoder
         self.vlm.lm.train(fsdp.lm_train_mode(self.vlm.lm, stage, self._grad_ckpt()))
-        @functools.lru_cache(maxsize=2)
-        def order(epoch: int) -> torch.Tensor:
-            g = torch.Generator().manual_seed(cfg.seed * 100003 + stage * 1009 + epoch)
-            return torch.randperm(n, generator=g)
-
-        def step_batches(step: int) -> list:
-            """This process's micro-batches of ``step``: a pure function of the step (resume, prefetch)."""
-            epoch, within = divmod(step, spe)
-            perm = order(epoch)
-            idx = [int(perm[(within * sc.batch_size + j) % n]) for j in range(sc.batch_size)]
-            mine = idx[self.dist.rank::W]
-            micro = [mine[i:i + sc.micro_batch_size] for i in range(0, len(mine), sc.micro_batch_size)]
-            return [collate([data[i] for i in mb], loader, pad) for mb in micro]
-
+        step_batches = StepBatches(data, loader, pad, sc.batch_size, sc.micro_batch_size,
+                                   cfg.seed * 100003 + stage * 1009, self.dist.rank, W)
         last_ckpt = resume_from
         prefetch = BatchPrefetcher(step_batches, start, total, cfg.prefetch_steps)
         try:

@@ -32,10 +32,13 @@ def _runs(ws: Path, experiment: str | None = None) -> list:
     db = ws / "mlflow.db"
     if not db.exists():
         return []
-    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{db}")
-    ids = [e.experiment_id for e in client.search_experiments()
-           if experiment is None or e.name == experiment]
-    return client.search_runs(ids, max_results=10000) if ids else []
+    from harness.tracking import store_init_lock
+    uri = f"sqlite:///{db}"
+    with store_init_lock(uri):      # the sweep may be creating the store's tables right now
+        client = mlflow.MlflowClient(tracking_uri=uri)
+        ids = [e.experiment_id for e in client.search_experiments()
+               if experiment is None or e.name == experiment]
+        return client.search_runs(ids, max_results=10000) if ids else []
 
 
 def _descendants(pid: int) -> list[tuple[int, str]]:
