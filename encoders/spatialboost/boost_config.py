@@ -85,8 +85,9 @@ class BoostConfig:
     log_every: int = field(1, help="MLflow metrics every N steps", hash=False)
     progress: bool = field(True, help="progress bars", hash=False)
     throttle_s: float = field(0.0, help="sleep after each step (tests that kill a run)", hash=False)
-    prefetch_steps: int = field(2, min=0, help="steps whose batches (image decoding) are built in background "
-                                "threads while a step runs (0 = in the training loop)", hash=False)
+    prefetch_steps: int | None = field(None, min=0, help="steps whose batches (image decoding) are built in "
+                                       "background threads while a step runs; None = auto: 2 on CUDA, 0 (in the "
+                                       "loop) on CPU, where the threads would compete with the compute", hash=False)
 
 
 PAPER_DEFAULTS = {1: (2e-3, 256), 2: (2e-5, 128), 3: (2e-5, 128)}

@@ -187,6 +187,10 @@ class BoostTrainer:
         return self.cfg.grad_checkpointing == "on" or (self.cfg.grad_checkpointing == "auto"
                                                         and self.device.type == "cuda")
 
+    def _prefetch_depth(self) -> int:
+        p = self.cfg.prefetch_steps
+        return p if p is not None else (2 if self.device.type == "cuda" else 0)
+
     # ---------------------------------------------------------------------------- data
     def data_for(self, stage: int) -> ConversationData:
         sc: StageConfig = getattr(self.cfg, f"stage{stage}")
@@ -336,7 +340,7 @@ class BoostTrainer:
         step_batches = StepBatches(data, loader, pad, sc.batch_size, sc.micro_batch_size,
                                    cfg.seed * 100003 + stage * 1009, self.dist.rank, W)
         last_ckpt = resume_from
-        prefetch = BatchPrefetcher(step_batches, start, total, cfg.prefetch_steps)
+        prefetch = BatchPrefetcher(step_batches, start, total, self._prefetch_depth())
         try:
             for step in range(start, total):
                 t0 = time.perf_counter()

@@ -54,8 +54,9 @@ class VQAOptions:
     grad_checkpointing: Literal["auto", "on", "off"] = field("auto", hash=False,
                                     help="LM activation checkpointing in VLM training (speed/memory only): auto = "
                                     "on CUDA (memory for 7B LMs); off is faster for small LMs")
-    prefetch_steps: int = field(2, min=0, hash=False, help="VLM training: steps whose batches (image decoding) are "
-                                "built in background threads ahead of the step (speed only; 0 = in the loop)")
+    prefetch_steps: int | None = field(None, min=0, hash=False, help="VLM training: steps whose batches (image "
+                                       "decoding) are built in background threads ahead of the step (speed only; "
+                                       "None = auto: 2 on CUDA, 0 on CPU)")
     max_length: int = field(2048, min=16, help="context length in tokens (visual tokens included)")
     limit: int | None = field(None, min=1, help="evaluate at most the first N docs (None = all)")
     tolerance: float = field(0.25, min=0, min_open=True, help="quantitative success: relative error <= this "

@@ -57,7 +57,7 @@ def build_vlm(encoder, lm_spec: str, feature_layer: int, workspace, seed: int = 
 
 def train_or_load(encoder, recipe: VLMRecipe, stage1: Path, stage2: Path, workspace, device: str = "cpu",
                   echo=print, grad_checkpointing: str = "auto", progress: bool = False,
-                  prefetch_steps: int = 2) -> tuple[object, dict]:
+                  prefetch_steps: int | None = None) -> tuple[object, dict]:
     """The stage-2 VLM of ``encoder`` (frozen) trained on ``stage1`` / ``stage2`` conversation files, trained
     once per key; returns (vlm, info) with info = key, run_dir, per-stage losses and step walls of this call,
     seconds.

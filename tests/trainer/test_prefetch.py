@@ -74,3 +74,12 @@ def test_vqa_speed_options_do_not_change_the_vlm_recipe():
     fast = BlinkDepthLocalSuite(build(VQAOptions, {"prefetch_steps": 0, "grad_checkpointing": "off"})).recipe("bf16")
     other = BlinkDepthLocalSuite(build(VQAOptions, {"stage2_lr": 1e-4})).recipe("bf16")
     assert fast == base and other != base
+
+
+def test_prefetch_auto_is_off_on_cpu_and_explicit_values_win(qa_file, tmp_path):
+    def depth(**kw):
+        cfg = build(BoostConfig, tiny_overrides(qa_file, tmp_path / "ws", tracking=False, **kw))
+        return BoostTrainer(cfg, echo=lambda m: None)._prefetch_depth()
+
+    assert depth() == 0                     # CPU: the threads would compete with the compute
+    assert depth(prefetch_steps=3) == 3 and depth(prefetch_steps=0) == 0
