@@ -115,7 +115,7 @@ def main(argv=None) -> int:
         _sync(args.device)
         entry = {"train_s": time.perf_counter() - t0, "reused": not info["trained_stages"], "vlm": info["key"],
                  "losses": info["losses"], "tasks": {},
-                 "step_s_median": {st: float(np.median(v)) for st, v in info.get("step_seconds", {}).items() if v}}
+                 "step_s_median": {st: float(np.median(v)) for st, v in info["step_seconds"].items() if v}}
         runner = VLMRunner(vlm, image_size=options.image_size, device=args.device,
                            max_new_tokens=options.max_new_tokens, precision=recipe.precision)
         for t in tasks:

@@ -29,12 +29,12 @@ The configuration lives in :mod:`.boost_config`, the multi-process set-up in :mo
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
 import shutil
 import time
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -340,7 +340,7 @@ class BoostTrainer:
         step_batches = StepBatches(data, loader, pad, sc.batch_size, sc.micro_batch_size,
                                    cfg.seed * 100003 + stage * 1009, self.dist.rank, W)
         last_ckpt = resume_from
-        prefetch = BatchPrefetcher(step_batches, start, total, self._prefetch_depth())
+        prefetch = BatchPrefetcher(step_batches, total, self._prefetch_depth())
         try:
             for step in range(start, total):
                 t0 = time.perf_counter()

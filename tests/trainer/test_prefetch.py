@@ -19,7 +19,7 @@ def test_prefetcher_returns_each_step_in_order_and_builds_ahead():
         built.append((step, threading.get_ident() != main))
         return [step * 10]
 
-    with BatchPrefetcher(make, 3, 9, depth=2) as pf:
+    with BatchPrefetcher(make, 9, depth=2) as pf:
         got = [pf.get(s) for s in range(3, 9)]
     assert got == [[s * 10] for s in range(3, 9)]
     assert sorted(s for s, _ in built) == list(range(3, 9))     # each step once, none past the stop
@@ -28,7 +28,7 @@ def test_prefetcher_returns_each_step_in_order_and_builds_ahead():
 
 def test_prefetcher_depth_zero_builds_in_the_caller():
     seen = []
-    pf = BatchPrefetcher(lambda s: seen.append(threading.get_ident()) or [s], 0, 3, depth=0)
+    pf = BatchPrefetcher(lambda s: seen.append(threading.get_ident()) or [s], 3, depth=0)
     assert [pf.get(s) for s in range(3)] == [[0], [1], [2]]
     assert set(seen) == {threading.get_ident()}
     pf.close()
@@ -40,7 +40,7 @@ def test_prefetcher_reraises_a_failed_build():
             raise OSError("disk gone")
         return [step]
 
-    with BatchPrefetcher(make, 0, 5, depth=2) as pf:
+    with BatchPrefetcher(make, 5, depth=2) as pf:
         assert pf.get(0) == [0] and pf.get(1) == [1]
         with pytest.raises(OSError, match="disk gone"):
             pf.get(2)
