@@ -79,7 +79,8 @@ PRESETS = {
                               "lexicon3d.sqa3d": "as lexicon3d.scanqa; ~28 s per encoder",
                               "depth.kitti": "repeats what depth.nyud measures", "seg.voc": "repeats seg.ade20k",
                               **{f"vqa.{t}": "trains a VLM per encoder (15 min on 2 cores) that answers at the "
-                                             "floor for every encoder at that size (a GPU suite)"
+                                             "floor for every encoder at that size, and on one H200 after 11 epochs too "
+                                             "(suites/vqa/README.md)"
                                  for t in ("blink_depth_local", "spatialrgpt_qual_local", "spatialrgpt_quant_local")}}),
 }
 
